@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+// libattention: Keras's attention layers in Swift, exported as a C library (libattention.so).
+import PackageDescription
+
+/// The CPU the kernels are compiled for; `make TARGET_CPU=x86-64-v3` (or any LLVM CPU name)
+/// sets it through the environment. Without FMA in the target CPU, SIMD fused multiply-adds
+/// become library calls, so the default is the machine that builds.
+let targetCPU = Context.environment["ATTENTION_TARGET_CPU"] ?? "native"
+let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU])]
+let exportsMap = Context.packageDirectory + "/Sources/LibAttention/exports.map"
+
+let package = Package(
+    name: "libattention",
+    products: [
+        .library(name: "attention", type: .dynamic, targets: ["LibAttention"]),
+        .library(name: "AttentionLayers", targets: ["AttentionLayers"]),
+    ],
+    targets: [
+        .target(name: "CAttention"),
+        .target(
+            name: "AttentionKernels",
+            swiftSettings: cpuFlags + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .target(name: "AttentionLayers", dependencies: ["AttentionKernels"], swiftSettings: cpuFlags),
+        .target(
+            name: "LibAttention",
+            dependencies: ["AttentionLayers", "CAttention"],
+            exclude: ["exports.map"],
+            swiftSettings: cpuFlags,
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--version-script=\(exportsMap)"])]
+        ),
+        .testTarget(name: "AttentionKernelsTests", dependencies: ["AttentionKernels"], swiftSettings: cpuFlags),
+        .testTarget(name: "AttentionLayersTests", dependencies: ["AttentionLayers"], swiftSettings: cpuFlags),
+    ]
+)

@@ -1,0 +1,116 @@
+/// The description of one batched attention computation, in the kernel's index space:
+/// `groups` independent problems (batch × non-attention axes), each with `heads` heads, a
+/// query of `queryLength` rows and keys/values of `keyLength` rows. Scores and masks are
+/// indexed (g, n, i, j), the layout Keras returns scores in (after flattening).
+
+/// Where rows of a (group, head, row, feature) tensor live: element offset of row
+/// (g, n, i) is g·group + n·head + i·row; the features of a row are contiguous.
+public struct RowLayout: Sendable, Equatable {
+    public var group: Int
+    public var head: Int
+    public var row: Int
+    public init(group: Int, head: Int, row: Int) {
+        self.group = group; self.head = head; self.row = row
+    }
+    @inlinable @inline(__always)
+    func offset(_ g: Int, _ n: Int, _ i: Int) -> Int { g &* group &+ n &* head &+ i &* row }
+}
+
+/// Sizes of the problem. Key/value head of query head n is n / (heads / keyValueHeads).
+public struct AttentionShape: Sendable, Equatable {
+    public var groups: Int
+    public var heads: Int
+    public var keyValueHeads: Int
+    public var queryLength: Int
+    public var keyLength: Int
+    public var keyDim: Int
+    public var valueDim: Int
+    public init(groups: Int, heads: Int, keyValueHeads: Int, queryLength: Int, keyLength: Int,
+                keyDim: Int, valueDim: Int) {
+        self.groups = groups; self.heads = heads; self.keyValueHeads = keyValueHeads
+        self.queryLength = queryLength; self.keyLength = keyLength
+        self.keyDim = keyDim; self.valueDim = valueDim
+    }
+}
+
+/// The tensors of one call. The library never keeps these pointers past the call.
+public struct AttentionOperands<T: KernelScalar>: @unchecked Sendable {
+    public var query: UnsafePointer<T>, queryLayout: RowLayout
+    public var key: UnsafePointer<T>, keyLayout: RowLayout
+    public var value: UnsafePointer<T>, valueLayout: RowLayout
+    public var output: UnsafeMutablePointer<T>, outputLayout: RowLayout
+    public init(query: UnsafePointer<T>, queryLayout: RowLayout, key: UnsafePointer<T>, keyLayout: RowLayout,
+                value: UnsafePointer<T>, valueLayout: RowLayout,
+                output: UnsafeMutablePointer<T>, outputLayout: RowLayout) {
+        self.query = query; self.queryLayout = queryLayout
+        self.key = key; self.keyLayout = keyLayout
+        self.value = value; self.valueLayout = valueLayout
+        self.output = output; self.outputLayout = outputLayout
+    }
+}
+
+/// How a query row i and key row j give a logit.
+public enum ScoreFunction<T: KernelScalar>: @unchecked Sendable {
+    /// (q·k) · scale — Luong, and multi-head attention.
+    case dot(scale: T)
+    /// weight · Σ_d tanh(scale · (q_d + k_d)) — Luong's concat mode.
+    case concat(scale: T, weight: T)
+    /// Σ_d scale_d · tanh(q_d + k_d) — Bahdanau; a nil scale means all ones.
+    case additive(scale: UnsafePointer<T>?)
+}
+
+/// A broadcast view of a uint8 mask over (g, n, i, j): stride 0 on broadcast axes.
+/// A nonzero element keeps the position.
+public struct MaskView: @unchecked Sendable {
+    public var base: UnsafePointer<UInt8>
+    public var group: Int, head: Int, row: Int, column: Int
+    public init(base: UnsafePointer<UInt8>, group: Int, head: Int, row: Int, column: Int) {
+        self.base = base; self.group = group; self.head = head; self.row = row; self.column = column
+    }
+}
+
+/// A broadcast view of an additive logit bias over (g, n, i, j).
+public struct BiasView<T: KernelScalar>: @unchecked Sendable {
+    public var base: UnsafePointer<T>
+    public var group: Int, head: Int, row: Int, column: Int
+    public init(base: UnsafePointer<T>, group: Int, head: Int, row: Int, column: Int) {
+        self.base = base; self.group = group; self.head = head; self.row = row; self.column = column
+    }
+}
+
+/// What a row whose every key is masked becomes. Rows with at least one kept key are the
+/// same under every policy: masked keys get weight exactly 0.
+public enum FullyMaskedRow: Sendable {
+    /// softmax(logit − 1e9), the arithmetic done in the layer's dtype (Keras `Attention`).
+    case subtractLarge
+    /// Every logit filled with one constant: uniform weights (Keras's fused path).
+    case uniform
+    /// Zero weights (Keras's masked `Softmax` layer).
+    case zero
+}
+
+/// The positions excluded from attention: the AND of every view, a causal band
+/// (keep j ≤ i) and a sliding window (keep |i − j| < window, 0 = none).
+public struct AttentionMask: Sendable {
+    public var views: [MaskView]
+    public var causal: Bool
+    public var window: Int
+    public var fullyMaskedRow: FullyMaskedRow
+    public init(views: [MaskView] = [], causal: Bool = false, window: Int = 0,
+                fullyMaskedRow: FullyMaskedRow) {
+        self.views = views; self.causal = causal; self.window = window
+        self.fullyMaskedRow = fullyMaskedRow
+    }
+    /// True when nothing is masked.
+    public var isEmpty: Bool { views.isEmpty && !causal && window == 0 }
+}
+
+/// Dropout on the attention weights, and whether the returned scores show it
+/// (Keras's `Attention` returns dropped weights; `MultiHeadAttention` the weights before).
+public struct AttentionDropout: Sendable {
+    public var mask: DropoutMask
+    public var scoresAfterDropout: Bool
+    public init(mask: DropoutMask, scoresAfterDropout: Bool) {
+        self.mask = mask; self.scoresAfterDropout = scoresAfterDropout
+    }
+}

@@ -1,0 +1,316 @@
+/// Scaled dot-product (and additive/concat) attention, fused: for each query row, the logits
+/// of a tile of keys, the mask, an online softmax (running max m and sum l) and the weighted
+/// sum of values, in one pass over the keys — the FlashAttention recurrence:
+///
+///     m' = max(m, max_j x_j),  l' = l·e^(m−m') + Σ_j e^(x_j−m'),  o' = o·e^(m−m') + Σ_j e^(x_j−m')·v_j
+///
+/// and finally o/l. Working memory is one tile per worker, never T × S, unless the caller
+/// asks for the scores: then each row's weights are written straight into the caller's buffer.
+
+/// Keys per logits tile, and query rows per unit of parallel work.
+public enum AttentionTile {
+    public static let keys = 128
+    public static let queryRows = 16
+}
+
+/// Runs attention for every (group, head, query row) of `shape`.
+/// - Parameter scores: when non-nil, a contiguous (groups, heads, queryLength, keyLength)
+///   buffer that receives the attention weights (after dropout iff `dropout.scoresAfterDropout`).
+public func attentionForward<T: KernelScalar>(
+    shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
+    mask: AttentionMask, bias: BiasView<T>?, dropout: AttentionDropout?,
+    scores: UnsafeMutablePointer<T>?
+) {
+    let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias,
+                           dropout: dropout, scores: scores)
+    parallelFor(job.workItems) { job.run($0) }
+}
+
+struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
+    let shape: AttentionShape
+    let operands: AttentionOperands<T>
+    let score: ScoreFunction<T>
+    let mask: AttentionMask
+    let bias: BiasView<T>?
+    let dropout: AttentionDropout?
+    let scores: UnsafeMutablePointer<T>?
+    let queryBlocks: Int
+    let headsPerKeyValueHead: Int
+
+    init(shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
+         mask: AttentionMask, bias: BiasView<T>?, dropout: AttentionDropout?,
+         scores: UnsafeMutablePointer<T>?) {
+        self.shape = shape; self.operands = operands; self.score = score; self.mask = mask
+        self.bias = bias; self.dropout = dropout; self.scores = scores
+        queryBlocks = (shape.queryLength + AttentionTile.queryRows - 1) / AttentionTile.queryRows
+        headsPerKeyValueHead = max(1, shape.heads / max(1, shape.keyValueHeads))
+    }
+
+    var workItems: Int { shape.groups * shape.heads * queryBlocks }
+
+    /// The flat index of score (g, n, i, j), as dropout counts it.
+    @inline(__always)
+    func flatIndex(_ g: Int, _ n: Int, _ i: Int, _ j: Int) -> Int {
+        ((g * shape.heads + n) * shape.queryLength + i) * shape.keyLength + j
+    }
+
+    func run(_ item: Int) {
+        let block = item % queryBlocks
+        let n = (item / queryBlocks) % shape.heads
+        let g = item / (queryBlocks * shape.heads)
+        let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
+        let tile = AttentionTile.keys
+        withUnsafeTemporaryAllocation(of: T.self, capacity: tile + shape.valueDim) { buffer in
+            withUnsafeTemporaryAllocation(of: Bool.self, capacity: tile) { keptBuffer in
+                guard let logits = buffer.baseAddress, let kept = keptBuffer.baseAddress else { return }
+                let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
+                for i in rows {
+                    if let scores {
+                        row.materialized(i, scores + flatIndex(g, n, i, 0))
+                    } else {
+                        row.streaming(i)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One (group, head) pair's rows, with a worker's scratch buffers.
+struct Row<T: KernelScalar> {
+    let job: AttentionJob<T>
+    let g: Int, n: Int
+    let logits: UnsafeMutablePointer<T>   // one tile of logits
+    let acc: UnsafeMutablePointer<T>      // valueDim accumulators
+    let kept: UnsafeMutablePointer<Bool>  // one tile of mask flags
+
+    var shape: AttentionShape { job.shape }
+    var kvHead: Int { n / job.headsPerKeyValueHead }
+
+    func queryRow(_ i: Int) -> UnsafePointer<T> {
+        job.operands.query + job.operands.queryLayout.offset(g, n, i)
+    }
+    func keyRow(_ j: Int) -> UnsafePointer<T> {
+        job.operands.key + job.operands.keyLayout.offset(g, kvHead, j)
+    }
+    func valueRow(_ j: Int) -> UnsafePointer<T> {
+        job.operands.value + job.operands.valueLayout.offset(g, kvHead, j)
+    }
+    func outputRow(_ i: Int) -> UnsafeMutablePointer<T> {
+        job.operands.output + job.operands.outputLayout.offset(g, n, i)
+    }
+
+    /// Keys j in this range may be kept by the causal band and the sliding window.
+    func band(_ i: Int) -> Range<Int> {
+        var lo = 0, hi = shape.keyLength
+        if job.mask.causal { hi = min(hi, i + 1) }
+        if job.mask.window > 0 {
+            lo = max(lo, i - job.mask.window + 1)
+            hi = min(hi, i + job.mask.window)
+        }
+        return lo..<max(lo, hi)
+    }
+
+    /// out[0 ..< count] = logits of query row i against keys j0 ..< j0 + count, bias added.
+    func computeLogits(_ i: Int, _ j0: Int, _ count: Int, into out: UnsafeMutablePointer<T>) {
+        let q = queryRow(i)
+        let h = shape.keyDim
+        switch job.score {
+        case .dot(let scale):
+            for t in 0..<count { out[t] = dot(q, keyRow(j0 + t), h) * scale }
+        case .concat(let scale, let weight):
+            for t in 0..<count {
+                let k = keyRow(j0 + t)
+                var s = T.zero
+                for d in 0..<h { s += T.tanh(scale * (q[d] + k[d])) }
+                out[t] = weight * s
+            }
+        case .additive(let scale):
+            for t in 0..<count {
+                let k = keyRow(j0 + t)
+                var s = T.zero
+                if let scale {
+                    for d in 0..<h { s += scale[d] * T.tanh(q[d] + k[d]) }
+                } else {
+                    for d in 0..<h { s += T.tanh(q[d] + k[d]) }
+                }
+                out[t] = s
+            }
+        }
+        if let bias = job.bias {
+            let base = bias.base + g * bias.group + n * bias.head + i * bias.row + j0 * bias.column
+            for t in 0..<count { out[t] += base[t * bias.column] }
+        }
+    }
+
+    /// kept[t] for keys j0 ..< j0 + count of row i (band included); returns whether any is kept.
+    func computeKept(_ i: Int, _ j0: Int, _ count: Int) -> Bool {
+        let band = band(i)
+        for t in 0..<count { kept[t] = band.contains(j0 + t) }
+        for view in job.mask.views {
+            let base = view.base + g * view.group + n * view.head + i * view.row + j0 * view.column
+            for t in 0..<count where base[t * view.column] == 0 { kept[t] = false }
+        }
+        for t in 0..<count where kept[t] { return true }
+        return false
+    }
+
+    /// The dropout multiplier of score (i, j): 0 if dropped, else 1.
+    @inline(__always)
+    func keep(_ i: Int, _ j: Int) -> T {
+        guard let dropout = job.dropout else { return 1 }
+        return dropout.mask.keeps(job.flatIndex(g, n, i, j)) ? 1 : 0
+    }
+
+    /// 1 / (1 − rate), or 1 without dropout.
+    var dropoutScale: T {
+        guard let dropout = job.dropout else { return 1 }
+        return 1 / T(1 - dropout.mask.rate)
+    }
+
+    func clearAccumulator() {
+        for d in 0..<shape.valueDim { acc[d] = 0 }
+    }
+
+    /// Writes acc · factor to the output row i.
+    func writeOutput(_ i: Int, _ factor: T) {
+        let out = outputRow(i)
+        for d in 0..<shape.valueDim { out[d] = acc[d] * factor }
+    }
+
+    /// One query row, online softmax over the band's key tiles.
+    func streaming(_ i: Int) {
+        clearAccumulator()
+        var m = -T.infinity, l = T.zero, anyKept = false
+        let band = band(i)
+        var j0 = band.lowerBound
+        while j0 < band.upperBound {
+            let count = min(AttentionTile.keys, band.upperBound - j0)
+            defer { j0 += count }
+            guard computeKept(i, j0, count) else { continue }
+            anyKept = true
+            computeLogits(i, j0, count, into: logits)
+            var tileMax = -T.infinity
+            for t in 0..<count where kept[t] { tileMax = maxPropagatingNaN(tileMax, logits[t]) }
+            let newMax = maxPropagatingNaN(m, tileMax)
+            if newMax != m && l != 0 {
+                let correction = T.exp(m - newMax)
+                l *= correction
+                scale(correction, acc, shape.valueDim)
+            }
+            m = newMax
+            for t in 0..<count where kept[t] {
+                let p = T.exp(logits[t] - m)
+                l += p
+                axpy(p * keep(i, j0 + t), valueRow(j0 + t), acc, shape.valueDim)
+            }
+        }
+        if anyKept {
+            writeOutput(i, dropoutScale / l)
+        } else {
+            fullyMaskedStreaming(i)
+        }
+    }
+
+    /// A row with no kept key, by the mask's policy, over all keys.
+    func fullyMaskedStreaming(_ i: Int) {
+        clearAccumulator()
+        switch job.mask.fullyMaskedRow {
+        case .zero:
+            writeOutput(i, 0)
+        case .uniform:
+            for j in 0..<shape.keyLength { axpy(keep(i, j), valueRow(j), acc, shape.valueDim) }
+            writeOutput(i, dropoutScale / T(shape.keyLength))
+        case .subtractLarge:
+            var m = -T.infinity
+            forEachLogitTile(i) { j0, count in
+                for t in 0..<count { m = maxPropagatingNaN(m, logits[t] - largeMaskOffset) }
+            }
+            var l = T.zero
+            forEachLogitTile(i) { j0, count in
+                for t in 0..<count {
+                    let p = T.exp(logits[t] - largeMaskOffset - m)
+                    l += p
+                    axpy(p * keep(i, j0 + t), valueRow(j0 + t), acc, shape.valueDim)
+                }
+            }
+            writeOutput(i, dropoutScale / l)
+        }
+    }
+
+    /// What Keras's Attention subtracts from masked logits.
+    var largeMaskOffset: T { 1e9 }
+
+    /// Calls body(j0, count) with `logits` holding keys j0 ..< j0 + count, over all keys.
+    func forEachLogitTile(_ i: Int, _ body: (Int, Int) -> Void) {
+        var j0 = 0
+        while j0 < shape.keyLength {
+            let count = min(AttentionTile.keys, shape.keyLength - j0)
+            computeLogits(i, j0, count, into: logits)
+            body(j0, count)
+            j0 += count
+        }
+    }
+
+    /// One query row whose weights go to `weights` (keyLength entries of the scores tensor).
+    func materialized(_ i: Int, _ weights: UnsafeMutablePointer<T>) {
+        let s = shape.keyLength
+        var m = -T.infinity, anyKept = false
+        var j0 = 0
+        while j0 < s {
+            let count = min(AttentionTile.keys, s - j0)
+            computeLogits(i, j0, count, into: weights + j0)
+            if computeKept(i, j0, count) {
+                anyKept = true
+                for t in 0..<count where kept[t] { m = maxPropagatingNaN(m, weights[j0 + t]) }
+            }
+            j0 += count
+        }
+        if anyKept {
+            var l = T.zero
+            j0 = 0
+            while j0 < s {
+                let count = min(AttentionTile.keys, s - j0)
+                _ = computeKept(i, j0, count)
+                for t in 0..<count {
+                    let p = kept[t] ? T.exp(weights[j0 + t] - m) : 0
+                    weights[j0 + t] = p
+                    l += p
+                }
+                j0 += count
+            }
+            scale(1 / l, weights, s)
+        } else {
+            switch job.mask.fullyMaskedRow {
+            case .zero:
+                for j in 0..<s { weights[j] = 0 }
+            case .uniform:
+                for j in 0..<s { weights[j] = 1 / T(s) }
+            case .subtractLarge:
+                m = -T.infinity
+                for j in 0..<s {
+                    weights[j] -= largeMaskOffset
+                    m = maxPropagatingNaN(m, weights[j])
+                }
+                var l = T.zero
+                for j in 0..<s {
+                    weights[j] = T.exp(weights[j] - m)
+                    l += weights[j]
+                }
+                scale(1 / l, weights, s)
+            }
+        }
+        clearAccumulator()
+        if let dropout = job.dropout, dropout.scoresAfterDropout {
+            let keepProbability = T(1 - dropout.mask.rate)
+            for j in 0..<s {
+                weights[j] = keep(i, j) == 0 ? 0 : weights[j] / keepProbability
+                axpy(weights[j], valueRow(j), acc, shape.valueDim)
+            }
+            writeOutput(i, 1)
+        } else {
+            for j in 0..<s { axpy(weights[j] * keep(i, j), valueRow(j), acc, shape.valueDim) }
+            writeOutput(i, dropoutScale)
+        }
+    }
+}

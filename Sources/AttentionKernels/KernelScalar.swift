@@ -1,0 +1,62 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A floating-point type the kernels compute in (Float or Double), with the SIMD vector
+/// that fills one AVX-512 register and the scalar transcendental functions the math needs.
+public protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Sendable, Codable
+where Vector.Scalar == Self, Vector: Sendable {
+    /// One register of lanes: SIMD16<Float> or SIMD8<Double>.
+    associatedtype Vector: SIMD
+
+    /// e^x.
+    static func exp(_ x: Self) -> Self
+    /// tanh(x).
+    static func tanh(_ x: Self) -> Self
+    /// 1 / (1 + e^-x).
+    static func sigmoid(_ x: Self) -> Self
+    /// √x.
+    static func squareRoot(_ x: Self) -> Self
+    /// log(x).
+    static func log(_ x: Self) -> Self
+    /// cos(x).
+    static func cos(_ x: Self) -> Self
+}
+
+extension Float: KernelScalar {
+    public typealias Vector = SIMD16<Float>
+    @inlinable public static func exp(_ x: Float) -> Float { expf(x) }
+    @inlinable public static func tanh(_ x: Float) -> Float { tanhf(x) }
+    @inlinable public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+    @inlinable public static func squareRoot(_ x: Float) -> Float { x.squareRoot() }
+    @inlinable public static func log(_ x: Float) -> Float { logf(x) }
+    @inlinable public static func cos(_ x: Float) -> Float { cosf(x) }
+}
+
+extension Double: KernelScalar {
+    public typealias Vector = SIMD8<Double>
+    @inlinable public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
+    @inlinable public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
+    @inlinable public static func sigmoid(_ x: Double) -> Double { 1 / (1 + Glibc.exp(-x)) }
+    @inlinable public static func squareRoot(_ x: Double) -> Double { x.squareRoot() }
+    @inlinable public static func log(_ x: Double) -> Double { Glibc.log(x) }
+    @inlinable public static func cos(_ x: Double) -> Double { Glibc.cos(x) }
+}
+
+extension UnsafePointer where Pointee: KernelScalar {
+    /// The `Vector` of lanes starting at `self + offset` (no alignment needed).
+    @inlinable @inline(__always)
+    func vector(at offset: Int) -> Pointee.Vector {
+        UnsafeRawPointer(self + offset).loadUnaligned(as: Pointee.Vector.self)
+    }
+}
+
+extension UnsafeMutablePointer where Pointee: KernelScalar {
+    /// Stores `v` at `self + offset` (no alignment needed).
+    @inlinable @inline(__always)
+    func store(_ v: Pointee.Vector, at offset: Int) {
+        UnsafeMutableRawPointer(self + offset).storeBytes(of: v, as: Pointee.Vector.self)
+    }
+}

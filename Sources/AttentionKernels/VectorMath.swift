@@ -1,0 +1,54 @@
+/// Small dense vector routines on raw buffers, SIMD across the contiguous axis.
+
+/// Σ_d a[d]·b[d].
+@inlinable
+public func dot<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
+    let lanes = T.Vector.scalarCount
+    var s0 = T.Vector(), s1 = T.Vector()
+    var d = 0
+    while d + 2 * lanes <= n {
+        s0 = s0.addingProduct(a.vector(at: d), b.vector(at: d))
+        s1 = s1.addingProduct(a.vector(at: d + lanes), b.vector(at: d + lanes))
+        d += 2 * lanes
+    }
+    if d + lanes <= n {
+        s0 = s0.addingProduct(a.vector(at: d), b.vector(at: d))
+        d += lanes
+    }
+    var s = (s0 + s1).sum()
+    while d < n { s += a[d] * b[d]; d += 1 }
+    return s
+}
+
+/// y[d] += alpha·x[d].
+@inlinable
+public func axpy<T: KernelScalar>(_ alpha: T, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int) {
+    let lanes = T.Vector.scalarCount
+    let a = T.Vector(repeating: alpha)
+    var d = 0
+    while d + lanes <= n {
+        y.store(UnsafePointer(y).vector(at: d).addingProduct(a, x.vector(at: d)), at: d)
+        d += lanes
+    }
+    while d < n { y[d] += alpha * x[d]; d += 1 }
+}
+
+/// y[d] = alpha·y[d].
+@inlinable
+public func scale<T: KernelScalar>(_ alpha: T, _ y: UnsafeMutablePointer<T>, _ n: Int) {
+    let lanes = T.Vector.scalarCount
+    let a = T.Vector(repeating: alpha)
+    var d = 0
+    while d + lanes <= n {
+        y.store(UnsafePointer(y).vector(at: d) * a, at: d)
+        d += lanes
+    }
+    while d < n { y[d] *= alpha; d += 1 }
+}
+
+/// The larger of a and b, NaN if either is NaN (so NaN logits reach the output as Keras's do).
+@inlinable @inline(__always)
+func maxPropagatingNaN<T: KernelScalar>(_ a: T, _ b: T) -> T {
+    if a.isNaN || b.isNaN { return .nan }
+    return a < b ? b : a
+}

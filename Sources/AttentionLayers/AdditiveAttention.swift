@@ -1,0 +1,49 @@
+import AttentionKernels
+
+/// `keras.layers.AdditiveAttention`'s constructor arguments.
+public struct AdditiveAttentionConfig: Sendable, Equatable {
+    public var useScale = true
+    public var dropout = 0.0
+    /// Seeds the glorot-uniform initialisation of `scale`.
+    public var seed: UInt64 = 0
+    public init(useScale: Bool = true, dropout: Double = 0, seed: UInt64 = 0) {
+        self.useScale = useScale; self.dropout = dropout; self.seed = seed
+    }
+}
+
+/// Bahdanau-style attention (`keras.layers.AdditiveAttention`): scores
+/// Σ_d scale_d · tanh(q_d + k_d). Weight: `scale` (dim,) when useScale, glorot uniform.
+public final class AdditiveAttention<T: KernelScalar>: StoresWeights, @unchecked Sendable {
+    public let config: AdditiveAttentionConfig
+    private(set) var store: WeightStore<T>?
+    let layerName = "AdditiveAttention"
+    private var dim = 0
+    private let dense = DenseAttention(layerName: "AdditiveAttention")
+
+    public init(_ config: AdditiveAttentionConfig) throws(AttentionError) {
+        try validateDropout(config.dropout)
+        self.config = config
+    }
+
+    public func build(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) {
+        _ = try dense.shapes(query: query, value: value, key: key)
+        let specs = config.useScale ? [WeightSpec(name: "scale", shape: [query[2]])] : []
+        store = try WeightStore(specs, initializers: specs.map { _ in .glorotUniform }, seed: config.seed)
+        dim = query[2]
+    }
+
+    public func outputShapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int]) {
+        let shapes = try dense.shapes(query: query, value: value, key: key)
+        if isBuilt, query[2] != dim {
+            throw .shape("AdditiveAttention was built for dim \(dim) but the query's last dim is \(query[2])")
+        }
+        return shapes
+    }
+
+    public func call(_ arguments: CallArguments) throws(AttentionError) {
+        let w = try built()
+        _ = try outputShapes(query: arguments.query.dims, value: arguments.value.dims, key: arguments.key?.dims)
+        let score = ScoreFunction<T>.additive(scale: config.useScale ? w.values(0) : nil)
+        try dense.call(arguments, T.self, score: score, causal: false, dropoutRate: config.dropout)
+    }
+}

@@ -1,0 +1,96 @@
+import AttentionKernels
+
+/// The call shared by `Attention` and `AdditiveAttention` (Keras's dense attention):
+/// scores (B, Tq, Tv) from a score function of query rows and key rows; value-masked and
+/// (when causal) future positions get −1e9 added; softmax over Tv; dropout on the weights
+/// when training; output = weights · value; query-masked output rows are set to 0.
+struct DenseAttention {
+    let layerName: String
+
+    /// (B, Tq, Dv) and (B, Tq, Tv) for query (B, Tq, D), value (B, Tv, Dv), key (B, Tv, D).
+    func shapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int]) {
+        let key = key ?? value
+        for (name, dims) in [("query", query), ("value", value), ("key", key)] {
+            guard dims.count == 3 else {
+                throw .shape("\(layerName) needs rank-3 inputs (batch, time, dim); \(name) has shape \(dims)")
+            }
+            _ = try elementCount(dims, name)
+        }
+        guard query[0] == value[0], key[0] == value[0] else {
+            throw .shape("\(layerName): batch sizes differ: query \(query[0]), value \(value[0]), key \(key[0])")
+        }
+        guard key[1] == value[1] else {
+            throw .shape("\(layerName): key length \(key[1]) differs from value length \(value[1]) (shapes \(key) and \(value))")
+        }
+        guard query[2] == key[2] else {
+            throw .shape("\(layerName): query last dim \(query[2]) differs from key last dim \(key[2]); the score needs them equal")
+        }
+        let scores = [query[0], query[1], value[1]]
+        _ = try checkedProduct(scores, "the scores tensor")
+        return ([query[0], query[1], value[2]], scores)
+    }
+
+    func checkLayerTakesNo(_ arguments: CallArguments) throws(AttentionError) {
+        if arguments.keyMask != nil {
+            throw .invalid("\(layerName) takes no key_mask (its mask is [query_mask, value_mask])")
+        }
+        if arguments.attentionMask != nil {
+            throw .invalid("\(layerName) takes no attention_mask (its mask is [query_mask, value_mask])")
+        }
+    }
+
+    func call<T: KernelScalar>(_ a: CallArguments, _: T.Type, score: ScoreFunction<T>, causal: Bool,
+                               dropoutRate: Double) throws(AttentionError) {
+        try checkLayerTakesNo(a)
+        let key = a.key ?? a.value
+        let (outputShape, scoresShape) = try shapes(query: a.query.dims, value: a.value.dims, key: key.dims)
+        let (b, tq, d) = (a.query.dims[0], a.query.dims[1], a.query.dims[2])
+        let (tv, dv) = (a.value.dims[1], a.value.dims[2])
+        let q = try a.query.elements(of: T.self, "query")
+        let v = try a.value.elements(of: T.self, "value")
+        let k = try key.elements(of: T.self, "key")
+        try a.output.expect(outputShape, "output")
+        let out = try a.output.elements(of: T.self, "output")
+        var scores: UnsafeMutablePointer<T>?
+        if let s = a.scores {
+            try s.expect(scoresShape, "scores")
+            scores = try s.elements(of: T.self, "scores")
+        }
+        var views: [MaskView] = []
+        if let m = a.valueMask {
+            try m.expect([b, tv], "value_mask", "batch, Tv")
+            views.append(MaskView(base: try m.mask("value_mask"), group: tv, head: 0, row: 0, column: 1))
+        }
+        var queryMask: UnsafePointer<UInt8>?
+        if let m = a.queryMask {
+            try m.expect([b, tq], "query_mask", "batch, Tq")
+            queryMask = try m.mask("query_mask")
+        }
+        let shape = AttentionShape(groups: b, heads: 1, keyValueHeads: 1, queryLength: tq, keyLength: tv,
+                                   keyDim: d, valueDim: dv)
+        let operands = AttentionOperands<T>(
+            query: q, queryLayout: RowLayout(group: tq * d, head: 0, row: d),
+            key: k, keyLayout: RowLayout(group: tv * d, head: 0, row: d),
+            value: v, valueLayout: RowLayout(group: tv * dv, head: 0, row: dv),
+            output: out, outputLayout: RowLayout(group: tq * dv, head: 0, row: dv))
+        let mask = AttentionMask(views: views, causal: causal || a.useCausalMask, fullyMaskedRow: .subtractLarge)
+        let dropout = a.training && dropoutRate > 0
+            ? AttentionDropout(mask: DropoutMask(rate: dropoutRate, seed: a.dropoutSeed, stream: a.dropoutStream),
+                               scoresAfterDropout: true)
+            : nil
+        attentionForward(shape: shape, operands: operands, score: score, mask: mask, bias: nil,
+                         dropout: dropout, scores: scores)
+        if let queryMask {
+            for row in 0..<(b * tq) where queryMask[row] == 0 {
+                for c in 0..<dv { out[row * dv + c] = 0 }
+            }
+        }
+    }
+}
+
+/// Throws unless 0 ≤ rate < 1.
+func validateDropout(_ rate: Double) throws(AttentionError) {
+    guard rate >= 0, rate < 1 else {
+        throw .invalid("dropout must be in [0, 1); got \(rate)")
+    }
+}

@@ -1,0 +1,53 @@
+/// The arguments of one forward call, as raw tensors: a layer checks each against its
+/// dtype and shapes. Unused optional tensors are nil.
+public struct CallArguments: Sendable {
+    public var query: RawTensor
+    public var value: RawTensor
+    public var key: RawTensor?
+    public var queryMask: RawTensor?
+    public var valueMask: RawTensor?
+    public var keyMask: RawTensor?
+    public var attentionMask: RawTensor?
+    public var training: Bool
+    public var useCausalMask: Bool
+    public var dropoutSeed: UInt64
+    public var dropoutStream: UInt64
+    public var output: RawTensor
+    public var scores: RawTensor?
+
+    public init(query: RawTensor, value: RawTensor, key: RawTensor? = nil, queryMask: RawTensor? = nil,
+                valueMask: RawTensor? = nil, keyMask: RawTensor? = nil, attentionMask: RawTensor? = nil,
+                training: Bool = false, useCausalMask: Bool = false, dropoutSeed: UInt64 = 0,
+                dropoutStream: UInt64 = 0, output: RawTensor, scores: RawTensor? = nil) {
+        self.query = query; self.value = value; self.key = key
+        self.queryMask = queryMask; self.valueMask = valueMask; self.keyMask = keyMask
+        self.attentionMask = attentionMask; self.training = training; self.useCausalMask = useCausalMask
+        self.dropoutSeed = dropoutSeed; self.dropoutStream = dropoutStream
+        self.output = output; self.scores = scores
+    }
+}
+
+/// What every attention layer offers, whatever its dtype: build from input shapes, weights
+/// in Keras's `get_weights()` order, output shapes, and the forward call. `call` only reads
+/// the layer, so concurrent calls are safe; `build` and `setWeight` mutate it.
+public protocol AttentionLayer: AnyObject, Sendable {
+    var dtype: DType { get }
+    var isBuilt: Bool { get }
+    func build(query: [Int], value: [Int], key: [Int]?) throws(AttentionError)
+    /// Name and shape of each weight, in Keras's order.
+    var weightSpecs: [WeightSpec] { get throws(AttentionError) }
+    /// Copies weight `index` to/from `buffer` (elements of the layer's dtype, count checked by the caller).
+    func getWeight(_ index: Int, into buffer: UnsafeMutableRawPointer) throws(AttentionError)
+    func setWeight(_ index: Int, from buffer: UnsafeRawPointer) throws(AttentionError)
+    /// Shapes of the output and of the scores for these input shapes.
+    func outputShapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int])
+    func call(_ arguments: CallArguments) throws(AttentionError)
+}
+
+/// A weight's Keras name (e.g. "query/kernel") and shape.
+public struct WeightSpec: Sendable, Equatable {
+    public var name: String
+    public var shape: [Int]
+    public init(name: String, shape: [Int]) { self.name = name; self.shape = shape }
+    public var count: Int { shape.reduce(1, *) }
+}

@@ -1,0 +1,56 @@
+import AttentionLayers
+import CAttention
+
+/// One create function per layer kind: config struct → Swift config → a layer of the
+/// config's dtype, registered under a new handle.
+
+/// Registers the layer `make` builds for `dtype` and stores its handle in `out`.
+private func create(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ dtype: DType,
+                    _ make: (DType) throws -> any AttentionLayer) throws {
+    guard let out else { throw Failure.null("out") }
+    out.pointee = Handles.insert(try make(dtype))
+}
+
+/// The config behind `p`, after checking it is non-NULL and of the size this library knows.
+private func config<C>(_ p: UnsafePointer<C>?, _ name: String, size: (C) -> Int) throws -> C {
+    guard let p else { throw Failure.null("config") }
+    try checkStructSize(size(p.pointee), C.self, name)
+    return p.pointee
+}
+
+@_cdecl("att_attention_create")
+public func att_attention_create(_ cfg: UnsafePointer<att_attention_config>?,
+                                 _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
+    withStatus {
+        let c = try config(cfg, "att_attention_config") { $0.struct_size }
+        let mode: ScoreMode
+        switch c.score_mode {
+        case ATT_SCORE_DOT: mode = .dot
+        case ATT_SCORE_CONCAT: mode = .concat
+        default: throw Failure(ATT_ERR_INVALID_ARGUMENT, "score_mode \(c.score_mode.rawValue) is unknown: expected ATT_SCORE_DOT or ATT_SCORE_CONCAT")
+        }
+        let swiftConfig = AttentionConfig(useScale: c.use_scale != 0, scoreMode: mode, dropout: c.dropout,
+                                          causal: c.causal != 0)
+        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
+            switch dtype {
+            case .float32: try Attention<Float>(swiftConfig)
+            case .float64: try Attention<Double>(swiftConfig)
+            }
+        }
+    }
+}
+
+@_cdecl("att_additive_attention_create")
+public func att_additive_attention_create(_ cfg: UnsafePointer<att_additive_attention_config>?,
+                                          _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
+    withStatus {
+        let c = try config(cfg, "att_additive_attention_config") { $0.struct_size }
+        let swiftConfig = AdditiveAttentionConfig(useScale: c.use_scale != 0, dropout: c.dropout, seed: c.seed)
+        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
+            switch dtype {
+            case .float32: try AdditiveAttention<Float>(swiftConfig)
+            case .float64: try AdditiveAttention<Double>(swiftConfig)
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import AttentionKernels
+import CAttention
+
+/// Library-wide functions: version, errors, threads.
+
+@_cdecl("att_version")
+public func att_version() -> UnsafePointer<CChar> {
+    cString("0.1.0")
+}
+
+@_cdecl("att_last_error")
+public func att_last_error() -> UnsafePointer<CChar> {
+    LastError.get()
+}
+
+@_cdecl("att_status_name")
+public func att_status_name(_ status: att_status) -> UnsafePointer<CChar> {
+    switch status {
+    case ATT_OK: cString("ATT_OK")
+    case ATT_ERR_NULL_ARGUMENT: cString("ATT_ERR_NULL_ARGUMENT")
+    case ATT_ERR_INVALID_ARGUMENT: cString("ATT_ERR_INVALID_ARGUMENT")
+    case ATT_ERR_SHAPE: cString("ATT_ERR_SHAPE")
+    case ATT_ERR_DTYPE: cString("ATT_ERR_DTYPE")
+    case ATT_ERR_INVALID_HANDLE: cString("ATT_ERR_INVALID_HANDLE")
+    case ATT_ERR_NOT_BUILT: cString("ATT_ERR_NOT_BUILT")
+    case ATT_ERR_STRUCT_SIZE: cString("ATT_ERR_STRUCT_SIZE")
+    case ATT_ERR_OUT_OF_MEMORY: cString("ATT_ERR_OUT_OF_MEMORY")
+    case ATT_ERR_INTERNAL: cString("ATT_ERR_INTERNAL")
+    default: cString("unknown status")
+    }
+}
+
+@_cdecl("att_set_num_threads")
+public func att_set_num_threads(_ n: Int32) -> att_status {
+    withStatus {
+        guard n >= 1 else { throw Failure(ATT_ERR_INVALID_ARGUMENT, "thread count must be >= 1; got \(n)") }
+        Threads.set(Int(n))
+    }
+}
+
+@_cdecl("att_get_num_threads")
+public func att_get_num_threads() -> Int32 {
+    Int32(clamping: Threads.current)
+}

@@ -1,0 +1,394 @@
+"""Write the golden files: small cases computed by real Keras 3.15 on the JAX backend.
+
+Each case is one .npz under Tests/golden/<group>/<case>_<dtype>.npz (format: README.md).
+Run where Keras is installed:  KERAS_BACKEND=jax JAX_ENABLE_X64=1 <python with keras> \
+Tests/golden/make_golden.py   (or `make golden PYTHON=<python with keras>`).
+Inputs and weights come from numpy generators seeded by the case name, so a rerun writes the
+same numbers. Every call runs with training=False: dropout cannot match a framework RNG.
+"""
+
+import json
+import os
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+try:
+    import jax
+    import jax.numpy as jnp
+    import keras
+    from keras.src.backend import set_keras_mask
+except ImportError as error:
+    sys.exit(f"make_golden.py needs Keras 3.15 with JAX installed ({error}).\n"
+             "Run it with the python of an environment that has them (see README.md).")
+if keras.backend.backend() != "jax" or not jax.config.jax_enable_x64:
+    sys.exit("make_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
+if not keras.__version__.startswith("3.15."):
+    sys.exit(f"make_golden.py reproduces Keras 3.15; found Keras {keras.__version__}.")
+
+OUT = Path(__file__).resolve().parent
+DTYPES = ("float32", "float64")
+B = 2
+
+QUERY_MASK_NOTE = (
+    "Keras 3.15 MultiHeadAttention ignores its query_mask argument; this case's query_mask was "
+    "carried on the query tensor (keras.src.backend.set_keras_mask), as a Masking or Embedding "
+    "layer would, and checked equal to passing the equivalent attention_mask.")
+VALUE_DIM_NOTE = (
+    "value_dim != key_dim fails on Keras-JAX's fused path (rank 3, no scores, dropout 0); "
+    "this case uses a path that works.")
+
+
+def generator(group, name):
+    """The case's numpy generator: the same draws for both dtypes and on every run."""
+    return np.random.default_rng(zlib.crc32(f"{group}/{name}".encode()))
+
+
+def bool_mask(rng, shape, keep=0.7):
+    return rng.random(shape) < keep
+
+
+def save(group, name, dtype, layer, config, call, weights, inputs, outputs, softmax_in_float32,
+         note=None):
+    arrays = {
+        "layer": np.array(layer),
+        "config": np.array(json.dumps(config)),
+        "dtype": np.array(dtype),
+        "call": np.array(json.dumps(call)),
+        "weight_count": np.array(len(weights)),
+        "keras_version": np.array(keras.__version__),
+        "backend": np.array(keras.backend.backend()),
+        "softmax_in_float32": np.array(softmax_in_float32),
+    }
+    arrays.update({f"weight_{i}": np.asarray(w) for i, w in enumerate(weights)})
+    for key, value in {**inputs, **outputs}.items():
+        if value is not None:
+            arrays[key] = np.asarray(value)
+    for key in ("output", "scores"):
+        if key in arrays and not np.all(np.isfinite(arrays[key])):
+            raise RuntimeError(f"{group}/{name}_{dtype}: Keras returned non-finite {key}")
+    if note:
+        arrays["note"] = np.array(note)
+    (OUT / group).mkdir(exist_ok=True)
+    np.savez(OUT / group / f"{name}_{dtype}.npz", **arrays)
+
+
+def set_random_weights(layer, rng, dtype, draw):
+    """Replace every weight by draw(shape); return the weights in get_weights() order."""
+    weights = [draw(rng, w.shape).astype(dtype) for w in layer.get_weights()]
+    layer.set_weights(weights)
+    return [np.asarray(w) for w in layer.get_weights()]
+
+
+# --------------------------------------------------------------------------------------------
+# keras.layers.Attention and keras.layers.AdditiveAttention
+# --------------------------------------------------------------------------------------------
+
+def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=False,
+               query_mask=None, value_mask=None, causal=False, scores=True, magnitude=1.0,
+               gain=1.0):
+    """One Attention/AdditiveAttention case. Weights: uniform(0.5, 1.5) * gain (never 1);
+    inputs: normal * magnitude; masks: arrays or True for a random mask."""
+    layer_name = {"attention": "Attention", "additive_attention": "AdditiveAttention"}[group]
+    for dtype in DTYPES:
+        rng = generator(group, name)
+        q = rng.normal(size=(B, tq, dim)) * magnitude
+        v = rng.normal(size=(B, tv, value_dim or dim)) * magnitude
+        k = rng.normal(size=(B, tv, dim)) * magnitude if key else None
+        qm = bool_mask(rng, (B, tq)) if query_mask is True else query_mask
+        vm = bool_mask(rng, (B, tv)) if value_mask is True else value_mask
+        q, v = q.astype(dtype), v.astype(dtype)
+        k = None if k is None else k.astype(dtype)
+        layer = getattr(keras.layers, layer_name)(**config, dtype=dtype)
+        layer.build([q.shape, v.shape] + ([k.shape] if key else []))
+        weights = set_random_weights(
+            layer, rng, dtype, lambda r, shape: r.uniform(0.5, 1.5, size=shape) * gain)
+        masks = None if qm is None and vm is None else [qm, vm]
+        result = layer([q, v] + ([k] if key else []), mask=masks, training=False,
+                       return_attention_scores=scores, use_causal_mask=causal)
+        output, attention_scores = result if scores else (result, None)
+        save(group, name, dtype, layer_name, config,
+             {"use_causal_mask": causal, "return_attention_scores": scores}, weights,
+             {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm},
+             {"output": output, "scores": attention_scores}, softmax_in_float32=False)
+
+
+def value_row_masked(tv, batch=1):
+    """A value mask whose row `batch` is all False (a fully masked score row)."""
+    mask = np.ones((B, tv), bool)
+    mask[0, 1] = False
+    mask[batch] = False
+    return mask
+
+
+def attention_cases():
+    g = "attention"
+    dot = {"use_scale": False, "score_mode": "dot", "dropout": 0.0}
+    dot_s = {**dot, "use_scale": True}
+    concat = {**dot, "score_mode": "concat"}
+    concat_s = {**concat, "use_scale": True}
+    luong_case(g, "dot", dot)
+    luong_case(g, "dot_scale", dot_s)
+    luong_case(g, "concat", concat)
+    luong_case(g, "concat_scale", concat_s)
+    luong_case(g, "dot_scale_output_only", dot_s, scores=False)
+    luong_case(g, "dot_key", dot, key=True, value_dim=3)
+    luong_case(g, "concat_scale_key", concat_s, key=True, value_dim=3)
+    luong_case(g, "dot_query_mask", dot, query_mask=True)
+    luong_case(g, "dot_scale_value_mask", dot_s, value_mask=True)
+    luong_case(g, "dot_both_masks", dot, query_mask=True, value_mask=True, key=True)
+    luong_case(g, "concat_scale_both_masks", concat_s, query_mask=True, value_mask=True)
+    luong_case(g, "dot_causal", dot, tq=4, tv=4, causal=True)
+    luong_case(g, "concat_causal", concat, tq=4, tv=4, causal=True)
+    luong_case(g, "dot_causal_value_mask", dot_s, tq=4, tv=4, causal=True, value_mask=True)
+    luong_case(g, "dot_causal_tq_lt_tv", dot, tq=3, tv=5, causal=True)
+    luong_case(g, "dot_causal_tq_gt_tv", dot, tq=5, tv=3, causal=True, query_mask=True)
+    # A fully masked value row: softmax(s - 1e9) in the layer's dtype. Small |s| (< 32)
+    # rounds to a uniform row in float32; large |s| (> 64, up to a few hundred) does not.
+    luong_case(g, "dot_fully_masked_small", dot, tv=5, value_mask=value_row_masked(5))
+    luong_case(g, "dot_scale_fully_masked_large", dot_s, tv=5, value_mask=value_row_masked(5),
+               magnitude=6.0)
+    luong_case(g, "concat_fully_masked_large", concat_s, tv=5, value_mask=value_row_masked(5),
+               gain=40.0)
+    luong_case(g, "dot_dropout_inference", {**dot_s, "dropout": 0.4}, value_mask=True)
+
+
+def additive_attention_cases():
+    g = "additive_attention"
+    scale = {"use_scale": True, "dropout": 0.0}
+    plain = {"use_scale": False, "dropout": 0.0}
+    luong_case(g, "scale", scale)
+    luong_case(g, "no_scale", plain)
+    luong_case(g, "scale_output_only", scale, scores=False)
+    luong_case(g, "scale_key", scale, key=True, value_dim=3)
+    luong_case(g, "no_scale_key", plain, key=True, value_dim=5)
+    luong_case(g, "scale_query_mask", scale, query_mask=True)
+    luong_case(g, "scale_value_mask", scale, value_mask=True)
+    luong_case(g, "no_scale_both_masks", plain, query_mask=True, value_mask=True, key=True)
+    luong_case(g, "scale_causal", scale, tq=4, tv=4, causal=True)
+    luong_case(g, "no_scale_causal_value_mask", plain, tq=4, tv=4, causal=True, value_mask=True)
+    luong_case(g, "scale_causal_tq_lt_tv", scale, tq=3, tv=5, causal=True)
+    luong_case(g, "scale_causal_tq_gt_tv", scale, tq=5, tv=3, causal=True)
+    luong_case(g, "no_scale_fully_masked_small", plain, tv=5, value_mask=value_row_masked(5))
+    luong_case(g, "scale_fully_masked_large", scale, tv=5, value_mask=value_row_masked(5),
+               gain=40.0)
+    luong_case(g, "scale_dropout_inference", {**scale, "dropout": 0.4}, value_mask=True)
+
+
+# --------------------------------------------------------------------------------------------
+# keras.layers.MultiHeadAttention
+# --------------------------------------------------------------------------------------------
+
+MHA_DEFAULTS = {"num_heads": 2, "key_dim": 3, "value_dim": None, "dropout": 0.0,
+                "use_bias": True, "output_shape": None, "attention_axes": None,
+                "sliding_window": None, "use_gate": False}
+
+
+def mha_case(name, *, q_shape=(B, 4, 6), v_shape=(B, 5, 5), k_dim=None, self_attention=False,
+             query_mask=None, value_mask=None, key_mask=None, attention_mask=None, causal=False,
+             scores=False, note=None, **config):
+    """One MultiHeadAttention case. Masks: arrays, or True for a random mask of Keras's shape
+    (query_mask: q_shape[:-1]; value/key_mask: v_shape[:-1]; attention_mask: (B, T, S))."""
+    config = {**MHA_DEFAULTS, **config}
+    # Keras-JAX's fused path (jax.nn.dot_product_attention) runs the softmax in float32.
+    fused = len(q_shape) == 3 and not scores and config["dropout"] == 0
+    for dtype in DTYPES:
+        rng = generator("multi_head_attention", name)
+        q = rng.normal(size=q_shape).astype(dtype)
+        v = q if self_attention else rng.normal(size=v_shape).astype(dtype)
+        k = None if k_dim is None else rng.normal(size=v.shape[:-1] + (k_dim,)).astype(dtype)
+        qm = bool_mask(rng, q.shape[:-1]) if query_mask is True else query_mask
+        vm = bool_mask(rng, v.shape[:-1]) if value_mask is True else value_mask
+        km = bool_mask(rng, v.shape[:-1]) if key_mask is True else key_mask
+        am = (bool_mask(rng, (B, q.shape[1], v.shape[1])) if attention_mask is True
+              else attention_mask)
+        layer = keras.layers.MultiHeadAttention(**config, dtype=dtype)
+        layer.build(q.shape, v.shape, None if k is None else k.shape)
+        weights = set_random_weights(layer, rng, dtype,
+                                     lambda r, shape: r.normal(size=shape) * 0.5)
+
+        def call(query, attention_mask):
+            return layer(query, v, key=k, value_mask=vm, key_mask=km,
+                         attention_mask=attention_mask, use_causal_mask=causal,
+                         return_attention_scores=scores, training=False)
+
+        query = jnp.asarray(q)
+        if qm is not None:
+            set_keras_mask(query, jnp.asarray(qm))
+        output, attention_scores = call(query, am) if scores else (call(query, am), None)
+        if qm is not None:
+            equivalent = call(q, qm[..., None] if am is None else am & qm[..., None])
+            if not np.array_equal(equivalent[0] if scores else equivalent, output):
+                raise RuntimeError(f"{name}: Keras did not apply the carried query mask")
+        save("multi_head_attention", name, dtype, "MultiHeadAttention", config,
+             {"use_causal_mask": causal, "return_attention_scores": scores}, weights,
+             {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm,
+              "key_mask": km, "attention_mask": am},
+             {"output": output, "scores": attention_scores}, softmax_in_float32=fused,
+             note=" ".join(n for n in (note, qm is not None and QUERY_MASK_NOTE) if n))
+
+
+def both_paths(name, **kwargs):
+    """The case on the fused path (no scores) and on the softmax path (scores)."""
+    mha_case(name, **kwargs)
+    mha_case(name + "_scores", scores=True, **kwargs)
+
+
+def rows_masked(shape, index):
+    mask = np.ones(shape, bool)
+    mask[index] = False
+    return mask
+
+
+def mask_of(name, shape):
+    """A random attention mask shared by several cases."""
+    return bool_mask(generator("multi_head_attention", "mask_" + name), shape)
+
+
+def multi_head_attention_cases():
+    both_paths("r3")
+    both_paths("r3_key", k_dim=4)
+    both_paths("r3_no_bias", use_bias=False)
+    both_paths("r3_output_shape_int", output_shape=4)
+    both_paths("r3_output_shape_tuple", output_shape=(2, 3))
+    mha_case("r3_value_dim_scores", value_dim=4, scores=True, note=VALUE_DIM_NOTE)
+    mha_case("r3_value_dim_dropout", value_dim=4, dropout=0.25, note=VALUE_DIM_NOTE)
+    both_paths("r3_gate", use_gate=True)
+    mha_case("r3_gate_value_dim_scores", use_gate=True, value_dim=2, scores=True,
+             note=VALUE_DIM_NOTE)
+    square = {"q_shape": (B, 5, 6), "v_shape": (B, 5, 5)}
+    both_paths("r3_sliding_window", sliding_window=2, **square)
+    both_paths("r3_sliding_window_causal", sliding_window=2, causal=True, **square)
+    both_paths("r3_query_mask", query_mask=True)
+    both_paths("r3_value_mask", value_mask=True)
+    both_paths("r3_key_mask", k_dim=4, key_mask=True)
+    both_paths("r3_key_mask_no_key", key_mask=True)
+    both_paths("r3_value_and_key_mask", k_dim=3, value_mask=True, key_mask=True)
+    both_paths("r3_attention_mask_bts", attention_mask=True)
+    mask_ts = mask_of("ts", (4, 5))
+    both_paths("r3_attention_mask_ts", attention_mask=mask_ts)
+    both_paths("r3_attention_mask_1ts", attention_mask=mask_ts[None])
+    both_paths("r3_all_masks", k_dim=4, query_mask=True, value_mask=True, key_mask=True,
+               attention_mask=True, causal=True, **square)
+    both_paths("r3_causal", causal=True, **square)
+    both_paths("r3_causal_tq_lt_tv", causal=True, q_shape=(B, 3, 6), v_shape=(B, 5, 5))
+    both_paths("r3_causal_tq_gt_tv", causal=True, q_shape=(B, 5, 6), v_shape=(B, 3, 5))
+    both_paths("r3_causal_value_mask", causal=True, value_mask=True, **square)
+    # Fully masked rows: batch 1's values all masked, and query row 2 of batch 0 masked by
+    # the attention mask. Fused path: uniform rows; softmax path (scores or dropout): zeros.
+    full = {"value_mask": rows_masked((B, 5), 1), "attention_mask": rows_masked((B, 4, 5),
+                                                                                (0, 2))}
+    both_paths("r3_fully_masked", **full)
+    mha_case("r3_fully_masked_dropout", dropout=0.3, **full)
+    both_paths("r3_dropout_inference", dropout=0.3)
+    mha_case("r3_query_mask_dropout", dropout=0.3, query_mask=True)
+
+    r4 = {"q_shape": (B, 3, 4, 6), "v_shape": (B, 3, 5, 5)}
+    both_paths("r4_axes_none", q_shape=(B, 3, 4, 6), v_shape=(B, 2, 5, 5))
+    # With several attention axes, Keras's query/value masks ((B, T1, T2, 1), (B, S1, 1, S2))
+    # do not broadcast together; a full attention_mask (B, T1, T2, S1, S2) does.
+    mha_case("r4_axes_none_attention_mask", q_shape=(B, 3, 4, 6), v_shape=(B, 2, 5, 5),
+             attention_mask=mask_of("r4_none", (B, 3, 4, 2, 5)), scores=True)
+    mha_case("r4_axes_1", attention_axes=(1,), q_shape=(B, 3, 4, 6), v_shape=(B, 5, 4, 5),
+             scores=True)
+    both_paths("r4_axes_2", attention_axes=(2,), **r4)
+    both_paths("r4_axes_neg2", attention_axes=-2, **r4)
+    mha_case("r4_axes_2_query_value_mask", attention_axes=(2,), query_mask=True,
+             value_mask=True, scores=True, **r4)
+    mha_case("r4_axes_2_key_mask", attention_axes=(2,), k_dim=4, key_mask=True, **r4)
+    mha_case("r4_axes_2_attention_mask", attention_axes=(2,), scores=True,
+             attention_mask=mask_of("r4_2", (B, 3, 4, 5)), **r4)
+    # Keras builds the causal mask from the axis-1 lengths; here they equal the axis-2 ones.
+    mha_case("r4_axes_2_causal", attention_axes=(2,), causal=True, scores=True,
+             q_shape=(B, 3, 3, 6), v_shape=(B, 3, 3, 5))
+    mha_case("r4_axes_2_value_dim", attention_axes=(2,), value_dim=4, **r4)
+    mha_case("r4_output_shape_tuple", attention_axes=(2,), output_shape=(2, 3), **r4)
+    mha_case("r4_gate_no_bias", attention_axes=(2,), use_gate=True, use_bias=False, **r4)
+    mha_case("r4_fully_masked", attention_axes=(2,), value_mask=rows_masked((B, 3, 5), (1, 0)),
+             **r4)
+
+    both_paths("r5_axes_none", q_shape=(B, 2, 3, 2, 4), v_shape=(B, 3, 2, 2, 5))
+    both_paths("r5_axes_23", attention_axes=(2, 3), q_shape=(B, 2, 3, 2, 4),
+               v_shape=(B, 2, 4, 3, 5))
+    mha_case("r5_axes_13", attention_axes=(1, 3), q_shape=(B, 2, 3, 2, 4),
+             v_shape=(B, 3, 3, 4, 5), scores=True)
+    mha_case("r5_axes_23_attention_mask", attention_axes=(2, 3), q_shape=(B, 2, 3, 2, 4),
+             v_shape=(B, 2, 4, 3, 5), attention_mask=mask_of("r5_23", (B, 2, 3, 2, 4, 3)),
+             scores=True)
+
+    # The two examples of the Keras MultiHeadAttention docstring.
+    mha_case("docs_cross_attention", num_heads=2, key_dim=2, q_shape=(B, 8, 16),
+             v_shape=(B, 4, 16), scores=True)
+    mha_case("docs_2d_self_attention", num_heads=2, key_dim=2, attention_axes=(2, 3),
+             q_shape=(B, 5, 3, 4, 16), self_attention=True)
+
+
+# --------------------------------------------------------------------------------------------
+# keras.ops.dot_product_attention
+# --------------------------------------------------------------------------------------------
+
+def dpa_case(name, *, t=3, s=3, heads=4, kv_heads=4, head_dim=4, bias_shape=None,
+             mask=None, scale=None, is_causal=False):
+    """One keras.ops.dot_product_attention case: query (B,T,N,H), key/value (B,S,K,H).
+    mask: an array, or a shape for a random bool mask (bool: Keras passes non-bool masks to
+    a fallback that broadcasts rank < 4 masks differently)."""
+    config = {"scale": scale, "is_causal": is_causal}
+    for dtype in DTYPES:
+        rng = generator("dot_product_attention", name)
+        q = rng.normal(size=(B, t, heads, head_dim)).astype(dtype)
+        k = rng.normal(size=(B, s, kv_heads, head_dim)).astype(dtype)
+        v = rng.normal(size=(B, s, kv_heads, head_dim)).astype(dtype)
+        bias = None if bias_shape is None else rng.normal(size=bias_shape).astype(dtype)
+        m = bool_mask(rng, mask) if isinstance(mask, tuple) else mask
+        output = keras.ops.dot_product_attention(q, k, v, bias=bias, mask=m, scale=scale,
+                                                 is_causal=is_causal)
+        save("dot_product_attention", name, dtype, "dot_product_attention", config,
+             {"use_causal_mask": False, "return_attention_scores": False}, [],
+             {"query": q, "key": k, "value": v, "bias": bias, "mask": m},
+             {"output": output}, softmax_in_float32=True)
+
+
+def dot_product_attention_cases():
+    dpa_case("mha", kv_heads=4)
+    dpa_case("gqa", kv_heads=2)
+    dpa_case("mqa", kv_heads=1)
+    dpa_case("t_lt_s", t=3, s=5, kv_heads=2)
+    dpa_case("t_gt_s", t=5, s=3, kv_heads=2, head_dim=2)
+    dpa_case("scale", kv_heads=2, scale=0.37)
+    dpa_case("bias_bnts", s=5, kv_heads=2, bias_shape=(B, 4, 3, 5))
+    dpa_case("bias_ts", s=5, kv_heads=2, bias_shape=(3, 5))
+    dpa_case("bias_1nts", s=5, kv_heads=2, bias_shape=(1, 4, 3, 5))
+    dpa_case("mask_bnts", s=5, kv_heads=2, mask=(B, 4, 3, 5))
+    dpa_case("mask_ts", s=5, kv_heads=2, mask=(3, 5))
+    dpa_case("mask_1nts", s=5, kv_heads=2, mask=(1, 4, 3, 5))
+    dpa_case("mask_b1ts", s=5, kv_heads=1, mask=(B, 1, 3, 5))
+    dpa_case("mask_nts", s=5, kv_heads=4, mask=(4, 3, 5))
+    dpa_case("causal", t=4, s=4, kv_heads=2, is_causal=True)
+    dpa_case("causal_t_lt_s", t=3, s=5, kv_heads=2, is_causal=True)
+    dpa_case("causal_t_gt_s", t=5, s=3, kv_heads=4, is_causal=True)
+    dpa_case("causal_bias_mask_scale", t=4, s=5, kv_heads=2, bias_shape=(B, 4, 4, 5),
+             mask=(B, 1, 4, 5), scale=0.6, is_causal=True)
+    dpa_case("fully_masked_row", s=5, kv_heads=2, bias_shape=(3, 5),
+             mask=rows_masked((B, 1, 3, 5), (1, 0, 2)))
+
+
+def main():
+    for group in ("attention", "additive_attention", "multi_head_attention",
+                  "dot_product_attention"):
+        for stale in (OUT / group).glob("*.npz"):
+            stale.unlink()
+    attention_cases()
+    additive_attention_cases()
+    multi_head_attention_cases()
+    dot_product_attention_cases()
+    files = sorted(OUT.glob("*/*.npz"))
+    size = sum(f.stat().st_size for f in files)
+    print(f"wrote {len(files)} golden files ({size / 1e6:.2f} MB) under {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Every golden file (Tests/golden/<group>/<case>_<dtype>.npz, written by real Keras 3.15 by
+Tests/golden/make_golden.py) run through our layer with its weights and inputs: outputs and
+scores within the contract tolerance (float32 tolerance where Keras ran its softmax in
+float32)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import attention
+from conftest import assert_close
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+FILES = sorted(GOLDEN.glob("**/*.npz"))
+
+
+def test_golden_files_exist():
+    assert len(FILES) > 0, f"no golden .npz files under {GOLDEN}"
+    groups = {f.parent.name for f in FILES}
+    assert {"attention", "additive_attention", "multi_head_attention"} <= groups, groups
+
+
+def _optional(case, name):
+    return case[name] if name in case.files else None
+
+
+def _run(case):
+    """Our result (output, scores or None) for a golden case."""
+    layer_kind = str(case["layer"])
+    config = json.loads(str(case["config"]))
+    call = json.loads(str(case["call"]))
+    dtype = str(case["dtype"])
+    query, value, key = (_optional(case, n) for n in ("query", "value", "key"))
+    weights = [case[f"weight_{i}"] for i in range(int(case["weight_count"]))]
+    if layer_kind == "dot_product_attention":
+        output = attention.dot_product_attention(
+            query, _optional(case, "key"), value, bias=_optional(case, "bias"),
+            mask=_optional(case, "mask"), **config)
+        return output, None
+    scores_wanted = call["return_attention_scores"]
+    if layer_kind == "MultiHeadAttention":
+        layer = attention.MultiHeadAttention(**config, dtype=dtype)
+        layer.build(query.shape, value.shape, None if key is None else key.shape)
+        layer.set_weights(weights)
+        result = layer(query, value, key=key, query_mask=_optional(case, "query_mask"),
+                       value_mask=_optional(case, "value_mask"),
+                       key_mask=_optional(case, "key_mask"),
+                       attention_mask=_optional(case, "attention_mask"),
+                       use_causal_mask=call["use_causal_mask"],
+                       return_attention_scores=scores_wanted, training=False)
+    else:
+        layer = getattr(attention, layer_kind)(**config, dtype=dtype)
+        inputs = [query, value] + ([key] if key is not None else [])
+        layer.build([x.shape for x in inputs])
+        layer.set_weights(weights)
+        masks = [_optional(case, "query_mask"), _optional(case, "value_mask")]
+        result = layer(inputs, mask=None if all(m is None for m in masks) else masks, training=False,
+                       use_causal_mask=call["use_causal_mask"],
+                       return_attention_scores=scores_wanted)
+    return result if scores_wanted else (result, None)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[str(f.relative_to(GOLDEN)) for f in FILES])
+def test_golden(path):
+    with np.load(path) as case:
+        output, scores = _run(case)
+        dtype = np.float32 if bool(case["softmax_in_float32"]) else np.dtype(str(case["dtype"]))
+        assert output.dtype == np.dtype(str(case["dtype"]))
+        assert_close(output, case["output"], dtype, "output")
+        if "scores" in case.files:
+            assert scores is not None
+            assert_close(scores, case["scores"], dtype, "scores")

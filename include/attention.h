@@ -1,0 +1,326 @@
+/*
+ * attention.h — libattention: the attention layers of Keras, from C.
+ *
+ * SYNOPSIS
+ *   #include <attention.h>
+ *   cc prog.c -I include -L .build/release -lattention
+ *
+ * DESCRIPTION
+ *   libattention computes the attention layers of Keras 3 — Attention (Luong, dot or concat
+ *   scores), AdditiveAttention (Bahdanau), MultiHeadAttention (N-D attention axes) — and the
+ *   functional keras.ops.dot_product_attention, with Keras's weights and Keras's numbers
+ *   (float32: within 1e-5 absolute + 1e-4 relative to the largest magnitude; float64: 1e-10),
+ *   without a deep-learning framework in the process.
+ *
+ *   A layer is an opaque handle. Its life:
+ *     att_attention_create(&cfg, &layer)          (or another *_create)
+ *     att_layer_build(layer, &q_shape, &v_shape, NULL)   creates and initialises weights
+ *     att_layer_set_weight(layer, i, &w) ...      optional: load Keras's get_weights()
+ *     att_layer_call(layer, &args)                as often as wanted, from any thread
+ *     att_layer_destroy(layer)
+ *
+ * CONVENTIONS
+ *   - Every fallible function returns att_status; ATT_OK (0) is success. On failure a message
+ *     naming the problem is available from att_last_error() on the same thread.
+ *   - Tensors are row-major and contiguous. The caller owns every buffer; the library never
+ *     keeps a pointer past the call that received it.
+ *   - Config and argument structs begin with `struct_size`: set it to sizeof(the struct).
+ *     A size the library does not know is rejected with ATT_ERR_STRUCT_SIZE. Zero-filling a
+ *     struct (e.g. `= {sizeof(x)}`) gives Keras's defaults for every field documented as such.
+ *   - Booleans are int32_t: 0 is false, anything else true. Masks are ATT_UINT8 tensors:
+ *     0 masks a position out, anything else keeps it.
+ *   - A handle that is NULL, was never created by this library, or was destroyed yields
+ *     ATT_ERR_INVALID_HANDLE, never a crash.
+ *
+ * THREADS
+ *   att_layer_call and the read-only functions (weight count/info/get, output shape) may run
+ *   concurrently on one layer from many threads. att_layer_build, att_layer_set_weight and
+ *   att_layer_destroy must not run concurrently with any other use of the same layer.
+ *   Different layers are independent. att_set_num_threads is global; set it before calling.
+ */
+#ifndef ATTENTION_H
+#define ATTENTION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ATT_VERSION_MAJOR 0
+#define ATT_VERSION_MINOR 1
+#define ATT_VERSION_PATCH 0
+
+/* The largest tensor rank the API accepts. */
+#define ATT_MAX_RANK 8
+
+/* ---------------------------------------------------------------------------------------- */
+/* Status and errors                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef enum att_status {
+    ATT_OK = 0,
+    ATT_ERR_NULL_ARGUMENT = 1,    /* a required pointer (argument, field or data) was NULL */
+    ATT_ERR_INVALID_ARGUMENT = 2, /* a config or argument value is out of range or unknown */
+    ATT_ERR_SHAPE = 3,            /* ranks or dims do not fit, or a size product overflows */
+    ATT_ERR_DTYPE = 4,            /* a tensor's dtype is not the one required */
+    ATT_ERR_INVALID_HANDLE = 5,   /* NULL, foreign or destroyed layer handle */
+    ATT_ERR_NOT_BUILT = 6,        /* the layer has no weights yet: call att_layer_build */
+    ATT_ERR_STRUCT_SIZE = 7,      /* struct_size is not a size this library knows */
+    ATT_ERR_OUT_OF_MEMORY = 8,    /* a working buffer could not be allocated */
+    ATT_ERR_INTERNAL = 9          /* a bug in libattention: please report it */
+} att_status;
+
+/* "0.1.0": the library's version (not the header's). Static storage. */
+const char *att_version(void);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next
+ * failing call on this thread. Thread-safe. */
+const char *att_last_error(void);
+
+/* The status's name, e.g. "ATT_ERR_SHAPE"; "unknown status" for other values. Static. */
+const char *att_status_name(att_status status);
+
+/* Threads used by one call (>= 1). Default: the number of online CPUs. Results do not depend
+ * on it (dropout included). Returns ATT_ERR_INVALID_ARGUMENT for n < 1. */
+att_status att_set_num_threads(int32_t n);
+int32_t att_get_num_threads(void);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Tensors                                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef enum att_dtype {
+    ATT_FLOAT32 = 1,
+    ATT_FLOAT64 = 2,
+    ATT_UINT8 = 3 /* masks only */
+} att_dtype;
+
+typedef struct att_shape {
+    int32_t rank;                /* 0 ... ATT_MAX_RANK */
+    int64_t dims[ATT_MAX_RANK];  /* dims[0 .. rank-1]; each >= 1 */
+} att_shape;
+
+/* A dense row-major tensor. `data` holds shape's product elements of `dtype`. */
+typedef struct att_tensor {
+    void *data;
+    att_dtype dtype;
+    att_shape shape;
+} att_tensor;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Layers                                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct att_layer att_layer;
+
+typedef enum att_score_mode {
+    ATT_SCORE_DOT = 0,    /* scores = (q . k) * scale */
+    ATT_SCORE_CONCAT = 1  /* scores = concat_score_weight * sum(tanh(scale * (q + k))) */
+} att_score_mode;
+
+/* keras.layers.Attention (Luong). Weights, in Keras's order: `scale` () if use_scale
+ * (initialised to 1), `concat_score_weight` () if score_mode is concat (initialised to 1). */
+typedef struct att_attention_config {
+    size_t struct_size;       /* sizeof(att_attention_config) */
+    att_dtype dtype;          /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
+    int32_t use_scale;        /* default 0 */
+    att_score_mode score_mode;/* default ATT_SCORE_DOT */
+    double dropout;           /* on the attention weights when training; [0, 1); default 0 */
+    int32_t causal;           /* TF 2.0's `causal=True`: a causal mask on every call */
+} att_attention_config;
+
+/* keras.layers.AdditiveAttention (Bahdanau): scores = sum(scale * tanh(q + k)). Weight:
+ * `scale` (dim,) if use_scale, glorot-uniform initialised from `seed`. */
+typedef struct att_additive_attention_config {
+    size_t struct_size;       /* sizeof(att_additive_attention_config) */
+    att_dtype dtype;          /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
+    int32_t use_scale;        /* Keras's default is 1: set it explicitly */
+    double dropout;           /* [0, 1) */
+    uint64_t seed;            /* weight initialisation */
+} att_additive_attention_config;
+
+/* Weight initialisers, by Keras name. ATT_INIT_DEFAULT is the layer's default for the slot
+ * (glorot_uniform for kernels, zeros for biases). Parameters, where the kind has them:
+ *   RANDOM_NORMAL, TRUNCATED_NORMAL: a = mean, b = stddev   (both 0 ⇒ 0, 0.05)
+ *   RANDOM_UNIFORM:                  a = minval, b = maxval (both 0 ⇒ -0.05, 0.05)
+ *   CONSTANT:                        a = value
+ *   ORTHOGONAL:                      a = gain               (0 ⇒ 1) */
+typedef enum att_initializer_kind {
+    ATT_INIT_DEFAULT = 0,
+    ATT_INIT_GLOROT_UNIFORM = 1,
+    ATT_INIT_GLOROT_NORMAL = 2,
+    ATT_INIT_HE_UNIFORM = 3,
+    ATT_INIT_HE_NORMAL = 4,
+    ATT_INIT_LECUN_UNIFORM = 5,
+    ATT_INIT_LECUN_NORMAL = 6,
+    ATT_INIT_RANDOM_NORMAL = 7,
+    ATT_INIT_RANDOM_UNIFORM = 8,
+    ATT_INIT_TRUNCATED_NORMAL = 9,
+    ATT_INIT_ZEROS = 10,
+    ATT_INIT_ONES = 11,
+    ATT_INIT_CONSTANT = 12,
+    ATT_INIT_ORTHOGONAL = 13
+} att_initializer_kind;
+
+typedef struct att_initializer {
+    att_initializer_kind kind;
+    double a, b;
+} att_initializer;
+
+/* Regularizers (Keras's l1, l2, l1_l2). Validated and kept; they take effect with training. */
+typedef enum att_regularizer_kind {
+    ATT_REG_NONE = 0,
+    ATT_REG_L1 = 1,     /* l1 */
+    ATT_REG_L2 = 2,     /* l2 */
+    ATT_REG_L1_L2 = 3   /* l1 and l2 */
+} att_regularizer_kind;
+
+typedef struct att_regularizer {
+    att_regularizer_kind kind;
+    double l1, l2;      /* >= 0 and finite */
+} att_regularizer;
+
+/* Constraints (Keras's max_norm, non_neg, unit_norm, min_max_norm). Validated and kept. */
+typedef enum att_constraint_kind {
+    ATT_CONSTRAINT_NONE = 0,
+    ATT_CONSTRAINT_MAX_NORM = 1,     /* max_value, axis */
+    ATT_CONSTRAINT_NON_NEG = 2,
+    ATT_CONSTRAINT_UNIT_NORM = 3,    /* axis */
+    ATT_CONSTRAINT_MIN_MAX_NORM = 4  /* min_value <= max_value, rate in [0, 1], axis */
+} att_constraint_kind;
+
+typedef struct att_constraint {
+    att_constraint_kind kind;
+    double min_value, max_value, rate;
+    int32_t axis;
+} att_constraint;
+
+/* keras.layers.MultiHeadAttention. Weights, in Keras's get_weights() order (Dq, Dk, Dv the
+ * last dims of query, key, value; N heads; Hk key_dim; Hv value_dim; O output_shape):
+ *   query/kernel (Dq,N,Hk) [query/bias (N,Hk)]  key/kernel (Dk,N,Hk) [key/bias (N,Hk)]
+ *   [gate/kernel (Dq,N,Hv) [gate/bias (N,Hv)]]  value/kernel (Dv,N,Hv) [value/bias (N,Hv)]
+ *   attention_output/kernel (N,Hv,*O) [attention_output/bias (*O)]
+ * with biases only when use_bias. */
+typedef struct att_multi_head_attention_config {
+    size_t struct_size;            /* sizeof(att_multi_head_attention_config) */
+    att_dtype dtype;               /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
+    int64_t num_heads;             /* >= 1 */
+    int64_t key_dim;               /* >= 1 */
+    int64_t value_dim;             /* >= 1, or 0 for key_dim */
+    double dropout;                /* [0, 1) */
+    int32_t use_bias;              /* Keras's default is 1: set it explicitly */
+    int32_t output_rank;           /* 0: output last dim = query's last dim */
+    int64_t output_shape[ATT_MAX_RANK]; /* output_shape[0 .. output_rank-1], each >= 1 */
+    int32_t num_attention_axes;    /* 0: every axis but batch and features */
+    int64_t attention_axes[ATT_MAX_RANK]; /* input axes; negative counts from the rank */
+    int64_t sliding_window;        /* 0: none; else keep |i - j| < sliding_window */
+    int32_t use_gate;              /* sigmoid gate of the query, multiplied in */
+    uint64_t seed;                 /* weight initialisation */
+    att_initializer kernel_initializer, bias_initializer;
+    att_regularizer kernel_regularizer, bias_regularizer, activity_regularizer;
+    att_constraint kernel_constraint, bias_constraint;
+} att_multi_head_attention_config;
+
+/* Create a layer. On success *out is a new handle owned by the caller (att_layer_destroy).
+ * Errors: NULL_ARGUMENT, STRUCT_SIZE, INVALID_ARGUMENT (unknown enum, dropout outside [0,1),
+ * dims < 1, ...), OUT_OF_MEMORY. Thread-safe. */
+att_status att_attention_create(const att_attention_config *config, att_layer **out);
+att_status att_additive_attention_create(const att_additive_attention_config *config,
+                                         att_layer **out);
+att_status att_multi_head_attention_create(const att_multi_head_attention_config *config,
+                                           att_layer **out);
+
+/* Destroy a layer. NULL is accepted and ignored (ATT_OK); a foreign or already destroyed
+ * handle gives ATT_ERR_INVALID_HANDLE. */
+att_status att_layer_destroy(att_layer *layer);
+
+/* Create the weights for inputs of these shapes (key may be NULL: the value's shape) and
+ * initialise them. Only the dims the weights depend on (the feature dims, and the rank for
+ * MultiHeadAttention) bind later calls. Building again re-creates the weights.
+ * Errors: INVALID_HANDLE, NULL_ARGUMENT, SHAPE. */
+att_status att_layer_build(att_layer *layer, const att_shape *query_shape,
+                           const att_shape *value_shape, const att_shape *key_shape);
+
+/* Whether the layer has been built (*built = 0 or 1). */
+att_status att_layer_is_built(const att_layer *layer, int32_t *built);
+
+/* The number of weights, as len(keras_layer.get_weights()). Errors: NOT_BUILT. */
+att_status att_layer_weight_count(const att_layer *layer, size_t *count);
+
+/* Weight `index`'s shape and Keras name (e.g. "query/kernel"; static storage that lives as
+ * long as the library). Either output may be NULL. Errors: NOT_BUILT, INVALID_ARGUMENT
+ * (index out of range). */
+att_status att_layer_weight_info(const att_layer *layer, size_t index, att_shape *shape,
+                                 const char **name);
+
+/* Copy weight `index` out into `out` (its shape and the layer's dtype must match) or in
+ * from `value`. Errors: NOT_BUILT, INVALID_ARGUMENT, SHAPE, DTYPE, NULL_ARGUMENT. */
+att_status att_layer_get_weight(const att_layer *layer, size_t index, att_tensor *out);
+att_status att_layer_set_weight(att_layer *layer, size_t index, const att_tensor *value);
+
+/* Arguments of one forward call. Unused optional pointers are NULL. */
+typedef struct att_call_args {
+    size_t struct_size;                /* sizeof(att_call_args) */
+    const att_tensor *query;           /* (B, Tq, Dq); MultiHeadAttention: any rank >= 3 */
+    const att_tensor *value;           /* (B, Tv, Dv) */
+    const att_tensor *key;             /* (B, Tv, Dk), or NULL for value */
+    const att_tensor *query_mask;      /* ATT_UINT8 (B, Tq): query.shape minus the last dim */
+    const att_tensor *value_mask;      /* ATT_UINT8 (B, Tv) */
+    const att_tensor *key_mask;        /* ATT_UINT8 (B, Tv); MultiHeadAttention only */
+    const att_tensor *attention_mask;  /* ATT_UINT8, broadcast as Keras does; MHA only */
+    int32_t training;                  /* dropout applies only when training */
+    int32_t use_causal_mask;           /* position i attends to j <= i */
+    uint64_t dropout_seed;             /* Philox key of the dropout mask */
+    uint64_t dropout_stream;           /* per-call counter: change it between calls */
+    att_tensor *output;                /* required: shape from att_layer_output_shape */
+    att_tensor *scores;                /* optional: the attention weights, as Keras returns */
+} att_call_args;
+
+/* The shapes of the output and of the scores for inputs of these shapes (key may be NULL).
+ * Either output may be NULL. Errors: SHAPE (inputs that do not fit the layer). */
+att_status att_layer_output_shape(const att_layer *layer, const att_shape *query_shape,
+                                  const att_shape *value_shape, const att_shape *key_shape,
+                                  att_shape *output_shape, att_shape *scores_shape);
+
+/* Run the layer forward. Writes args->output and, when given, args->scores.
+ * Attention / AdditiveAttention: returned scores are the weights after masking, softmax
+ *   and dropout; a query-masked row of the output is 0; masked scores get -1e9 added.
+ * MultiHeadAttention: scores (B, <other axes>, N, <query attention axes>, <key attention
+ *   axes>) are the weights before dropout; a fully masked row is uniform when Keras would
+ *   take its fused path (rank 3, no scores, dropout 0) and zero otherwise.
+ * Dropout keeps score element f (its flat index in the scores tensor) iff
+ *   (philox4x32_10((f, f>>32, stream, stream>>32), (seed, seed>>32))[0] >> 8) * 2^-24 >= rate,
+ *   and divides kept elements by 1 - rate.
+ * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE,
+ *   INVALID_ARGUMENT (a mask the layer kind does not take), OUT_OF_MEMORY. Thread-safe. */
+att_status att_layer_call(const att_layer *layer, const att_call_args *args);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Functional dot-product attention (keras.ops.dot_product_attention)                         */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef struct att_dot_product_attention_args {
+    size_t struct_size;          /* sizeof(att_dot_product_attention_args) */
+    const att_tensor *query;     /* (B, T, N, H) */
+    const att_tensor *key;       /* (B, S, K, H); K divides N: query head n uses n / (N/K) */
+    const att_tensor *value;     /* (B, S, K, Hv) */
+    const att_tensor *bias;      /* optional, added to the logits; broadcasts to (B,N,T,S) */
+    const att_tensor *mask;      /* optional ATT_UINT8; broadcasts to (B,N,T,S) */
+    int32_t has_scale;           /* 0: scale = 1/sqrt(H) */
+    double scale;
+    int32_t is_causal;           /* keep j <= i */
+    att_tensor *output;          /* (B, T, N, Hv) */
+} att_dot_product_attention_args;
+
+/* softmax(scale · q·kᵀ + bias, masked entries filled with -0.7·FLT_MAX) · v, per (b, n).
+ * Bias and mask broadcast numpy-style against (B, N, T, S) (lower ranks get leading 1s).
+ * Errors: NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE, INVALID_ARGUMENT. Thread-safe. */
+att_status att_dot_product_attention(const att_dot_product_attention_args *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTENTION_H */

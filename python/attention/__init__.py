@@ -1,0 +1,44 @@
+"""attention — Keras 3's attention layers on numpy arrays, computed by libattention.
+
+    from attention import MultiHeadAttention
+    mha = MultiHeadAttention(num_heads=4, key_dim=16)
+    mha.set_weights(keras_mha.get_weights())     # optional: Keras's weights, Keras's order
+    out, scores = mha(query, value, return_attention_scores=True)
+
+Layers: Attention, AdditiveAttention, MultiHeadAttention (Keras's constructor and call
+arguments, get_weights/set_weights, get_config/from_config); dot_product_attention
+(keras.ops). float32 (default) or float64. The C library is found through $ATTENTION_LIB,
+next to this package, or in an enclosing .build/release (after `make lib`).
+"""
+
+from . import _lib
+from ._additive_attention import AdditiveAttention
+from ._attention import Attention
+from ._functional import dot_product_attention
+from ._multi_head_attention import MultiHeadAttention
+
+__all__ = [
+    "Attention",
+    "AdditiveAttention",
+    "MultiHeadAttention",
+    "dot_product_attention",
+    "set_num_threads",
+    "get_num_threads",
+    "__version__",
+]
+
+
+def set_num_threads(n):
+    """Threads used by one call (>= 1); results do not depend on it."""
+    _lib.check(_lib.lib().att_set_num_threads(n))
+
+
+def get_num_threads():
+    return _lib.lib().att_get_num_threads()
+
+
+def __getattr__(name):
+    # __version__ comes from the library (att_version), loaded on first use.
+    if name == "__version__":
+        return _lib.version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,32 @@
+"""keras.layers.AdditiveAttention: additive (Bahdanau) attention.
+
+    scores  = Σ_d scale_d · tanh(q_d + k_d)                (scale = 1 without use_scale)
+    weights = dropout(softmax(scores − 1e9 · [masked]))
+    output  = weights · v, rows where query_mask is 0 set to 0
+
+`scale` (D,) is glorot-uniform initialised from the layer's seed. Call, masks and the rest
+as Attention.
+"""
+
+import ctypes
+
+from . import _lib
+from ._attention import Attention
+
+
+class AdditiveAttention(Attention):
+    def __init__(self, use_scale=True, dropout=0.0, seed=None, dtype="float32", name=None):
+        super().__init__(use_scale=use_scale, dropout=dropout, seed=seed, dtype=dtype, name=name)
+
+    def _create(self, out):
+        config = _lib.AdditiveAttentionConfig(
+            struct_size=ctypes.sizeof(_lib.AdditiveAttentionConfig),
+            dtype=self._dtype_code,
+            use_scale=self.use_scale,
+            dropout=self.dropout,
+            seed=self.dropout_seed,
+        )
+        return _lib.lib().att_additive_attention_create(ctypes.byref(config), out)
+
+    def _config(self):
+        return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.seed}

@@ -1,0 +1,99 @@
+"""keras.layers.Attention: dot-product (Luong) attention.
+
+    scores  = (q · kᵀ) · scale                            score_mode="dot"
+            = w · Σ_d tanh(scale · (q_d + k_d))            score_mode="concat"
+    weights = dropout(softmax(scores − 1e9 · [masked]))    (value mask, causal j ≤ i)
+    output  = weights · v, rows where query_mask is 0 set to 0
+
+query (B, Tq, D), value (B, Tv, Dv), key (B, Tv, D) (default: value). `scale` (a scalar
+weight, 1 at start) exists when use_scale; `concat_score_weight` (scalar, 1) with "concat".
+`causal=True` (TensorFlow 2.0's spelling) applies the causal mask on every call.
+"""
+
+import ctypes
+
+from . import _lib
+from ._layer import Layer, as_mask
+
+_SCORE_MODES = {"dot": _lib.SCORE_DOT, "concat": _lib.SCORE_CONCAT}
+
+
+class Attention(Layer):
+    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, causal=False,
+                 dtype="float32", name=None):
+        if score_mode not in _SCORE_MODES:
+            raise ValueError(
+                "Invalid value for argument score_mode. Expected one of {'dot', 'concat'}. "
+                f"Received: score_mode={score_mode}"
+            )
+        self.use_scale = bool(use_scale)
+        self.score_mode = score_mode
+        self.dropout = float(dropout)
+        self.causal = bool(causal)
+        super().__init__(dtype=dtype, name=name, seed=seed)
+
+    def _create(self, out):
+        config = _lib.AttentionConfig(
+            struct_size=ctypes.sizeof(_lib.AttentionConfig),
+            dtype=self._dtype_code,
+            use_scale=self.use_scale,
+            score_mode=_SCORE_MODES[self.score_mode],
+            dropout=self.dropout,
+            causal=self.causal,
+        )
+        return _lib.lib().att_attention_create(ctypes.byref(config), out)
+
+    def _validate(self, inputs, mask=None):
+        """Keras's checks of the call arguments: inputs and mask are lists of 2 or 3."""
+        name = type(self).__name__
+        if not isinstance(inputs, list):
+            raise ValueError(
+                f"{name} layer must be called on a list of inputs, namely [query, value] or "
+                f"[query, value, key]. Received: inputs={inputs}."
+            )
+        if not 2 <= len(inputs) <= 3:
+            raise ValueError(
+                f"{name} layer accepts inputs list of length 2 or 3, namely [query, value] or "
+                f"[query, value, key]. Received length: {len(inputs)}."
+            )
+        if mask is not None:
+            if not isinstance(mask, list):
+                raise ValueError(
+                    f"{name} layer mask must be a list, namely [query_mask, value_mask]. "
+                    f"Received: mask={mask}."
+                )
+            if not 2 <= len(mask) <= 3:
+                raise ValueError(
+                    f"{name} layer accepts mask list of length 2 or 3. Received: mask={mask}."
+                )
+
+    def build(self, input_shape):
+        """Create the weights for input_shape = [query_shape, value_shape(, key_shape)]."""
+        self._validate(input_shape)
+        self._build_shapes(*input_shape)
+
+    def __call__(self, inputs, mask=None, training=False, return_attention_scores=False,
+                 use_causal_mask=False):
+        """inputs [query, value(, key)], mask [query_mask, value_mask] (either may be None).
+        Returns the output (B, Tq, Dv), and the weights (B, Tq, Tv) if asked."""
+        self._validate(inputs, mask)
+        arrays = [self._input(x, what) for x, what in zip(inputs, ("query", "value", "key"))]
+        if not self.built:
+            self.build([a.shape for a in arrays])
+        query, value, key = arrays if len(arrays) == 3 else (*arrays, None)
+        query_mask, value_mask = (mask[0], mask[1]) if mask is not None else (None, None)
+        return self._forward(
+            query, value, key,
+            masks={"query_mask": as_mask(query_mask, "query_mask"),
+                   "value_mask": as_mask(value_mask, "value_mask")},
+            training=training,
+            use_causal_mask=use_causal_mask,
+            return_scores=return_attention_scores,
+        )
+
+    def _config(self):
+        config = {"use_scale": self.use_scale, "score_mode": self.score_mode,
+                  "dropout": self.dropout, "seed": self.seed}
+        if self.causal:
+            config["causal"] = True
+        return config

@@ -1,0 +1,226 @@
+"""The common base of the layers: the C handle, build, weights, inputs, masks, dropout, config.
+
+A layer owns one att_layer handle (destroyed by `close()` or when the object is collected).
+Inputs may be any numeric array-like; they are converted to C-contiguous arrays of the layer
+dtype. Masks may be bool or numeric; nonzero keeps a position.
+
+Dropout: every layer has a 64-bit `dropout_seed` (the `seed` argument, or a random one when
+it is None) and a `dropout_stream` counter, incremented after every call that applies
+dropout (training with a rate > 0). A call's dropout mask is a function of (seed, stream)
+alone, so two layers with the same seed called the same way drop the same elements.
+"""
+
+import collections
+import ctypes
+import re
+import secrets
+
+import numpy as np
+
+from . import _lib
+from ._lib import check
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DTYPE_CODES = {np.dtype(np.float32): _lib.FLOAT32, np.dtype(np.float64): _lib.FLOAT64}
+
+
+def parse_dtype(dtype):
+    """numpy dtype of a layer: "float32" (also None), "float64", or a Keras DTypePolicy
+    config dict naming one of them. Anything else is a ValueError."""
+    name = dtype["config"].get("name") if isinstance(dtype, dict) and "config" in dtype else dtype
+    if name is None:
+        return _DTYPES[0]
+    try:
+        parsed = np.dtype(name)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return parsed
+
+
+def as_array(x, dtype, what):
+    """A C-contiguous array of `dtype` from a numeric array-like (TypeError otherwise)."""
+    array = np.asarray(x)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def as_mask(mask, what):
+    """A C-contiguous uint8 array (1 keep, 0 mask out) from a bool/numeric mask, or None."""
+    if mask is None:
+        return None
+    return np.ascontiguousarray(as_array(mask, None, what) != 0, dtype=np.uint8)
+
+
+def _resolve_seed(seed):
+    if seed is None:
+        return secrets.randbits(64)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be None or an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def _shape_ref(dims):
+    """byref(att_shape) for a Keras shape (None dims, e.g. the batch, read as 1), or None."""
+    if dims is None:
+        return None
+    return ctypes.byref(_lib.make_shape(1 if d is None else d for d in dims))
+
+
+class Layer:
+    """Base of the Keras-shaped layers. Subclasses define `_create(out)` (the att_*_create
+    call), `_config()` (their get_config keys) and the Keras call/build signatures."""
+
+    _name_counts = collections.Counter()
+
+    def __init__(self, *, dtype="float32", name=None, seed=None):
+        self._handle = None
+        self._np_dtype = parse_dtype(dtype)
+        self.dtype = self._np_dtype.name
+        self.name = name if name is not None else self._default_name()
+        self.seed = seed
+        self.dropout_seed = _resolve_seed(seed)
+        self.dropout_stream = 0
+        handle = ctypes.c_void_p()
+        check(self._create(ctypes.byref(handle)))
+        self._handle = handle
+
+    @classmethod
+    def _default_name(cls):
+        base = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+        n = Layer._name_counts[base]
+        Layer._name_counts[base] += 1
+        return base if n == 0 else f"{base}_{n}"
+
+    @property
+    def _dtype_code(self):
+        return _DTYPE_CODES[self._np_dtype]
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self):
+        """Destroy the C layer now (later use raises ValueError: invalid handle)."""
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            check(_lib.lib().att_layer_destroy(handle))
+
+    def __del__(self):
+        if getattr(self, "_handle", None) is not None:
+            _lib.lib().att_layer_destroy(self._handle)
+            self._handle = None
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} dtype={self.dtype}>"
+
+    # -- build and weights ------------------------------------------------------------------
+
+    @property
+    def built(self):
+        built = ctypes.c_int32()
+        check(_lib.lib().att_layer_is_built(self._handle, ctypes.byref(built)))
+        return bool(built.value)
+
+    def _build_shapes(self, query_shape, value_shape, key_shape=None):
+        check(_lib.lib().att_layer_build(
+            self._handle, _shape_ref(query_shape), _shape_ref(value_shape), _shape_ref(key_shape)
+        ))
+
+    def _weight_specs(self):
+        """[(Keras name, shape)] of the weights, in get_weights() order; [] before build."""
+        if not self.built:
+            return []
+        count = ctypes.c_size_t()
+        check(_lib.lib().att_layer_weight_count(self._handle, ctypes.byref(count)))
+        specs = []
+        for i in range(count.value):
+            shape, name = _lib.Shape(), ctypes.c_char_p()
+            check(_lib.lib().att_layer_weight_info(self._handle, i, ctypes.byref(shape), ctypes.byref(name)))
+            specs.append((name.value.decode(), _lib.shape_tuple(shape)))
+        return specs
+
+    @property
+    def weights(self):
+        """The Keras names of the weights ("query/kernel", ...), in get_weights() order."""
+        return [name for name, _ in self._weight_specs()]
+
+    def get_weights(self):
+        """The weights as numpy arrays, in Keras's order and shapes ([] before build)."""
+        arrays = []
+        for i, (_, shape) in enumerate(self._weight_specs()):
+            array = np.empty(shape, self._np_dtype)
+            check(_lib.lib().att_layer_get_weight(self._handle, i, ctypes.byref(_lib.make_tensor(array))))
+            arrays.append(array)
+        return arrays
+
+    def set_weights(self, weights):
+        """Load weights given in Keras's get_weights() order (all checked before any is set)."""
+        specs = self._weight_specs()
+        weights = list(weights)
+        if len(weights) != len(specs):
+            hint = "" if specs or self.built else " (the layer is not built yet: build or call it first)"
+            raise ValueError(
+                f"Layer {self.name!r} expects {len(specs)} weights {[n for n, _ in specs]}, "
+                f"but set_weights received {len(weights)}{hint}"
+            )
+        arrays = []
+        for (name, shape), weight in zip(specs, weights):
+            array = as_array(weight, self._np_dtype, f"weight {name!r}")
+            if array.shape != shape:
+                raise ValueError(
+                    f"Layer {self.name!r}: weight {name!r} has shape {shape}, "
+                    f"but set_weights received shape {array.shape}"
+                )
+            arrays.append(array)
+        for i, array in enumerate(arrays):
+            check(_lib.lib().att_layer_set_weight(self._handle, i, ctypes.byref(_lib.make_tensor(array))))
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def _input(self, x, what):
+        return as_array(x, self._np_dtype, what)
+
+    def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores):
+        """att_layer_call on converted inputs; `masks` maps CallArgs mask fields to arrays.
+        Returns output, or (output, scores) when return_scores."""
+        out_shape, scores_shape = _lib.Shape(), _lib.Shape()
+        check(_lib.lib().att_layer_output_shape(
+            self._handle,
+            _shape_ref(query.shape), _shape_ref(value.shape),
+            None if key is None else _shape_ref(key.shape),
+            ctypes.byref(out_shape), ctypes.byref(scores_shape) if return_scores else None,
+        ))
+        output = np.empty(_lib.shape_tuple(out_shape), self._np_dtype)
+        scores = np.empty(_lib.shape_tuple(scores_shape), self._np_dtype) if return_scores else None
+        training = bool(training)
+        args = _lib.CallArgs(
+            struct_size=ctypes.sizeof(_lib.CallArgs),
+            query=_lib.tensor_ref(query),
+            value=_lib.tensor_ref(value),
+            key=_lib.tensor_ref(key),
+            training=training,
+            use_causal_mask=bool(use_causal_mask),
+            dropout_seed=self.dropout_seed,
+            dropout_stream=self.dropout_stream,
+            output=_lib.tensor_ref(output),
+            scores=_lib.tensor_ref(scores),
+            **{field: _lib.tensor_ref(mask) for field, mask in masks.items()},
+        )
+        check(_lib.lib().att_layer_call(self._handle, ctypes.byref(args)))
+        if training and self.dropout > 0:
+            self.dropout_stream = (self.dropout_stream + 1) % 2**64
+        return (output, scores) if return_scores else output
+
+    # -- config -----------------------------------------------------------------------------
+
+    def get_config(self):
+        """Keras's get_config keys for this layer, plus "name" and "dtype"."""
+        return {"name": self.name, "dtype": self.dtype, **self._config()}
+
+    @classmethod
+    def from_config(cls, config):
+        """A new layer from get_config() (ours or Keras's; "trainable" is ignored)."""
+        config = dict(config)
+        config.pop("trainable", None)
+        return cls(**config)

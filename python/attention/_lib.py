@@ -1,0 +1,280 @@
+"""ctypes binding of libattention (include/attention.h): library lookup, structs, signatures.
+
+Every struct mirrors the header field for field, and every function's argtypes/restype is
+declared once, in `_SIGNATURES`. `check(status)` turns a failed att_status into a Python
+exception carrying att_last_error().
+"""
+
+import ctypes
+import functools
+import operator
+import os
+from pathlib import Path
+
+import numpy as np
+
+MAX_RANK = 8
+_LIB_NAME = "libattention.so"
+
+# att_status
+OK = 0
+ERR_NULL_ARGUMENT = 1
+ERR_INVALID_ARGUMENT = 2
+ERR_SHAPE = 3
+ERR_DTYPE = 4
+ERR_INVALID_HANDLE = 5
+ERR_NOT_BUILT = 6
+ERR_STRUCT_SIZE = 7
+ERR_OUT_OF_MEMORY = 8
+ERR_INTERNAL = 9
+
+# att_dtype
+FLOAT32 = 1
+FLOAT64 = 2
+UINT8 = 3
+_DTYPE_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float64): FLOAT64, np.dtype(np.uint8): UINT8}
+
+# att_score_mode
+SCORE_DOT = 0
+SCORE_CONCAT = 1
+
+
+class Shape(ctypes.Structure):
+    _fields_ = [("rank", ctypes.c_int32), ("dims", ctypes.c_int64 * MAX_RANK)]
+
+
+class Tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int), ("shape", Shape)]
+
+
+class AttentionConfig(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("dtype", ctypes.c_int),
+        ("use_scale", ctypes.c_int32),
+        ("score_mode", ctypes.c_int),
+        ("dropout", ctypes.c_double),
+        ("causal", ctypes.c_int32),
+    ]
+
+
+class AdditiveAttentionConfig(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("dtype", ctypes.c_int),
+        ("use_scale", ctypes.c_int32),
+        ("dropout", ctypes.c_double),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+class Initializer(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("a", ctypes.c_double), ("b", ctypes.c_double)]
+
+
+class Regularizer(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("l1", ctypes.c_double), ("l2", ctypes.c_double)]
+
+
+class Constraint(ctypes.Structure):
+    _fields_ = [
+        ("kind", ctypes.c_int),
+        ("min_value", ctypes.c_double),
+        ("max_value", ctypes.c_double),
+        ("rate", ctypes.c_double),
+        ("axis", ctypes.c_int32),
+    ]
+
+
+class MultiHeadAttentionConfig(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("dtype", ctypes.c_int),
+        ("num_heads", ctypes.c_int64),
+        ("key_dim", ctypes.c_int64),
+        ("value_dim", ctypes.c_int64),
+        ("dropout", ctypes.c_double),
+        ("use_bias", ctypes.c_int32),
+        ("output_rank", ctypes.c_int32),
+        ("output_shape", ctypes.c_int64 * MAX_RANK),
+        ("num_attention_axes", ctypes.c_int32),
+        ("attention_axes", ctypes.c_int64 * MAX_RANK),
+        ("sliding_window", ctypes.c_int64),
+        ("use_gate", ctypes.c_int32),
+        ("seed", ctypes.c_uint64),
+        ("kernel_initializer", Initializer),
+        ("bias_initializer", Initializer),
+        ("kernel_regularizer", Regularizer),
+        ("bias_regularizer", Regularizer),
+        ("activity_regularizer", Regularizer),
+        ("kernel_constraint", Constraint),
+        ("bias_constraint", Constraint),
+    ]
+
+
+_TensorP = ctypes.POINTER(Tensor)
+
+
+class CallArgs(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("query", _TensorP),
+        ("value", _TensorP),
+        ("key", _TensorP),
+        ("query_mask", _TensorP),
+        ("value_mask", _TensorP),
+        ("key_mask", _TensorP),
+        ("attention_mask", _TensorP),
+        ("training", ctypes.c_int32),
+        ("use_causal_mask", ctypes.c_int32),
+        ("dropout_seed", ctypes.c_uint64),
+        ("dropout_stream", ctypes.c_uint64),
+        ("output", _TensorP),
+        ("scores", _TensorP),
+    ]
+
+
+class DotProductAttentionArgs(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("query", _TensorP),
+        ("key", _TensorP),
+        ("value", _TensorP),
+        ("bias", _TensorP),
+        ("mask", _TensorP),
+        ("has_scale", ctypes.c_int32),
+        ("scale", ctypes.c_double),
+        ("is_causal", ctypes.c_int32),
+        ("output", _TensorP),
+    ]
+
+
+_Status = ctypes.c_int
+_Handle = ctypes.c_void_p
+_ShapeP = ctypes.POINTER(Shape)
+
+# The one table of C signatures: name -> (restype, argtypes).
+_SIGNATURES = {
+    "att_version": (ctypes.c_char_p, []),
+    "att_last_error": (ctypes.c_char_p, []),
+    "att_status_name": (ctypes.c_char_p, [_Status]),
+    "att_set_num_threads": (_Status, [ctypes.c_int32]),
+    "att_get_num_threads": (ctypes.c_int32, []),
+    "att_attention_create": (_Status, [ctypes.POINTER(AttentionConfig), ctypes.POINTER(_Handle)]),
+    "att_additive_attention_create": (
+        _Status,
+        [ctypes.POINTER(AdditiveAttentionConfig), ctypes.POINTER(_Handle)],
+    ),
+    "att_multi_head_attention_create": (
+        _Status,
+        [ctypes.POINTER(MultiHeadAttentionConfig), ctypes.POINTER(_Handle)],
+    ),
+    "att_layer_destroy": (_Status, [_Handle]),
+    "att_layer_build": (_Status, [_Handle, _ShapeP, _ShapeP, _ShapeP]),
+    "att_layer_is_built": (_Status, [_Handle, ctypes.POINTER(ctypes.c_int32)]),
+    "att_layer_weight_count": (_Status, [_Handle, ctypes.POINTER(ctypes.c_size_t)]),
+    "att_layer_weight_info": (
+        _Status,
+        [_Handle, ctypes.c_size_t, _ShapeP, ctypes.POINTER(ctypes.c_char_p)],
+    ),
+    "att_layer_get_weight": (_Status, [_Handle, ctypes.c_size_t, _TensorP]),
+    "att_layer_set_weight": (_Status, [_Handle, ctypes.c_size_t, _TensorP]),
+    "att_layer_output_shape": (_Status, [_Handle, _ShapeP, _ShapeP, _ShapeP, _ShapeP, _ShapeP]),
+    "att_layer_call": (_Status, [_Handle, ctypes.POINTER(CallArgs)]),
+    "att_dot_product_attention": (_Status, [ctypes.POINTER(DotProductAttentionArgs)]),
+}
+
+
+def _candidates():
+    """Where the library may be: $ATTENTION_LIB, next to the package, or a SwiftPM build
+    directory (.build/release) of an enclosing directory."""
+    override = os.environ.get("ATTENTION_LIB")
+    if override:
+        return [Path(override)]
+    package = Path(__file__).resolve().parent
+    found = [package / _LIB_NAME]
+    found += [d / ".build" / "release" / _LIB_NAME for d in package.parents]
+    return found
+
+
+@functools.cache
+def lib():
+    """The loaded library with every signature declared (loaded on first use)."""
+    candidates = _candidates()
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise ImportError(
+            f"{_LIB_NAME} not found (looked at: {', '.join(map(str, candidates))}); "
+            "run `make lib` in the repository or set ATTENTION_LIB to its path"
+        )
+    handle = ctypes.CDLL(str(path))
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        function = getattr(handle, name)
+        function.restype = restype
+        function.argtypes = argtypes
+    return handle
+
+
+_EXCEPTIONS = {
+    ERR_NULL_ARGUMENT: ValueError,
+    ERR_INVALID_ARGUMENT: ValueError,
+    ERR_SHAPE: ValueError,
+    ERR_INVALID_HANDLE: ValueError,
+    ERR_NOT_BUILT: ValueError,
+    ERR_STRUCT_SIZE: ValueError,
+    ERR_DTYPE: TypeError,
+    ERR_OUT_OF_MEMORY: MemoryError,
+}
+
+
+def check(status):
+    """Raise the exception for a failed att_status, with att_last_error() as its message."""
+    if status == OK:
+        return
+    message = lib().att_last_error().decode("utf-8", "replace")
+    name = lib().att_status_name(status).decode()
+    raise _EXCEPTIONS.get(status, RuntimeError)(f"{message} [{name}]")
+
+
+def version():
+    return lib().att_version().decode()
+
+
+def make_shape(dims):
+    """An att_shape from a sequence of integers (values are checked by the library, except
+    that the rank must fit ATT_MAX_RANK and each dim an int64)."""
+    dims = tuple(dims)
+    if len(dims) > MAX_RANK:
+        raise ValueError(f"rank {len(dims)} exceeds the largest supported rank {MAX_RANK}: {dims}")
+    shape = Shape(rank=len(dims))
+    for i, d in enumerate(dims):
+        d = operator.index(d)
+        if not -(2**63) <= d < 2**63:
+            raise ValueError(f"dimension {d} of shape {dims} does not fit a 64-bit integer")
+        shape.dims[i] = d
+    return shape
+
+
+def shape_tuple(shape):
+    """The dims of an att_shape as a tuple."""
+    return tuple(shape.dims[i] for i in range(shape.rank))
+
+
+def make_tensor(array):
+    """An att_tensor viewing a C-contiguous float32/float64/uint8 numpy array. The tensor
+    keeps a reference to the array, so the buffer lives as long as the tensor."""
+    if not array.flags.c_contiguous:
+        raise ValueError("internal: tensors must be C-contiguous")
+    tensor = Tensor(
+        data=array.ctypes.data,
+        dtype=_DTYPE_CODES[array.dtype],
+        shape=make_shape(array.shape),
+    )
+    tensor.array = array
+    return tensor
+
+
+def tensor_ref(array):
+    """A pointer to an att_tensor for `array`, or NULL for None (the pointer keeps both
+    the tensor and the array alive)."""
+    return None if array is None else ctypes.pointer(make_tensor(array))

@@ -1,0 +1,143 @@
+"""keras.layers.MultiHeadAttention.
+
+    Q = query·Wq + bq  (…, N, Hk)     K = key·Wk + bk     V = value·Wv + bv  (…, N, Hv)
+    weights = softmax over the key attention axes of (Q / √Hk) · K, masked
+    output  = (dropout(weights) · V [⊙ sigmoid(query·Wg + bg) with use_gate]) · Wo + bo
+
+Inputs of any rank ≥ 3 (batch, attention axes…, features); attention_axes defaults to every
+axis but batch and features. Masks (query_mask query.shape[:-1], value_mask/key_mask
+value.shape[:-1], attention_mask broadcast as Keras, causal, sliding_window) are ANDed as
+Keras 3.15 combines them; an explicit query_mask is honoured. Returned scores are the
+weights before dropout. A fully masked row is uniform when Keras takes its fused path (rank
+3, no scores, dropout 0) and zero otherwise.
+"""
+
+import ctypes
+
+from . import _lib
+from ._initializers import (CONSTRAINTS, INITIALIZERS, REGULARIZERS, constraint_struct,
+                            initializer_struct, regularizer_struct)
+from ._layer import Layer, as_mask
+
+
+def _positive_int(value, name, allow_none=False):
+    """Keras's argument check: a positive int (or None when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        expected = "a positive integer or `None`" if allow_none else "a positive integer"
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected {expected}. "
+            f"Received: {name}={value}"
+        )
+    return value
+
+
+def _int_tuple(value, name):
+    """None, an int, or a list/tuple of ints, as None or a tuple of ints."""
+    if value is None:
+        return None
+    items = (value,) if isinstance(value, int) else value
+    if not isinstance(items, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+        raise ValueError(f"`{name}` must be an int, list, or tuple of ints. Received: {name}={value}")
+    if len(items) > _lib.MAX_RANK:
+        raise ValueError(f"`{name}` has {len(items)} entries; at most {_lib.MAX_RANK} are supported")
+    if any(not -(2**63) <= v < 2**63 for v in items):
+        raise ValueError(f"`{name}` entries must fit a 64-bit integer. Received: {name}={value}")
+    return tuple(items)
+
+
+class MultiHeadAttention(Layer):
+    def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
+                 output_shape=None, attention_axes=None, sliding_window=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, use_gate=False, seed=None,
+                 dtype="float32", name=None):
+        self._num_heads = _positive_int(num_heads, "num_heads")
+        self._key_dim = _positive_int(key_dim, "key_dim")
+        self._value_dim = _positive_int(value_dim, "value_dim", allow_none=True) or key_dim
+        self._dropout = float(dropout)
+        self._use_bias = bool(use_bias)
+        self._output_shape = _int_tuple(output_shape or None, "output_shape")
+        self._attention_axes = _int_tuple(attention_axes, "attention_axes")
+        self._sliding_window = _positive_int(sliding_window, "sliding_window", allow_none=True)
+        self._use_gate = bool(use_gate)
+        self._initializers = {"kernel_initializer": INITIALIZERS.normalise(kernel_initializer),
+                              "bias_initializer": INITIALIZERS.normalise(bias_initializer)}
+        self._regularizers = {"kernel_regularizer": REGULARIZERS.normalise(kernel_regularizer),
+                              "bias_regularizer": REGULARIZERS.normalise(bias_regularizer),
+                              "activity_regularizer": REGULARIZERS.normalise(activity_regularizer)}
+        self._constraints = {"kernel_constraint": CONSTRAINTS.normalise(kernel_constraint),
+                             "bias_constraint": CONSTRAINTS.normalise(bias_constraint)}
+        super().__init__(dtype=dtype, name=name, seed=seed)
+
+    def _create(self, out):
+        config = _lib.MultiHeadAttentionConfig(
+            struct_size=ctypes.sizeof(_lib.MultiHeadAttentionConfig),
+            dtype=self._dtype_code,
+            num_heads=self._num_heads,
+            key_dim=self._key_dim,
+            value_dim=self._value_dim,
+            dropout=self._dropout,
+            use_bias=self._use_bias,
+            output_rank=len(self._output_shape or ()),
+            output_shape=(ctypes.c_int64 * _lib.MAX_RANK)(*(self._output_shape or ())),
+            num_attention_axes=len(self._attention_axes or ()),
+            attention_axes=(ctypes.c_int64 * _lib.MAX_RANK)(*(self._attention_axes or ())),
+            sliding_window=self._sliding_window or 0,
+            use_gate=self._use_gate,
+            seed=self.dropout_seed,
+            **{k: initializer_struct(v) for k, v in self._initializers.items()},
+            **{k: regularizer_struct(v) for k, v in self._regularizers.items()},
+            **{k: constraint_struct(v) for k, v in self._constraints.items()},
+        )
+        return _lib.lib().att_multi_head_attention_create(ctypes.byref(config), out)
+
+    num_heads = property(lambda self: self._num_heads)
+    key_dim = property(lambda self: self._key_dim)
+    value_dim = property(lambda self: self._value_dim)
+    dropout = property(lambda self: self._dropout)
+    use_bias = property(lambda self: self._use_bias)
+    attention_axes = property(lambda self: self._attention_axes)
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        """Create the weights for inputs of these shapes (None dims, e.g. batch, allowed)."""
+        self._build_shapes(query_shape, value_shape, key_shape)
+
+    def __call__(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
+                 attention_mask=None, return_attention_scores=False, training=None,
+                 use_causal_mask=False):
+        """Returns the output (query.shape[:-1] + output_shape), and the scores
+        (B, <other axes>, N, <query attention axes>, <key attention axes>) if asked."""
+        query = self._input(query, "query")
+        value = self._input(value, "value")
+        key = None if key is None else self._input(key, "key")
+        if not self.built:
+            self.build(query.shape, value.shape, None if key is None else key.shape)
+        masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask,
+                 "attention_mask": attention_mask}
+        return self._forward(
+            query, value, key,
+            masks={field: as_mask(mask, field) for field, mask in masks.items()},
+            training=training,
+            use_causal_mask=use_causal_mask,
+            return_scores=return_attention_scores,
+        )
+
+    def _config(self):
+        return {
+            "num_heads": self._num_heads,
+            "key_dim": self._key_dim,
+            "value_dim": self._value_dim,
+            "dropout": self._dropout,
+            "use_bias": self._use_bias,
+            "use_gate": self._use_gate,
+            "output_shape": self._output_shape,
+            "attention_axes": self._attention_axes,
+            "sliding_window": self._sliding_window,
+            **{k: INITIALIZERS.serialize(v) for k, v in self._initializers.items()},
+            **{k: REGULARIZERS.serialize(v) for k, v in self._regularizers.items()},
+            **{k: CONSTRAINTS.serialize(v) for k, v in self._constraints.items()},
+            "seed": self.seed,
+        }
