@@ -54,3 +54,18 @@ public func att_additive_attention_create(_ cfg: UnsafePointer<att_additive_atte
         }
     }
 }
+
+@_cdecl("att_multi_head_attention_create")
+public func att_multi_head_attention_create(_ cfg: UnsafePointer<att_multi_head_attention_config>?,
+                                            _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
+    withStatus {
+        let c = try config(cfg, "att_multi_head_attention_config") { $0.struct_size }
+        let swiftConfig = try multiHeadConfig(c)
+        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
+            switch dtype {
+            case .float32: try MultiHeadAttention<Float>(swiftConfig)
+            case .float64: try MultiHeadAttention<Double>(swiftConfig)
+            }
+        }
+    }
+}

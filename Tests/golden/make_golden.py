@@ -74,7 +74,7 @@ def save(group, name, dtype, layer, config, call, weights, inputs, outputs, soft
     if note:
         arrays["note"] = np.array(note)
     (OUT / group).mkdir(exist_ok=True)
-    np.savez(OUT / group / f"{name}_{dtype}.npz", **arrays)
+    np.savez_compressed(OUT / group / f"{name}_{dtype}.npz", **arrays)
 
 
 def set_random_weights(layer, rng, dtype, draw):
@@ -188,7 +188,7 @@ MHA_DEFAULTS = {"num_heads": 2, "key_dim": 3, "value_dim": None, "dropout": 0.0,
                 "sliding_window": None, "use_gate": False}
 
 
-def mha_case(name, *, q_shape=(B, 4, 6), v_shape=(B, 5, 5), k_dim=None, self_attention=False,
+def mha_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, self_attention=False,
              query_mask=None, value_mask=None, key_mask=None, attention_mask=None, causal=False,
              scores=False, note=None, **config):
     """One MultiHeadAttention case. Masks: arrays, or True for a random mask of Keras's shape
@@ -233,7 +233,7 @@ def mha_case(name, *, q_shape=(B, 4, 6), v_shape=(B, 5, 5), k_dim=None, self_att
 
 
 def both_paths(name, **kwargs):
-    """The case on the fused path (no scores) and on the softmax path (scores)."""
+    """The case without and with scores (at rank 3: on the fused and the softmax path)."""
     mha_case(name, **kwargs)
     mha_case(name + "_scores", scores=True, **kwargs)
 
@@ -251,32 +251,32 @@ def mask_of(name, shape):
 
 def multi_head_attention_cases():
     both_paths("r3")
-    both_paths("r3_key", k_dim=4)
-    both_paths("r3_no_bias", use_bias=False)
-    both_paths("r3_output_shape_int", output_shape=4)
-    both_paths("r3_output_shape_tuple", output_shape=(2, 3))
+    both_paths("r3_key", k_dim=2)
+    mha_case("r3_no_bias_scores", use_bias=False, scores=True)
+    mha_case("r3_output_shape_int", output_shape=4)
+    mha_case("r3_output_shape_tuple_scores", output_shape=(2, 3), scores=True)
     mha_case("r3_value_dim_scores", value_dim=4, scores=True, note=VALUE_DIM_NOTE)
     mha_case("r3_value_dim_dropout", value_dim=4, dropout=0.25, note=VALUE_DIM_NOTE)
     both_paths("r3_gate", use_gate=True)
     mha_case("r3_gate_value_dim_scores", use_gate=True, value_dim=2, scores=True,
              note=VALUE_DIM_NOTE)
-    square = {"q_shape": (B, 5, 6), "v_shape": (B, 5, 5)}
-    both_paths("r3_sliding_window", sliding_window=2, **square)
+    square = {"q_shape": (B, 5, 4), "v_shape": (B, 5, 3)}
+    mha_case("r3_sliding_window", sliding_window=2, **square)
     both_paths("r3_sliding_window_causal", sliding_window=2, causal=True, **square)
     both_paths("r3_query_mask", query_mask=True)
     both_paths("r3_value_mask", value_mask=True)
-    both_paths("r3_key_mask", k_dim=4, key_mask=True)
-    both_paths("r3_key_mask_no_key", key_mask=True)
-    both_paths("r3_value_and_key_mask", k_dim=3, value_mask=True, key_mask=True)
+    both_paths("r3_key_mask", k_dim=2, key_mask=True)
+    mha_case("r3_key_mask_no_key_scores", key_mask=True, scores=True)
+    mha_case("r3_value_and_key_mask", k_dim=3, value_mask=True, key_mask=True)
     both_paths("r3_attention_mask_bts", attention_mask=True)
     mask_ts = mask_of("ts", (4, 5))
     both_paths("r3_attention_mask_ts", attention_mask=mask_ts)
-    both_paths("r3_attention_mask_1ts", attention_mask=mask_ts[None])
-    both_paths("r3_all_masks", k_dim=4, query_mask=True, value_mask=True, key_mask=True,
+    mha_case("r3_attention_mask_1ts", attention_mask=mask_ts[None])
+    both_paths("r3_all_masks", k_dim=2, query_mask=True, value_mask=True, key_mask=True,
                attention_mask=True, causal=True, **square)
     both_paths("r3_causal", causal=True, **square)
-    both_paths("r3_causal_tq_lt_tv", causal=True, q_shape=(B, 3, 6), v_shape=(B, 5, 5))
-    both_paths("r3_causal_tq_gt_tv", causal=True, q_shape=(B, 5, 6), v_shape=(B, 3, 5))
+    both_paths("r3_causal_tq_lt_tv", causal=True, q_shape=(B, 3, 4), v_shape=(B, 5, 3))
+    both_paths("r3_causal_tq_gt_tv", causal=True, q_shape=(B, 5, 4), v_shape=(B, 3, 3))
     both_paths("r3_causal_value_mask", causal=True, value_mask=True, **square)
     # Fully masked rows: batch 1's values all masked, and query row 2 of batch 0 masked by
     # the attention mask. Fused path: uniform rows; softmax path (scores or dropout): zeros.
@@ -287,37 +287,37 @@ def multi_head_attention_cases():
     both_paths("r3_dropout_inference", dropout=0.3)
     mha_case("r3_query_mask_dropout", dropout=0.3, query_mask=True)
 
-    r4 = {"q_shape": (B, 3, 4, 6), "v_shape": (B, 3, 5, 5)}
-    both_paths("r4_axes_none", q_shape=(B, 3, 4, 6), v_shape=(B, 2, 5, 5))
+    r4 = {"q_shape": (B, 2, 4, 4), "v_shape": (B, 2, 5, 3)}
+    both_paths("r4_axes_none", q_shape=(B, 2, 3, 4), v_shape=(B, 3, 2, 3))
     # With several attention axes, Keras's query/value masks ((B, T1, T2, 1), (B, S1, 1, S2))
     # do not broadcast together; a full attention_mask (B, T1, T2, S1, S2) does.
-    mha_case("r4_axes_none_attention_mask", q_shape=(B, 3, 4, 6), v_shape=(B, 2, 5, 5),
-             attention_mask=mask_of("r4_none", (B, 3, 4, 2, 5)), scores=True)
-    mha_case("r4_axes_1", attention_axes=(1,), q_shape=(B, 3, 4, 6), v_shape=(B, 5, 4, 5),
+    mha_case("r4_axes_none_attention_mask", q_shape=(B, 2, 3, 4), v_shape=(B, 3, 2, 3),
+             attention_mask=mask_of("r4_none", (B, 2, 3, 3, 2)), scores=True)
+    mha_case("r4_axes_1", attention_axes=(1,), q_shape=(B, 3, 2, 4), v_shape=(B, 5, 2, 3),
              scores=True)
     both_paths("r4_axes_2", attention_axes=(2,), **r4)
-    both_paths("r4_axes_neg2", attention_axes=-2, **r4)
+    mha_case("r4_axes_neg2", attention_axes=-2, **r4)
     mha_case("r4_axes_2_query_value_mask", attention_axes=(2,), query_mask=True,
              value_mask=True, scores=True, **r4)
-    mha_case("r4_axes_2_key_mask", attention_axes=(2,), k_dim=4, key_mask=True, **r4)
+    mha_case("r4_axes_2_key_mask", attention_axes=(2,), k_dim=2, key_mask=True, **r4)
     mha_case("r4_axes_2_attention_mask", attention_axes=(2,), scores=True,
-             attention_mask=mask_of("r4_2", (B, 3, 4, 5)), **r4)
+             attention_mask=mask_of("r4_2", (B, 2, 4, 5)), **r4)
     # Keras builds the causal mask from the axis-1 lengths; here they equal the axis-2 ones.
     mha_case("r4_axes_2_causal", attention_axes=(2,), causal=True, scores=True,
-             q_shape=(B, 3, 3, 6), v_shape=(B, 3, 3, 5))
+             q_shape=(B, 3, 3, 4), v_shape=(B, 3, 3, 3))
     mha_case("r4_axes_2_value_dim", attention_axes=(2,), value_dim=4, **r4)
     mha_case("r4_output_shape_tuple", attention_axes=(2,), output_shape=(2, 3), **r4)
     mha_case("r4_gate_no_bias", attention_axes=(2,), use_gate=True, use_bias=False, **r4)
-    mha_case("r4_fully_masked", attention_axes=(2,), value_mask=rows_masked((B, 3, 5), (1, 0)),
+    mha_case("r4_fully_masked", attention_axes=(2,), value_mask=rows_masked((B, 2, 5), (1, 0)),
              **r4)
 
-    both_paths("r5_axes_none", q_shape=(B, 2, 3, 2, 4), v_shape=(B, 3, 2, 2, 5))
-    both_paths("r5_axes_23", attention_axes=(2, 3), q_shape=(B, 2, 3, 2, 4),
-               v_shape=(B, 2, 4, 3, 5))
+    mha_case("r5_axes_none", q_shape=(B, 2, 3, 2, 4), v_shape=(B, 3, 2, 2, 3))
+    mha_case("r5_axes_23_scores", attention_axes=(2, 3), q_shape=(B, 2, 3, 2, 4),
+             v_shape=(B, 2, 4, 3, 3), scores=True)
     mha_case("r5_axes_13", attention_axes=(1, 3), q_shape=(B, 2, 3, 2, 4),
-             v_shape=(B, 3, 3, 4, 5), scores=True)
+             v_shape=(B, 3, 3, 4, 3), scores=True)
     mha_case("r5_axes_23_attention_mask", attention_axes=(2, 3), q_shape=(B, 2, 3, 2, 4),
-             v_shape=(B, 2, 4, 3, 5), attention_mask=mask_of("r5_23", (B, 2, 3, 2, 4, 3)),
+             v_shape=(B, 2, 4, 3, 3), attention_mask=mask_of("r5_23", (B, 2, 3, 2, 4, 3)),
              scores=True)
 
     # The two examples of the Keras MultiHeadAttention docstring.

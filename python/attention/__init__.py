@@ -11,6 +11,8 @@ arguments, get_weights/set_weights, get_config/from_config); dot_product_attenti
 next to this package, or in an enclosing .build/release (after `make lib`).
 """
 
+import operator
+
 from . import _lib
 from ._additive_attention import AdditiveAttention
 from ._attention import Attention
@@ -30,6 +32,9 @@ __all__ = [
 
 def set_num_threads(n):
     """Threads used by one call (>= 1); results do not depend on it."""
+    n = operator.index(n)
+    if not -(2**31) <= n < 2**31:
+        raise ValueError(f"thread count {n} does not fit a 32-bit integer")
     _lib.check(_lib.lib().att_set_num_threads(n))
 
 

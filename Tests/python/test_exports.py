@@ -1,0 +1,113 @@
+"""The shared object's ABI: exported symbols = the header's functions (= the ctypes table),
+no Swift runtime dependency, and the ctypes structs laid out as a C compiler lays out the
+header's."""
+
+import ctypes
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from attention import _initializers, _lib
+
+ROOT = Path(__file__).resolve().parents[2]
+HEADER = ROOT / "include" / "attention.h"
+# Symbols the GNU toolchain defines in every shared object, outside a version script's reach.
+TOOLCHAIN_SYMBOLS = {"_init", "_fini", "_edata", "_end", "__bss_start"}
+
+
+def _library_path():
+    _lib.lib()
+    return next(p for p in _lib._candidates() if p.is_file())
+
+
+def _header_functions():
+    text = re.sub(r"/\*.*?\*/", "", HEADER.read_text(), flags=re.S)
+    return set(re.findall(r"\b(att_\w+)\s*\(", text))
+
+
+def _exported():
+    listing = subprocess.run(["nm", "-D", "--defined-only", str(_library_path())],
+                             check=True, capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in listing.splitlines() if line.strip()}
+
+
+def test_header_declares_the_functions_of_the_ctypes_table():
+    functions = _header_functions()
+    assert len(functions) >= 18
+    assert functions == set(_lib._SIGNATURES)
+
+
+def test_exported_att_symbols_are_the_header_functions():
+    exported = {s for s in _exported() if s.startswith("att_")}
+    assert exported == _header_functions()
+
+
+def test_nothing_else_is_exported():
+    others = {s for s in _exported() if not s.startswith("att_")} - TOOLCHAIN_SYMBOLS
+    assert others == set(), f"exported beyond the C API: {sorted(others)}"
+
+
+def test_no_swift_runtime_dependency():
+    listing = subprocess.run(["ldd", str(_library_path())], check=True, capture_output=True,
+                             text=True).stdout
+    needed = [line.split()[0] for line in listing.splitlines() if line.strip()]
+    forbidden = [n for n in needed if n.startswith(("libswift", "libdispatch", "libFoundation",
+                                                    "libBlocksRuntime"))]
+    assert forbidden == [], listing
+    assert any(n.startswith("libc.so") for n in needed), listing
+
+
+_STRUCTS = {
+    "att_shape": _lib.Shape,
+    "att_tensor": _lib.Tensor,
+    "att_attention_config": _lib.AttentionConfig,
+    "att_additive_attention_config": _lib.AdditiveAttentionConfig,
+    "att_initializer": _lib.Initializer,
+    "att_regularizer": _lib.Regularizer,
+    "att_constraint": _lib.Constraint,
+    "att_multi_head_attention_config": _lib.MultiHeadAttentionConfig,
+    "att_call_args": _lib.CallArgs,
+    "att_dot_product_attention_args": _lib.DotProductAttentionArgs,
+}
+
+
+def _constants():
+    """C enum/macro name -> the value the Python side uses for it."""
+    names = {f"ATT_{n}": getattr(_lib, n) for n in dir(_lib)
+             if re.fullmatch(r"(OK|ERR_\w+|FLOAT32|FLOAT64|UINT8|SCORE_\w+|MAX_RANK)", n)}
+    for family, prefix in ((_initializers.INITIALIZERS, "ATT_INIT_"),
+                           (_initializers.REGULARIZERS, "ATT_REG_"),
+                           (_initializers.CONSTRAINTS, "ATT_CONSTRAINT_")):
+        for class_name in family.table:
+            c_name = {"L1L2": "L1_L2"}.get(class_name, _initializers._snake(class_name).upper())
+            names[prefix + c_name] = family.kind(class_name)
+    return names
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_ctypes_structs_and_constants_match_the_header(tmp_path):
+    constants = _constants()
+    assert len(constants) == 10 + 3 + 2 + 1 + 13 + 3 + 4
+    lines = [f'printf("{name} %lld\\n", (long long){name});' for name in constants]
+    for c_name, struct in _STRUCTS.items():
+        lines.append(f'printf("{c_name} %zu\\n", sizeof({c_name}));')
+        for field, _ in struct._fields_:
+            lines.append(f'printf("{c_name}.{field} %zu\\n", offsetof({c_name}, {field}));')
+    source = tmp_path / "layout.c"
+    source.write_text("#include <stdio.h>\n#include <stddef.h>\n#include <attention.h>\n"
+                      "int main(void) {\n" + "\n".join(lines) + "\nreturn 0;\n}\n")
+    program = tmp_path / "layout"
+    subprocess.run(["cc", "-std=c11", f"-I{ROOT / 'include'}", str(source), "-o", str(program)],
+                   check=True)
+    c_layout = dict(line.rsplit(" ", 1) for line in
+                    subprocess.run([str(program)], check=True, capture_output=True,
+                                   text=True).stdout.splitlines())
+    py_layout = {name: str(value) for name, value in constants.items()}
+    for c_name, struct in _STRUCTS.items():
+        py_layout[c_name] = str(ctypes.sizeof(struct))
+        for field, _ in struct._fields_:
+            py_layout[f"{c_name}.{field}"] = str(getattr(struct, field).offset)
+    assert py_layout == c_layout

@@ -1,0 +1,580 @@
+"""The layers against attention.reference: random configurations (hypothesis), dropout,
+scores, weights, configs, initializers, threads."""
+
+import concurrent.futures
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import attention
+from attention import reference
+from conftest import assert_close
+
+DTYPES = ("float32", "float64")
+
+
+@pytest.fixture
+def restore_threads():
+    before = attention.get_num_threads()
+    yield
+    attention.set_num_threads(before)
+
+
+def _random_weights(layer, rng, low=0.5, high=1.5):
+    """Random weights of the layer's shapes (uniform), loaded into the layer and returned."""
+    weights = [rng.uniform(low, high, size=w.shape) for w in layer.get_weights()]
+    layer.set_weights(weights)
+    return layer.get_weights()
+
+
+def _mask(rng, shape, keep=0.7):
+    return rng.random(shape) < keep
+
+
+# -- Attention and AdditiveAttention ----------------------------------------------------------
+
+@st.composite
+def luong_cases(draw):
+    with_key = draw(st.booleans())
+    dim = draw(st.integers(1, 8))
+    return {
+        "dtype": draw(st.sampled_from(DTYPES)),
+        "batch": draw(st.integers(1, 3)),
+        "tq": draw(st.integers(1, 6)),
+        "tv": draw(st.integers(1, 6)),
+        "dim": dim,
+        "value_dim": draw(st.integers(1, 6)) if with_key else dim,
+        "with_key": with_key,
+        "query_mask": draw(st.booleans()),
+        "value_mask": draw(st.booleans()),
+        "causal": draw(st.booleans()),
+        "scores": draw(st.booleans()),
+        "use_scale": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+def _luong_inputs(case):
+    rng = np.random.default_rng(case["seed"])
+    b, tq, tv = case["batch"], case["tq"], case["tv"]
+    q = rng.normal(size=(b, tq, case["dim"])).astype(case["dtype"])
+    v = rng.normal(size=(b, tv, case["value_dim"])).astype(case["dtype"])
+    k = rng.normal(size=(b, tv, case["dim"])).astype(case["dtype"]) if case["with_key"] else None
+    qm = _mask(rng, (b, tq)) if case["query_mask"] else None
+    vm = _mask(rng, (b, tv)) if case["value_mask"] else None
+    return rng, q, v, k, qm, vm
+
+
+def _call_luong(layer, case, q, v, k, qm, vm):
+    inputs = [q, v] + ([k] if k is not None else [])
+    mask = None if qm is None and vm is None else [qm, vm]
+    result = layer(inputs, mask=mask, return_attention_scores=case["scores"],
+                   use_causal_mask=case["causal"])
+    return result if case["scores"] else (result, None)
+
+
+def _check(result, expected, dtype):
+    output, scores = result
+    assert output.dtype == np.dtype(dtype)
+    assert_close(output, expected[0], dtype, "output")
+    if scores is not None:
+        assert_close(scores, expected[1], dtype, "scores")
+
+
+@given(luong_cases(), st.sampled_from(["dot", "concat"]))
+def test_attention_matches_reference(case, score_mode):
+    rng, q, v, k, qm, vm = _luong_inputs(case)
+    layer = attention.Attention(use_scale=case["use_scale"], score_mode=score_mode,
+                                dtype=case["dtype"])
+    result = _call_luong(layer, case, q, v, k, qm, vm)  # builds on first call
+    weights = _random_weights(layer, rng)
+    result = _call_luong(layer, case, q, v, k, qm, vm)
+    scale = weights.pop(0) if case["use_scale"] else None
+    concat_weight = weights.pop(0) if score_mode == "concat" else None
+    expected = reference.attention(q, v, k, qm, vm, score_mode=score_mode, scale=scale,
+                                   concat_score_weight=concat_weight,
+                                   use_causal_mask=case["causal"])
+    _check(result, expected, case["dtype"])
+
+
+@given(luong_cases())
+def test_additive_attention_matches_reference(case):
+    rng, q, v, k, qm, vm = _luong_inputs(case)
+    layer = attention.AdditiveAttention(use_scale=case["use_scale"], dtype=case["dtype"])
+    layer.build([q.shape, v.shape] + ([k.shape] if k is not None else []))
+    weights = _random_weights(layer, rng, -1.5, 1.5)
+    expected = reference.additive_attention(q, v, k, qm, vm, scale=weights[0] if weights else None,
+                                            use_causal_mask=case["causal"])
+    _check(_call_luong(layer, case, q, v, k, qm, vm), expected, case["dtype"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_causal_argument_is_use_causal_mask(dtype):
+    rng = np.random.default_rng(3)
+    q, v = rng.normal(size=(2, 5, 4)).astype(dtype), rng.normal(size=(2, 4, 4)).astype(dtype)
+    old_style = attention.Attention(causal=True, dtype=dtype)
+    out, scores = old_style([q, v], return_attention_scores=True)
+    expected = reference.attention(q, v, use_causal_mask=True)
+    _check((out, scores), expected, dtype)
+    assert old_style.get_config()["causal"] is True
+    assert "causal" not in attention.Attention().get_config()
+
+
+def test_attention_accepts_array_likes_and_numeric_masks():
+    """Lists, non-contiguous arrays, ints; masks of numbers (nonzero keeps)."""
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(2, 6, 3))
+    v = np.asfortranarray(rng.normal(size=(2, 4, 3)))
+    layer = attention.Attention(dtype="float64")
+    value_mask = np.array([[1, 0, 2, -1], [0, 0, 5, 1]])
+    out = layer([q[:, ::2].tolist(), v], mask=[None, value_mask.astype(np.float32)])
+    expected, _ = reference.attention(q[:, ::2], v, value_mask=value_mask != 0)
+    assert_close(out, expected, np.float64)
+    ints = layer([np.ones((1, 2, 3), dtype=np.int64), np.ones((1, 2, 3), dtype=np.int64)])
+    assert ints.dtype == np.float64
+    assert_close(ints, np.ones((1, 2, 3)), np.float64)
+
+
+@pytest.mark.parametrize("kind", ["Attention", "AdditiveAttention"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_luong_dropout_reproduces_reference(kind, dtype):
+    rng = np.random.default_rng(5)
+    q, v = rng.normal(size=(3, 7, 5)).astype(dtype), rng.normal(size=(3, 9, 5)).astype(dtype)
+    layer = getattr(attention, kind)(dropout=0.3, seed=2024, dtype=dtype)
+    ref = reference.attention if kind == "Attention" else reference.additive_attention
+    layer.build([q.shape, v.shape])
+    extra = {"scale": layer.get_weights()[0]} if kind == "AdditiveAttention" else {}
+    for stream in range(3):
+        assert layer.dropout_stream == stream
+        out, scores = layer([q, v], training=True, return_attention_scores=True)
+        exp_out, exp_scores = ref(q, v, dropout=0.3, training=True, seed=2024, stream=stream,
+                                  **extra)
+        np.testing.assert_array_equal(scores == 0, exp_scores == 0)
+        assert 0 < np.mean(scores == 0) < 0.6
+        _check((out, scores), (exp_out, exp_scores), dtype)
+    inference = layer([q, v], training=False, return_attention_scores=True)
+    assert layer.dropout_stream == 3
+    _check(inference, ref(q, v, **extra), dtype)
+
+
+def test_luong_dropout_same_seed_same_result():
+    rng = np.random.default_rng(6)
+    q, v = rng.normal(size=(2, 8, 4)), rng.normal(size=(2, 8, 4))
+    a, b = attention.Attention(dropout=0.5, seed=11), attention.Attention(dropout=0.5, seed=11)
+    first = [a([q, v], training=True) for _ in range(2)]
+    second = [b([q, v], training=True) for _ in range(2)]
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    assert not np.array_equal(first[0], first[1])  # the stream advanced
+    other = attention.Attention(dropout=0.5, seed=12)([q, v], training=True)
+    assert not np.array_equal(first[0], other)
+    unseeded = attention.Attention(dropout=0.5)
+    assert 0 <= unseeded.dropout_seed < 2**64 and unseeded.seed is None
+
+
+# -- MultiHeadAttention -----------------------------------------------------------------------
+
+@st.composite
+def mha_cases(draw):
+    rank = draw(st.sampled_from([3, 3, 4, 5]))
+    inner = list(range(1, rank - 1))
+    if draw(st.booleans()):
+        axes, spelled = tuple(inner), None
+    else:
+        chosen = draw(st.lists(st.sampled_from(inner), min_size=1, max_size=len(inner), unique=True))
+        axes = tuple(chosen)
+        negative = draw(st.booleans())
+        spelled = tuple(a - rank if negative else a for a in axes)
+        if len(spelled) == 1 and draw(st.booleans()):
+            spelled = spelled[0]
+    batch = draw(st.integers(1, 2))
+    q_dims = [draw(st.integers(1, 4)) for _ in inner]
+    v_dims = [draw(st.integers(1, 4)) if a in axes else q_dims[a - 1] for a in inner]
+    masks_fit = rank == 3 or axes == (rank - 2,)  # Keras's masks are meaningful here
+    with_key = draw(st.booleans())
+    return {
+        "dtype": draw(st.sampled_from(DTYPES)),
+        "query_shape": (batch, *q_dims, draw(st.integers(1, 5))),
+        "value_shape": (batch, *v_dims, draw(st.integers(1, 5))),
+        "key_dim_in": draw(st.integers(1, 5)) if with_key else None,
+        "config": {
+            "num_heads": draw(st.integers(1, 3)),
+            "key_dim": draw(st.integers(1, 4)),
+            "value_dim": draw(st.sampled_from([None, 1, 2, 3])),
+            "use_bias": draw(st.booleans()),
+            "output_shape": draw(st.sampled_from([None, 3, (2, 2)])),
+            "attention_axes": spelled,
+            "use_gate": draw(st.booleans()),
+            "sliding_window": draw(st.sampled_from([None, 1, 2])) if rank == 3 else None,
+            "dropout": draw(st.sampled_from([0.0, 0.0, 0.25])),
+        },
+        "axes": axes,
+        "query_mask": masks_fit and draw(st.booleans()),
+        "value_mask": masks_fit and draw(st.booleans()),
+        "key_mask": masks_fit and draw(st.booleans()),
+        "attention_mask": draw(st.booleans()),
+        "causal": rank == 3 and draw(st.booleans()),
+        "scores": draw(st.booleans()),
+        "training": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+def _attention_mask_shape(case, rng):
+    """Scores shape without the heads axis, some dims broadcast (1)."""
+    q, v, axes = case["query_shape"], case["value_shape"], case["axes"]
+    others = [a for a in range(1, len(q) - 1) if a not in axes]
+    full = [q[0]] + [q[a] for a in others] + [q[a] for a in axes] + [v[a] for a in axes]
+    shape = [d if rng.random() < 0.7 else 1 for d in full]
+    # Without other axes the batch axis may be left out (Keras then broadcasts it).
+    drop = rng.integers(0, 1 if others else 2)
+    return tuple(shape[drop:])
+
+
+@given(mha_cases())
+def test_multi_head_attention_matches_reference(case):
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    q = rng.normal(size=case["query_shape"]).astype(dtype)
+    v = rng.normal(size=case["value_shape"]).astype(dtype)
+    k = None if case["key_dim_in"] is None else rng.normal(
+        size=case["value_shape"][:-1] + (case["key_dim_in"],)).astype(dtype)
+    masks = {
+        "query_mask": _mask(rng, q.shape[:-1]) if case["query_mask"] else None,
+        "value_mask": _mask(rng, v.shape[:-1]) if case["value_mask"] else None,
+        "key_mask": _mask(rng, v.shape[:-1]) if case["key_mask"] else None,
+        "attention_mask": _mask(rng, _attention_mask_shape(case, rng)) if case["attention_mask"] else None,
+    }
+    layer = attention.MultiHeadAttention(**case["config"], seed=case["seed"], dtype=dtype)
+    layer.build(q.shape, v.shape, None if k is None else k.shape)
+    weights = _random_weights(layer, rng, -1.0, 1.0)
+    result = layer(q, v, k, **masks, return_attention_scores=case["scores"],
+                   training=case["training"], use_causal_mask=case["causal"])
+    output, scores = result if case["scores"] else (result, None)
+    expected = reference.multi_head_attention(
+        q, v, k, weights=weights, **case["config"], **masks, use_causal_mask=case["causal"],
+        training=case["training"], seed=case["seed"], stream=0,
+        return_attention_scores=case["scores"])
+    _check((output, scores), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_multi_head_attention_dropout_streams(dtype):
+    rng = np.random.default_rng(8)
+    q, v = rng.normal(size=(2, 6, 8)).astype(dtype), rng.normal(size=(2, 7, 8)).astype(dtype)
+    layer = attention.MultiHeadAttention(2, 4, dropout=0.4, seed=99, dtype=dtype)
+    layer.build(q.shape, v.shape)
+    weights = layer.get_weights()
+    for stream in range(2):
+        out, scores = layer(q, v, return_attention_scores=True, training=True)
+        expected = reference.multi_head_attention(
+            q, v, weights=weights, num_heads=2, key_dim=4, dropout=0.4, training=True, seed=99,
+            stream=stream, return_attention_scores=True)
+        _check((out, scores), expected, dtype)
+    assert layer.dropout_stream == 2
+    layer(q, v)  # training=None: inference, the stream stays
+    assert layer.dropout_stream == 2
+
+
+@pytest.mark.parametrize("kind", ["Attention", "MultiHeadAttention"])
+def test_results_do_not_depend_on_thread_count(kind, restore_threads):
+    rng = np.random.default_rng(9)
+    q, v = rng.normal(size=(4, 96, 32)), rng.normal(size=(4, 80, 32))
+    results = []
+    for threads in (1, 2):
+        attention.set_num_threads(threads)
+        assert attention.get_num_threads() == threads
+        if kind == "Attention":
+            layer = attention.Attention(dropout=0.2, seed=5)
+            results.append(layer([q, v], training=True, return_attention_scores=True))
+        else:
+            layer = attention.MultiHeadAttention(4, 8, dropout=0.2, seed=5)
+            results.append(layer(q, v, training=True, return_attention_scores=True))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+def test_concurrent_calls_on_one_layer():
+    rng = np.random.default_rng(10)
+    layer = attention.MultiHeadAttention(4, 8, seed=1)
+    inputs = [(rng.normal(size=(2, 33, 16)), rng.normal(size=(2, 40, 16))) for _ in range(8)]
+    serial = [layer(q, v) for q, v in inputs]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda qv: layer(*qv), inputs * 4))
+    for i, out in enumerate(parallel):
+        np.testing.assert_array_equal(out, serial[i % len(inputs)])
+
+
+# -- dot_product_attention --------------------------------------------------------------------
+
+@st.composite
+def dpa_cases(draw):
+    kv = draw(st.integers(1, 3))
+    dims = {"B": draw(st.integers(1, 2)), "T": draw(st.integers(1, 5)), "S": draw(st.integers(1, 5)),
+            "K": kv, "N": kv * draw(st.integers(1, 3)), "H": draw(st.integers(1, 5)),
+            "Hv": draw(st.integers(1, 5))}
+
+    def broadcastable():
+        full = [dims["B"], dims["N"], dims["T"], dims["S"]]
+        shape = [d if draw(st.booleans()) else 1 for d in full]
+        return tuple(shape[draw(st.integers(0, 2)):])
+
+    return {
+        "dims": dims,
+        "dtype": draw(st.sampled_from(DTYPES)),
+        "bias": broadcastable() if draw(st.booleans()) else None,
+        "mask": broadcastable() if draw(st.booleans()) else None,
+        "scale": draw(st.sampled_from([None, 0.3, 1.7])),
+        "is_causal": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+@given(dpa_cases())
+def test_dot_product_attention_matches_reference(case):
+    rng = np.random.default_rng(case["seed"])
+    d, dtype = case["dims"], case["dtype"]
+    q = rng.normal(size=(d["B"], d["T"], d["N"], d["H"])).astype(dtype)
+    k = rng.normal(size=(d["B"], d["S"], d["K"], d["H"])).astype(dtype)
+    v = rng.normal(size=(d["B"], d["S"], d["K"], d["Hv"])).astype(dtype)
+    bias = None if case["bias"] is None else rng.normal(size=case["bias"]).astype(dtype)
+    mask = None if case["mask"] is None else _mask(rng, case["mask"])
+    got = attention.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=case["scale"],
+                                          is_causal=case["is_causal"])
+    expected = reference.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=case["scale"],
+                                               is_causal=case["is_causal"])
+    assert got.dtype == np.dtype(dtype)
+    assert_close(got, expected, dtype)
+
+
+def test_dot_product_attention_dtype_rule():
+    rng = np.random.default_rng(11)
+    q32 = rng.normal(size=(1, 3, 2, 4)).astype(np.float32)
+    assert attention.dot_product_attention(q32, q32, q32).dtype == np.float32
+    assert attention.dot_product_attention(q32.astype(np.float64), q32, q32).dtype == np.float64
+    bias = np.zeros((3, 3))
+    assert attention.dot_product_attention(q32, q32, q32, bias=bias).dtype == np.float64
+
+
+# -- weights and config -----------------------------------------------------------------------
+
+def _layers():
+    return [
+        attention.Attention(),
+        attention.Attention(use_scale=True, score_mode="concat", dropout=0.1, seed=3, causal=True),
+        attention.AdditiveAttention(dtype="float64", name="additive"),
+        attention.AdditiveAttention(use_scale=False),
+        attention.MultiHeadAttention(2, 3),
+        attention.MultiHeadAttention(
+            3, 2, value_dim=4, dropout=0.2, use_bias=False, output_shape=(2, 5),
+            attention_axes=(1,), sliding_window=3, kernel_initializer="he_normal",
+            bias_initializer={"class_name": "Constant", "config": {"value": 0.5}},
+            kernel_regularizer="l2", bias_regularizer={"class_name": "L1L2", "config": {"l1": 0.1}},
+            activity_regularizer="l1", kernel_constraint="max_norm", bias_constraint="non_neg",
+            use_gate=True, seed=42, dtype="float64", name="mha"),
+    ]
+
+
+def _build(layer):
+    shapes = [(2, 3, 4), (2, 5, 4)]
+    if isinstance(layer, attention.MultiHeadAttention):
+        layer.build(*shapes)
+    else:
+        layer.build(shapes)
+
+
+@pytest.mark.parametrize("index", range(len(_layers())))
+def test_weights_round_trip(index):
+    layer = _layers()[index]
+    assert layer.get_weights() == [] and layer.weights == [] and not layer.built
+    _build(layer)
+    assert layer.built
+    specs = [(n, w.shape) for n, w in zip(layer.weights, layer.get_weights())]
+    rng = np.random.default_rng(index)
+    new = [rng.normal(size=shape) for _, shape in specs]  # float64: cast to the layer dtype
+    layer.set_weights(new)
+    got = layer.get_weights()
+    assert [(n, w.shape) for n, w in zip(layer.weights, got)] == specs
+    for g, w in zip(got, new):
+        assert g.dtype == np.dtype(layer.dtype)
+        np.testing.assert_array_equal(g, w.astype(layer.dtype))
+
+
+def test_weight_names_and_order():
+    attention_names = attention.Attention(use_scale=True, score_mode="concat")
+    attention_names.build([(1, 2, 3), (1, 2, 3)])
+    assert attention_names.weights == ["scale", "concat_score_weight"]
+    assert [w.shape for w in attention_names.get_weights()] == [(), ()]
+    np.testing.assert_array_equal(attention_names.get_weights(), [1.0, 1.0])
+    mha = attention.MultiHeadAttention(2, 3, value_dim=4, output_shape=(5, 6), use_gate=True)
+    mha.build((1, 2, 7), (1, 3, 8), (1, 3, 9))
+    assert mha.weights == ["query/kernel", "query/bias", "key/kernel", "key/bias", "gate/kernel",
+                           "gate/bias", "value/kernel", "value/bias", "attention_output/kernel",
+                           "attention_output/bias"]
+    assert [w.shape for w in mha.get_weights()] == [
+        (7, 2, 3), (2, 3), (9, 2, 3), (2, 3), (7, 2, 4), (2, 4), (8, 2, 4), (2, 4), (2, 4, 5, 6),
+        (5, 6)]
+
+
+_KERAS_KEYS = {
+    "Attention": {"name", "dtype", "use_scale", "score_mode", "dropout", "seed"},
+    "AdditiveAttention": {"name", "dtype", "use_scale", "dropout", "seed"},
+    "MultiHeadAttention": {
+        "name", "dtype", "num_heads", "key_dim", "value_dim", "dropout", "use_bias", "use_gate",
+        "output_shape", "attention_axes", "sliding_window", "kernel_initializer",
+        "bias_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
+        "kernel_constraint", "bias_constraint", "seed"},
+}
+
+
+@pytest.mark.parametrize("index", range(len(_layers())))
+def test_config_round_trip(index):
+    layer = _layers()[index]
+    config = layer.get_config()
+    keys = _KERAS_KEYS[type(layer).__name__] | ({"causal"} if config.get("causal") else set())
+    assert set(config) == keys
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    _build(layer)
+    _build(clone)
+    clone.set_weights(layer.get_weights())
+    rng = np.random.default_rng(0)
+    q, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4))
+    if isinstance(layer, attention.MultiHeadAttention):
+        np.testing.assert_array_equal(layer(q, v), clone(q, v))
+    else:
+        np.testing.assert_array_equal(layer([q, v]), clone([q, v]))
+
+
+def test_mha_config_values_and_properties():
+    layer = _layers()[5]
+    config = layer.get_config()
+    assert config["value_dim"] == 4 and config["output_shape"] == (2, 5)
+    assert config["kernel_initializer"]["class_name"] == "HeNormal"
+    assert config["bias_initializer"]["config"] == {"value": 0.5}
+    assert config["kernel_regularizer"]["config"] == {"l2": 0.01}
+    assert config["bias_regularizer"]["config"] == {"l1": 0.1, "l2": 0.0}
+    assert config["kernel_constraint"]["config"] == {"max_value": 2, "axis": 0}
+    assert config["bias_constraint"]["class_name"] == "NonNeg"
+    assert config["seed"] == 42 and config["dtype"] == "float64" and config["name"] == "mha"
+    assert (layer.num_heads, layer.key_dim, layer.value_dim, layer.dropout, layer.use_bias,
+            layer.attention_axes) == (3, 2, 4, 0.2, False, (1,))
+    defaults = attention.MultiHeadAttention(2, 3).get_config()
+    assert defaults["value_dim"] == 3 and defaults["kernel_regularizer"] is None
+    assert defaults["kernel_initializer"]["class_name"] == "GlorotUniform"
+
+
+def test_from_keras_config():
+    """A config dict as Keras 3.15's get_config() gives it (DTypePolicy dict, trainable)."""
+    keras_config = {
+        "name": "multi_head_attention", "trainable": True,
+        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float64"},
+                  "registered_name": None},
+        "num_heads": 2, "key_dim": 3, "value_dim": 3, "dropout": 0.0, "use_bias": True,
+        "use_gate": False, "output_shape": None, "attention_axes": None, "sliding_window": None,
+        "kernel_initializer": {"module": "keras.initializers", "class_name": "Orthogonal",
+                               "config": {"seed": None, "gain": 1.0}, "registered_name": None},
+        "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {},
+                             "registered_name": None},
+        "kernel_regularizer": {"module": "keras.regularizers", "class_name": "L2",
+                               "config": {"l2": 0.01}, "registered_name": None},
+        "bias_regularizer": None,
+        "activity_regularizer": {"module": "keras.regularizers", "class_name": "L1",
+                                 "config": {"l1": 0.009999999776482582}, "registered_name": None},
+        "kernel_constraint": {"module": "keras.constraints", "class_name": "MaxNorm",
+                              "config": {"max_value": 2, "axis": 0}, "registered_name": None},
+        "bias_constraint": None, "seed": None,
+    }
+    layer = attention.MultiHeadAttention.from_config(keras_config)
+    assert layer.dtype == "float64"
+    expected = {k: v for k, v in keras_config.items() if k != "trainable"}
+    expected["dtype"] = "float64"
+    assert layer.get_config() == expected
+
+
+def test_default_names_are_unique():
+    a, b = attention.Attention(), attention.Attention()
+    assert a.name.startswith("attention") and a.name != b.name
+    assert attention.MultiHeadAttention(1, 1).name.startswith("multi_head_attention")
+
+
+# -- initializers -----------------------------------------------------------------------------
+
+def _mha_kernels(seed, **kwargs):
+    """query/kernel (64, 4, 16) and attention_output/kernel (4, 16, 64): fan_in = fan_out = 64
+    for both (Keras's EinsumDense axes), 4096 values each."""
+    layer = attention.MultiHeadAttention(4, 16, seed=seed, **kwargs)
+    layer.build((1, 2, 64), (1, 2, 64))
+    return dict(zip(layer.weights, layer.get_weights()))
+
+
+def test_initialisation_is_reproducible_for_a_seed():
+    a, b, c = _mha_kernels(7), _mha_kernels(7), _mha_kernels(8)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert not np.array_equal(a["query/kernel"], c["query/kernel"])
+    assert not np.array_equal(a["query/kernel"], a["key/kernel"])  # one stream per weight
+    np.testing.assert_array_equal(a["query/bias"], 0)  # bias default: zeros
+    additive = [attention.AdditiveAttention(seed=s) for s in (7, 7, 8)]
+    for layer in additive:
+        layer.build([(1, 2, 64), (1, 3, 64)])
+    scales = [layer.get_weights()[0] for layer in additive]
+    np.testing.assert_array_equal(scales[0], scales[1])
+    assert not np.array_equal(scales[0], scales[2])
+    limit = math.sqrt(6 / 128)  # glorot uniform of a (64,) vector: fan_in = fan_out = 64
+    assert np.all(np.abs(scales[0]) <= limit) and np.max(np.abs(scales[0])) > 0.8 * limit
+
+
+_TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated at ±2
+
+
+@pytest.mark.parametrize("spec, bound, std, mean", [
+    ("glorot_uniform", math.sqrt(6 / 128), math.sqrt(6 / 128) / math.sqrt(3), 0.0),
+    ("glorot_normal", 2 * math.sqrt(2 / 128) / _TRUNCATED_STD, math.sqrt(2 / 128), 0.0),
+    ("he_uniform", math.sqrt(6 / 64), math.sqrt(6 / 64) / math.sqrt(3), 0.0),
+    ("he_normal", 2 * math.sqrt(2 / 64) / _TRUNCATED_STD, math.sqrt(2 / 64), 0.0),
+    ("lecun_uniform", math.sqrt(3 / 64), math.sqrt(3 / 64) / math.sqrt(3), 0.0),
+    ("lecun_normal", 2 * math.sqrt(1 / 64) / _TRUNCATED_STD, math.sqrt(1 / 64), 0.0),
+    ("random_normal", None, 0.05, 0.0),
+    ({"class_name": "RandomNormal", "config": {"mean": 1.0, "stddev": 0.1}}, None, 0.1, 1.0),
+    ("random_uniform", 0.05, 0.05 / math.sqrt(3), 0.0),
+    ({"class_name": "RandomUniform", "config": {"minval": 0.2, "maxval": 0.4}}, 0.4,
+     0.2 / math.sqrt(12), 0.3),
+    ("truncated_normal", 0.1, 0.05 * _TRUNCATED_STD, 0.0),
+    ({"class_name": "TruncatedNormal", "config": {"mean": -1.0, "stddev": 0.2}}, 1.4,
+     0.2 * _TRUNCATED_STD, -1.0),
+])
+def test_random_initializer_statistics(spec, bound, std, mean):
+    kernels = _mha_kernels(123, kernel_initializer=spec)
+    for name in ("query/kernel", "attention_output/kernel"):
+        w = kernels[name].astype(np.float64)
+        if bound is not None:
+            assert np.max(np.abs(w)) <= bound * (1 + 1e-6), name
+            assert np.max(np.abs(w)) > 0.8 * bound, name
+        assert abs(np.mean(w) - mean) < 4 * std / 64 + 1e-12, name
+        assert abs(np.std(w) / std - 1) < 0.1, (name, np.std(w), std)
+
+
+@pytest.mark.parametrize("spec, value", [
+    ("zeros", 0.0), ("ones", 1.0),
+    ({"class_name": "Constant", "config": {"value": 0.25}}, 0.25),
+    ({"class_name": "RandomNormal", "config": {"mean": 0.0, "stddev": 0.0}}, 0.0),
+])
+def test_constant_initializers(spec, value):
+    kernels = _mha_kernels(1, kernel_initializer=spec, bias_initializer=spec)
+    for w in kernels.values():
+        np.testing.assert_array_equal(w, np.float32(value))
+
+
+@pytest.mark.parametrize("gain", [1.0, 2.0])
+def test_orthogonal_initializer(gain):
+    config = {"class_name": "Orthogonal", "config": {"gain": gain}}
+    kernels = _mha_kernels(5, kernel_initializer=config)
+    for name in ("query/kernel", "attention_output/kernel"):
+        w = kernels[name].astype(np.float64)
+        matrix = w.reshape(-1, w.shape[-1])  # Keras: (prod(shape[:-1]), shape[-1])
+        gram = matrix.T @ matrix if matrix.shape[0] >= matrix.shape[1] else matrix @ matrix.T
+        np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=1e-4 * gain**2)
