@@ -28,7 +28,7 @@ python-deps:
 	@$(PYTHON) -c "import numpy, pytest, hypothesis" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet numpy pytest hypothesis
 
-$(OUT)/%: Tests/c/%.c include/attention.h lib
+$(OUT)/%: Tests/c/%.c Tests/c/check.h Tests/c/reference.h include/attention.h lib
 	@mkdir -p $(OUT)
 	$(CC) $(CFLAGS) -ITests/c $< -o $@ $(LDLIBS)
 

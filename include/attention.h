@@ -26,7 +26,8 @@
  *     keeps a pointer past the call that received it.
  *   - Config and argument structs begin with `struct_size`: set it to sizeof(the struct).
  *     A size the library does not know is rejected with ATT_ERR_STRUCT_SIZE. Zero-filling a
- *     struct (e.g. `= {sizeof(x)}`) gives Keras's defaults for every field documented as such.
+ *     struct (e.g. `att_call_args a = {.struct_size = sizeof a};`) gives the default of every
+ *     field documented with one.
  *   - Booleans are int32_t: 0 is false, anything else true. Masks are ATT_UINT8 tensors:
  *     0 masks a position out, anything else keeps it.
  *   - A handle that is NULL, was never created by this library, or was destroyed yields
@@ -37,6 +38,8 @@
  *   concurrently on one layer from many threads. att_layer_build, att_layer_set_weight and
  *   att_layer_destroy must not run concurrently with any other use of the same layer.
  *   Different layers are independent. att_set_num_threads is global; set it before calling.
+ *   Calls use a pool of worker threads: a process that forks must not call the library in
+ *   the child (exec first; from Python's multiprocessing use the "spawn" start method).
  */
 #ifndef ATTENTION_H
 #define ATTENTION_H
@@ -239,24 +242,28 @@ att_status att_layer_destroy(att_layer *layer);
 /* Create the weights for inputs of these shapes (key may be NULL: the value's shape) and
  * initialise them. Only the dims the weights depend on (the feature dims, and the rank for
  * MultiHeadAttention) bind later calls. Building again re-creates the weights.
- * Errors: INVALID_HANDLE, NULL_ARGUMENT, SHAPE. */
+ * Errors: INVALID_HANDLE, NULL_ARGUMENT, SHAPE (ranks or dims that do not fit),
+ * INVALID_ARGUMENT (attention_axes that do not fit the rank, an initializer the weight's
+ * shape does not allow), OUT_OF_MEMORY. */
 att_status att_layer_build(att_layer *layer, const att_shape *query_shape,
                            const att_shape *value_shape, const att_shape *key_shape);
 
-/* Whether the layer has been built (*built = 0 or 1). */
+/* Whether the layer has been built (*built = 0 or 1). Errors: INVALID_HANDLE, NULL_ARGUMENT. */
 att_status att_layer_is_built(const att_layer *layer, int32_t *built);
 
-/* The number of weights, as len(keras_layer.get_weights()). Errors: NOT_BUILT. */
+/* The number of weights, as len(keras_layer.get_weights()).
+ * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT. */
 att_status att_layer_weight_count(const att_layer *layer, size_t *count);
 
 /* Weight `index`'s shape and Keras name (e.g. "query/kernel"; static storage that lives as
- * long as the library). Either output may be NULL. Errors: NOT_BUILT, INVALID_ARGUMENT
- * (index out of range). */
+ * long as the library). Either output may be NULL. Errors: INVALID_HANDLE, NOT_BUILT,
+ * INVALID_ARGUMENT (index out of range). */
 att_status att_layer_weight_info(const att_layer *layer, size_t index, att_shape *shape,
                                  const char **name);
 
 /* Copy weight `index` out into `out` (its shape and the layer's dtype must match) or in
- * from `value`. Errors: NOT_BUILT, INVALID_ARGUMENT, SHAPE, DTYPE, NULL_ARGUMENT. */
+ * from `value`. Errors: INVALID_HANDLE, NOT_BUILT, INVALID_ARGUMENT (index out of range),
+ * SHAPE, DTYPE, NULL_ARGUMENT. */
 att_status att_layer_get_weight(const att_layer *layer, size_t index, att_tensor *out);
 att_status att_layer_set_weight(att_layer *layer, size_t index, const att_tensor *value);
 
@@ -279,7 +286,8 @@ typedef struct att_call_args {
 } att_call_args;
 
 /* The shapes of the output and of the scores for inputs of these shapes (key may be NULL).
- * Either output may be NULL. Errors: SHAPE (inputs that do not fit the layer). */
+ * Either output may be NULL. Errors: INVALID_HANDLE, NOT_BUILT (MultiHeadAttention: the
+ * shapes depend on the build), NULL_ARGUMENT, SHAPE (inputs that do not fit the layer). */
 att_status att_layer_output_shape(const att_layer *layer, const att_shape *query_shape,
                                   const att_shape *value_shape, const att_shape *key_shape,
                                   att_shape *output_shape, att_shape *scores_shape);
@@ -316,7 +324,8 @@ typedef struct att_dot_product_attention_args {
 
 /* softmax(scale · q·kᵀ + bias, masked entries filled with -0.7·FLT_MAX) · v, per (b, n).
  * Bias and mask broadcast numpy-style against (B, N, T, S) (lower ranks get leading 1s).
- * Errors: NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE, INVALID_ARGUMENT. Thread-safe. */
+ * Errors: NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE, INVALID_ARGUMENT (a scale that is not
+ * finite). Thread-safe. */
 att_status att_dot_product_attention(const att_dot_product_attention_args *args);
 
 #ifdef __cplusplus

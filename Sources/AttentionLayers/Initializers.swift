@@ -59,7 +59,7 @@ public enum Initializer: Sendable, Equatable {
     /// fits, and (as Keras) rank >= 2 for `orthogonal`.
     public func validate(shape: [Int]) throws(AttentionError) {
         try validate()
-        _ = try elementCount(shape, "\(name) initializer shape")
+        _ = try elementCount(shape, "a weight initialised by \(name),")
         if case .orthogonal = self, shape.count < 2 {
             throw .invalid("orthogonal initializer needs a weight of rank >= 2, got shape \(shape) of rank \(shape.count)")
         }
@@ -68,17 +68,19 @@ public enum Initializer: Sendable, Equatable {
     /// The initial values of a weight of `shape`, row-major. Deterministic: the same
     /// (self, shape, seed, stream) always gives the same values. A shape refused by
     /// `validate(shape:)` for its dims gives []; `orthogonal` of rank < 2 treats the shape
-    /// as one row (rank 1) or one element (rank 0).
-    public func values(shape: [Int], seed: UInt64, stream: UInt64) -> [Double] {
+    /// as one row (rank 1) or one element (rank 0). `inputAxes`, when given, makes the fans
+    /// those of an EinsumDense kernel (as Keras 3 does): fan_in = product of the first
+    /// `inputAxes` dims (the contracted ones), fan_out = product of the rest.
+    public func values(shape: [Int], seed: UInt64, stream: UInt64, inputAxes: Int? = nil) -> [Double] {
         guard let count = try? elementCount(shape, "initializer shape") else { return [] }
         let draws = Draws(generator: Philox4x32(seed: seed), stream: stream)
         switch self {
-        case .glorotUniform: return Self.varianceScaling(shape, count, draws, scale: 1, mode: .fanAvg, uniform: true)
-        case .glorotNormal: return Self.varianceScaling(shape, count, draws, scale: 1, mode: .fanAvg, uniform: false)
-        case .heUniform: return Self.varianceScaling(shape, count, draws, scale: 2, mode: .fanIn, uniform: true)
-        case .heNormal: return Self.varianceScaling(shape, count, draws, scale: 2, mode: .fanIn, uniform: false)
-        case .lecunUniform: return Self.varianceScaling(shape, count, draws, scale: 1, mode: .fanIn, uniform: true)
-        case .lecunNormal: return Self.varianceScaling(shape, count, draws, scale: 1, mode: .fanIn, uniform: false)
+        case .glorotUniform: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanAvg, uniform: true)
+        case .glorotNormal: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanAvg, uniform: false)
+        case .heUniform: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 2, mode: .fanIn, uniform: true)
+        case .heNormal: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 2, mode: .fanIn, uniform: false)
+        case .lecunUniform: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanIn, uniform: true)
+        case .lecunNormal: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanIn, uniform: false)
         case .randomNormal(let mean, let stddev):
             return (0..<count).map { mean + stddev * draws.normal(UInt64($0)) }
         case .randomUniform(let min, let max):
@@ -124,11 +126,19 @@ public enum Initializer: Sendable, Equatable {
         }
     }
 
+    /// Fans of an EinsumDense kernel: the first `inputAxes` dims are contracted with the
+    /// input (fan_in), the rest make the output (fan_out).
+    static func einsumFans(_ shape: [Int], inputAxes: Int) -> (fanIn: Double, fanOut: Double) {
+        let split = Swift.min(Swift.max(0, inputAxes), shape.count)
+        return (shape.prefix(split).reduce(1.0) { $0 * Double($1) },
+                shape.dropFirst(split).reduce(1.0) { $0 * Double($1) })
+    }
+
     enum FanMode { case fanIn, fanOut, fanAvg }
 
-    private static func varianceScaling(_ shape: [Int], _ count: Int, _ draws: Draws,
+    private static func varianceScaling(_ shape: [Int], _ inputAxes: Int?, _ count: Int, _ draws: Draws,
                                         scale: Double, mode: FanMode, uniform: Bool) -> [Double] {
-        let (fanIn, fanOut) = fans(shape)
+        let (fanIn, fanOut) = inputAxes.map { einsumFans(shape, inputAxes: $0) } ?? fans(shape)
         let n = switch mode {
         case .fanIn: fanIn
         case .fanOut: fanOut
@@ -167,15 +177,19 @@ func orthonormalFactor(_ matrix: [Double], rows m: Int, cols n: Int) -> [Double]
     var reflectors: [[Double]] = []  // v_k over rows k..<m; H_k = I − 2·v·vᵀ / (vᵀv)
     var signs = [Double](repeating: 0, count: n)
 
-    /// x ← H·x on rows k..<m of columns `columns` of the row-major m×n `x`.
+    /// x ← H·x on rows k..<m of columns `columns` of the row-major m×n `x`: with w = vᵀx,
+    /// x_ij −= (2/vᵀv)·v_i·w_j, both passes walking rows (contiguous in memory).
     func reflect(_ x: inout [Double], _ v: [Double], from k: Int, columns: Range<Int>) {
         let vv = v.reduce(0) { $0 + $1 * $1 }
         guard vv > 0 else { return }
-        for j in columns {
-            var dot = 0.0
-            for i in k..<m { dot += v[i - k] * x[i * n + j] }
-            let f = 2 * dot / vv
-            for i in k..<m { x[i * n + j] -= f * v[i - k] }
+        let first = columns.lowerBound
+        var w = [Double](repeating: 0, count: columns.count)
+        for i in k..<m where v[i - k] != 0 {
+            for c in w.indices { w[c] += v[i - k] * x[i * n + first + c] }
+        }
+        for i in k..<m where v[i - k] != 0 {
+            let f = 2 * v[i - k] / vv
+            for c in w.indices { x[i * n + first + c] -= f * w[c] }
         }
     }
 

@@ -44,10 +44,14 @@ public protocol AttentionLayer: AnyObject, Sendable {
     func call(_ arguments: CallArguments) throws(AttentionError)
 }
 
-/// A weight's Keras name (e.g. "query/kernel") and shape.
+/// A weight's Keras name (e.g. "query/kernel") and shape; for an EinsumDense kernel, how
+/// many leading axes are contracted with the input (they make its fan_in).
 public struct WeightSpec: Sendable, Equatable {
     public var name: String
     public var shape: [Int]
-    public init(name: String, shape: [Int]) { self.name = name; self.shape = shape }
+    public var inputAxes: Int?
+    public init(name: String, shape: [Int], inputAxes: Int? = nil) {
+        self.name = name; self.shape = shape; self.inputAxes = inputAxes
+    }
     public var count: Int { shape.reduce(1, *) }
 }

@@ -47,9 +47,13 @@ public struct MultiHeadAttentionConfig: Sendable, Equatable {
         }
         try kernelInitializer.validate()
         try biasInitializer.validate()
-        for r in [kernelRegularizer, biasRegularizer, activityRegularizer] { try r?.validate() }
-        try kernelConstraint?.validate(rank: nil)
-        try biasConstraint?.validate(rank: nil)
+        for (regularizer, slot) in [(kernelRegularizer, "kernel_regularizer"), (biasRegularizer, "bias_regularizer"),
+                                    (activityRegularizer, "activity_regularizer")] {
+            do { try regularizer?.validate() } catch { throw .invalid("\(slot): \(error.message)") }
+        }
+        for (constraint, slot) in [(kernelConstraint, "kernel_constraint"), (biasConstraint, "bias_constraint")] {
+            do { try constraint?.validate(rank: nil) } catch { throw AttentionError(error.kind, "\(slot): \(error.message)") }
+        }
     }
 }
 
@@ -101,7 +105,7 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         let (dq, dk, dv) = (query[query.count - 1], key[key.count - 1], value[value.count - 1])
         var specs: [WeightSpec] = [], initializers: [Initializer] = []
         func add(_ name: String, _ input: Int, _ width: [Int], _ output: [Int]) -> Projection {
-            specs.append(WeightSpec(name: "\(name)/kernel", shape: [input] + width + output))
+            specs.append(WeightSpec(name: "\(name)/kernel", shape: [input] + width + output, inputAxes: 1 + width.count))
             initializers.append(config.kernelInitializer)
             let kernel = specs.count - 1
             guard config.useBias else { return Projection(kernel: kernel, bias: nil) }
@@ -144,6 +148,9 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         }
         guard Array(value.dropFirst().dropLast()) == Array(key.dropFirst().dropLast()) else {
             throw .shape("all dimensions of value and key, except the last one, must be equal; got value \(value) and key \(key)")
+        }
+        guard key[0] == value[0] else {
+            throw .shape("batch sizes differ: key \(key) and value \(value)")
         }
         for axis in b.axes.batch where query[axis] != value[axis] {
             throw .shape("query \(query) and value \(value) differ at axis \(axis), which is not an attention axis")

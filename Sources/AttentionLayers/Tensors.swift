@@ -62,7 +62,7 @@ extension RawTensor {
     func elements<T: KernelScalar>(of _: T.Type, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<T> {
         let want: ElementType = T.self == Float.self ? .float32 : .float64
         guard elementType == want else {
-            throw AttentionError(.dtype, "\(what) is \(elementType) but the layer computes in \(want)")
+            throw AttentionError(.dtype, "\(what) is \(elementType) but the computation is in \(want)")
         }
         _ = try elementCount(dims, elementSize: MemoryLayout<T>.stride, what)
         return data.assumingMemoryBound(to: T.self)

@@ -14,7 +14,8 @@ final class WeightStore<T: KernelScalar>: @unchecked Sendable {
     init(_ specs: [WeightSpec], initializers: [Initializer], seed: UInt64) throws(AttentionError) {
         var offsets: [Int] = []
         var total = 0
-        for spec in specs {
+        for (spec, initializer) in zip(specs, initializers) {
+            try initializer.validate(shape: spec.shape)
             offsets.append(total)
             let count = try elementCount(spec.shape, elementSize: MemoryLayout<T>.stride, "weight \(spec.name)")
             let (sum, overflow) = total.addingReportingOverflow(count)
@@ -30,7 +31,8 @@ final class WeightStore<T: KernelScalar>: @unchecked Sendable {
         self.specs = specs
         self.offsets = offsets
         for (index, spec) in specs.enumerated() {
-            let values = initializers[index].values(shape: spec.shape, seed: seed, stream: UInt64(index))
+            let values = initializers[index].values(shape: spec.shape, seed: seed, stream: UInt64(index),
+                                                     inputAxes: spec.inputAxes)
             let p = pointer(index)
             for (k, v) in values.enumerated() where k < spec.count { p[k] = T(v) }
         }

@@ -43,7 +43,7 @@ public func att_layer_weight_count(_ layer: OpaquePointer?, _ count: UnsafeMutab
 private func weightSpec(_ layer: any AttentionLayer, _ index: Int) throws -> WeightSpec {
     let specs = try layer.weightSpecs
     guard index >= 0, index < specs.count else {
-        throw Failure(ATT_ERR_INVALID_ARGUMENT, "weight index \(index) is out of range: the layer has \(specs.count) weights")
+        throw Failure(ATT_ERR_INVALID_ARGUMENT, "weight index \(UInt(bitPattern: index)) is out of range: the layer has \(specs.count) weights")
     }
     return specs[index]
 }

@@ -74,6 +74,6 @@ func cString(_ s: StaticString) -> UnsafePointer<CChar> {
 /// Throws `ATT_ERR_STRUCT_SIZE` unless `size` is the size of `T` this library was built with.
 func checkStructSize<T>(_ size: Int, _: T.Type, _ name: String) throws {
     guard size == MemoryLayout<T>.size else {
-        throw Failure(ATT_ERR_STRUCT_SIZE, "\(name).struct_size is \(size) but this library knows \(name) as \(MemoryLayout<T>.size) bytes")
+        throw Failure(ATT_ERR_STRUCT_SIZE, "\(name).struct_size is \(UInt(bitPattern: size)) but this library knows \(name) as \(MemoryLayout<T>.size) bytes")
     }
 }

@@ -1,11 +1,13 @@
 /*
  * check.h — the small harness shared by the C test programs of libattention.
  *
- * Each test group runs in a child process (run_group), so a crash or a hang in the library
- * is reported as one failure of that group instead of ending the program. Checks count
+ * Each test group runs in a process of its own (run_groups), so a crash or a hang in the
+ * library is reported as one failure of that group instead of ending the program. Checks count
  * passes and failures and print one line per failure; finish() prints `N passed, N failed`.
+ * ATT_TEST_VERBOSE=1 in the environment also prints each expected failure and its message.
  * Tensors are built from double arrays (rounded to float for ATT_FLOAT32, so a reference
- * computed from the same doubles sees exactly the library's inputs).
+ * computed from the same doubles sees exactly the library's inputs). The weight helpers load
+ * random weights through the API and find them by Keras name.
  */
 #ifndef ATT_TEST_CHECK_H
 #define ATT_TEST_CHECK_H
@@ -71,6 +73,8 @@ static inline int contains_any(const char *text, const char *alternatives) {
  * (contains one of the '|'-separated words of `about`). */
 static inline void expect(att_status got, att_status want, const char *about, const char *what) {
     const char *msg = att_last_error();
+    if (getenv("ATT_TEST_VERBOSE") && want != ATT_OK) /* shows every message the cases see */
+        printf("  %s: %s \"%s\"\n", what, att_status_name(got), got ? msg : "");
     if (got != want) {
         check(0, "%s: got %s (\"%s\"), want %s", what, att_status_name(got), got ? msg : "",
               att_status_name(want));
@@ -84,55 +88,76 @@ static inline void expect(att_status got, att_status want, const char *about, co
           att_status_name(want), msg ? msg : "(null)", about);
 }
 
-/* Runs fn in a child process with a 120 s limit and adds its counts; a crash, a hang or a
- * nonzero exit of the child is one failure. The parent never calls the library, so every
- * child starts from a fresh library state (threads included). */
-static inline void run_group(const char *name, void (*fn)(void)) {
-    int fd[2];
-    fflush(stdout);
-    if (pipe(fd) != 0) {
-        perror("pipe");
-        exit(2);
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        exit(2);
-    }
-    if (pid == 0) {
-        close(fd[0]);
-        g_passed = g_failed = 0;
-        g_group = name;
-        alarm(120);
-        fn();
-        fflush(stdout);
-        int counts[2] = {g_passed, g_failed};
-        _exit(write(fd[1], counts, sizeof counts) == (ssize_t)sizeof counts ? 0 : 3);
-    }
-    close(fd[1]);
-    int counts[2] = {0, 0};
-    ssize_t n = read(fd[0], counts, sizeof counts);
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (n == (ssize_t)sizeof counts) {
-        g_passed += counts[0];
-        g_failed += counts[1];
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || n != (ssize_t)sizeof counts) {
-        g_failed++;
-        if (WIFSIGNALED(status))
-            printf("FAIL %s: the group died of signal %d%s\n", name, WTERMSIG(status),
-                   WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
-        else
-            printf("FAIL %s: the group did not finish (exit %d)\n", name, WEXITSTATUS(status));
-    }
-}
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} test_group;
 
 /* Prints the summary line; the program's exit code. */
 static inline int finish(void) {
     printf("%d passed, %d failed\n", g_passed, g_failed);
     return g_failed == 0 ? 0 : 1;
+}
+
+/* The program's main: runs each group in a fresh process (this program re-executed with
+ * `--group INDEX FD`; it writes its two counts to FD) with a 120 s limit, and adds up the
+ * counts; a crash, a hang or a bad exit of a group is one failure. Re-executing rather than
+ * only forking matters: a child forked from a process that has loaded the Swift runtime
+ * inherits its parent's thread id cached in the runtime's locks, and can deadlock.
+ * `PROGRAM --group INDEX` runs one group in this process (for a debugger). */
+static inline int run_groups(int argc, char **argv, const test_group *groups, int count) {
+    if (argc >= 3 && strcmp(argv[1], "--group") == 0) {
+        int index = atoi(argv[2]);
+        if (index < 0 || index >= count) return 2;
+        g_group = groups[index].name;
+        alarm(120);
+        groups[index].fn();
+        fflush(stdout);
+        if (argc == 3) return finish();
+        int counts[2] = {g_passed, g_failed};
+        return write(atoi(argv[3]), counts, sizeof counts) == (ssize_t)sizeof counts ? 0 : 3;
+    }
+    for (int index = 0; index < count; index++) {
+        int fd[2];
+        fflush(stdout);
+        if (pipe(fd) != 0) {
+            perror("pipe");
+            return 2;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            return 2;
+        }
+        if (pid == 0) {
+            char index_arg[16], fd_arg[16];
+            close(fd[0]);
+            snprintf(index_arg, sizeof index_arg, "%d", index);
+            snprintf(fd_arg, sizeof fd_arg, "%d", fd[1]);
+            execl("/proc/self/exe", argv[0], "--group", index_arg, fd_arg, (char *)NULL);
+            execl(argv[0], argv[0], "--group", index_arg, fd_arg, (char *)NULL);
+            perror("exec");
+            _exit(127);
+        }
+        close(fd[1]);
+        int counts[2] = {0, 0}, status = 0;
+        ssize_t n = read(fd[0], counts, sizeof counts);
+        close(fd[0]);
+        waitpid(pid, &status, 0);
+        if (n == (ssize_t)sizeof counts) {
+            g_passed += counts[0];
+            g_failed += counts[1];
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || n != (ssize_t)sizeof counts) {
+            g_failed++;
+            if (WIFSIGNALED(status))
+                printf("FAIL %s: the group died of signal %d%s\n", groups[index].name, WTERMSIG(status),
+                       WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
+            else
+                printf("FAIL %s: the group did not finish (exit %d)\n", groups[index].name, WEXITSTATUS(status));
+        }
+    }
+    return finish();
 }
 
 /* ---- shapes and tensors ---------------------------------------------------------------- */
@@ -244,29 +269,87 @@ static inline void check_close(const char *what, const att_tensor *got, const do
               want[bad], tol);
 }
 
-/* Philox-4x32-10 (Salmon et al. 2011), in place on the counter. */
-static inline void philox4x32_10(uint32_t c[4], const uint32_t key[2]) {
-    uint32_t k0 = key[0], k1 = key[1];
-    for (int round = 0; round < 10; round++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c[0], p1 = (uint64_t)0xCD9E8D57u * c[2];
-        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
-        uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
-        uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
-        c[0] = n0;
-        c[1] = lo1;
-        c[2] = n2;
-        c[3] = lo0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
+static inline const char *dtype_name(att_dtype dt) { return dt == ATT_FLOAT64 ? "float64" : "float32"; }
+
+/* How a test calls a layer: whether it passes the key, asks for the scores, sets
+ * use_causal_mask, and trains. */
+typedef struct {
+    int key_given, want_scores, causal_arg, training;
+} call_opts;
+
+/* ---- weights --------------------------------------------------------------------------------- */
+
+/* Checks the layer's weight count and each weight's Keras name and shape, in order. */
+static inline void check_weight_list(const char *what, const att_layer *layer, size_t count,
+                                     const char *const *names, const att_shape *shapes) {
+    size_t got = 99;
+    expect(att_layer_weight_count(layer, &got), ATT_OK, "", what);
+    if (!check(got == count, "%s: %zu weights, want %zu", what, got, count)) return;
+    for (size_t i = 0; i < count; i++) {
+        att_shape s = {-1, {0}};
+        const char *name = NULL;
+        char a[96], b[96];
+        expect(att_layer_weight_info(layer, i, &s, &name), ATT_OK, "", what);
+        check(name && strcmp(name, names[i]) == 0, "%s: weight %zu is named %s, want %s", what, i,
+              name ? name : "(null)", names[i]);
+        check(same_shape(s, shapes[i]), "%s: weight %zu (%s) has shape %s, want %s", what, i, names[i],
+              shape_str(s, a, sizeof a), shape_str(shapes[i], b, sizeof b));
     }
 }
 
-/* The header's dropout rule: whether score element f survives dropout at `rate`. */
-static inline int dropout_keeps(uint64_t f, double rate, uint64_t seed, uint64_t stream) {
-    uint32_t c[4] = {(uint32_t)f, (uint32_t)(f >> 32), (uint32_t)stream, (uint32_t)(stream >> 32)};
-    uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-    philox4x32_10(c, key);
-    return (double)(c[0] >> 8) * 0x1p-24 >= rate;
+/* Copies weight `index` out as doubles (caller frees). */
+static inline double *get_weight(const att_layer *layer, size_t index, att_dtype dt, int64_t *n) {
+    att_shape s = {0};
+    att_layer_weight_info(layer, index, &s, NULL);
+    att_tensor t = new_tensor(dt, s, NULL);
+    expect(att_layer_get_weight(layer, index, &t), ATT_OK, "", "get_weight");
+    *n = numel(s);
+    double *x = malloc((size_t)*n * sizeof *x);
+    for (int64_t i = 0; i < *n; i++) x[i] = tensor_at(&t, (size_t)i);
+    free(t.data);
+    return x;
+}
+
+/* Sets every weight of `layer` to random values in [-0.5, 0.5), checks that each reads back
+ * bit for bit, and returns them (values[i] for weight i; caller frees). */
+static inline size_t load_random_weights(att_layer *layer, att_dtype dt, uint64_t *rng, double **values) {
+    size_t count = 0;
+    att_layer_weight_count(layer, &count);
+    for (size_t i = 0; i < count; i++) {
+        att_shape s = {0};
+        att_layer_weight_info(layer, i, &s, NULL);
+        values[i] = random_values(rng, (size_t)numel(s), -0.5, 0.5, dt);
+        att_tensor in = new_tensor(dt, s, values[i]), out = new_tensor(dt, s, NULL);
+        expect(att_layer_set_weight(layer, i, &in), ATT_OK, "", "set_weight");
+        expect(att_layer_get_weight(layer, i, &out), ATT_OK, "", "get_weight");
+        check(memcmp(in.data, out.data, (size_t)numel(s) * dtype_size(dt)) == 0,
+              "weight %zu does not read back as set (%s)", i, dtype_name(dt));
+        free(in.data);
+        free(out.data);
+    }
+    return count;
+}
+
+/* The values of the weight named `name` among values[0 .. count-1], or NULL. */
+static inline const double *weight_named(const att_layer *layer, double **values, size_t count, const char *name) {
+    for (size_t i = 0; i < count; i++) {
+        const char *n = NULL;
+        att_layer_weight_info(layer, i, NULL, &n);
+        if (n && strcmp(n, name) == 0) return values[i];
+    }
+    return NULL;
+}
+
+/* Sets the scalar weight `index` to x and checks that it reads back. */
+static inline void set_scalar(att_layer *layer, size_t index, att_dtype dt, double x) {
+    att_tensor t = new_tensor(dt, (att_shape){0}, &x);
+    expect(att_layer_set_weight(layer, index, &t), ATT_OK, "", "set scalar weight");
+    int64_t n = 0;
+    double *back = get_weight(layer, index, dt, &n);
+    check(n == 1 && back[0] == (dt == ATT_FLOAT32 ? (float)x : x), "scalar weight %zu reads back %g, want %g",
+          index, back[0], x);
+    free(back);
+    free(t.data);
 }
 
 #endif /* ATT_TEST_CHECK_H */

@@ -13,11 +13,12 @@ import sys
 import zlib
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
+if os.environ["KERAS_BACKEND"] != "jax":
+    sys.exit("make_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
 try:
+    import numpy as np
     import jax
     import jax.numpy as jnp
     import keras
@@ -25,7 +26,7 @@ try:
 except ImportError as error:
     sys.exit(f"make_golden.py needs Keras 3.15 with JAX installed ({error}).\n"
              "Run it with the python of an environment that has them (see README.md).")
-if keras.backend.backend() != "jax" or not jax.config.jax_enable_x64:
+if not jax.config.jax_enable_x64:
     sys.exit("make_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
 if not keras.__version__.startswith("3.15."):
     sys.exit(f"make_golden.py reproduces Keras 3.15; found Keras {keras.__version__}.")
@@ -38,6 +39,20 @@ QUERY_MASK_NOTE = (
     "Keras 3.15 MultiHeadAttention ignores its query_mask argument; this case's query_mask was "
     "carried on the query tensor (keras.src.backend.set_keras_mask), as a Masking or Embedding "
     "layer would, and checked equal to passing the equivalent attention_mask.")
+TANH_NOTE = (
+    "Keras 3.15 on JAX computes ops.tanh in float32 for float64 inputs (keras.backend.result_type "
+    "maps float64 to float32 on backends other than TensorFlow): tanh's argument is rounded to "
+    "float32 and its result is float32.")
+ADDITIVE_NO_SCALE_NOTE = (
+    "Without use_scale the scores stay float32 (a float32 sum of float32 tanh), so the masking "
+    "(s - 1e9), the softmax and the returned scores are float32; only weights @ value is float64.")
+FUSED_NOTE = (
+    "Keras-JAX's fused path (rank 3, no scores, dropout 0) calls keras.ops.dot_product_attention, "
+    "which casts the float64 projections to float32: logits, masking (-0.7 * float32 max), "
+    "softmax and weights @ value are float32; the projections are float64.")
+DOT_PRODUCT_NOTE = (
+    "keras.ops.dot_product_attention on JAX casts float64 query, key, value and bias to float32: "
+    "the whole computation and the returned output are float32.")
 VALUE_DIM_NOTE = (
     "value_dim != key_dim fails on Keras-JAX's fused path (rank 3, no scores, dropout 0); "
     "this case uses a path that works.")
@@ -52,8 +67,11 @@ def bool_mask(rng, shape, keep=0.7):
     return rng.random(shape) < keep
 
 
-def save(group, name, dtype, layer, config, call, weights, inputs, outputs, softmax_in_float32,
-         note=None):
+def save(group, name, dtype, layer, config, call, weights, inputs, outputs, *,
+         softmax_in_float32, float32_compute, notes=()):
+    """Write one case. The two flags describe the case's path, the same for both dtypes: with
+    float64 inputs Keras-on-JAX would compute its softmax (softmax_in_float32) or some step
+    (float32_compute) in float32; the notes say which."""
     arrays = {
         "layer": np.array(layer),
         "config": np.array(json.dumps(config)),
@@ -63,6 +81,7 @@ def save(group, name, dtype, layer, config, call, weights, inputs, outputs, soft
         "keras_version": np.array(keras.__version__),
         "backend": np.array(keras.backend.backend()),
         "softmax_in_float32": np.array(softmax_in_float32),
+        "float32_compute": np.array(float32_compute),
     }
     arrays.update({f"weight_{i}": np.asarray(w) for i, w in enumerate(weights)})
     for key, value in {**inputs, **outputs}.items():
@@ -71,8 +90,8 @@ def save(group, name, dtype, layer, config, call, weights, inputs, outputs, soft
     for key in ("output", "scores"):
         if key in arrays and not np.all(np.isfinite(arrays[key])):
             raise RuntimeError(f"{group}/{name}_{dtype}: Keras returned non-finite {key}")
-    if note:
-        arrays["note"] = np.array(note)
+    if any(notes):
+        arrays["note"] = np.array(" ".join(n for n in notes if n))
     (OUT / group).mkdir(exist_ok=True)
     np.savez_compressed(OUT / group / f"{name}_{dtype}.npz", **arrays)
 
@@ -94,6 +113,8 @@ def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=Fa
     """One Attention/AdditiveAttention case. Weights: uniform(0.5, 1.5) * gain (never 1);
     inputs: normal * magnitude; masks: arrays or True for a random mask."""
     layer_name = {"attention": "Attention", "additive_attention": "AdditiveAttention"}[group]
+    tanh = group == "additive_attention" or config["score_mode"] == "concat"
+    no_scale_additive = group == "additive_attention" and not config["use_scale"]
     for dtype in DTYPES:
         rng = generator(group, name)
         q = rng.normal(size=(B, tq, dim)) * magnitude
@@ -114,7 +135,9 @@ def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=Fa
         save(group, name, dtype, layer_name, config,
              {"use_causal_mask": causal, "return_attention_scores": scores}, weights,
              {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm},
-             {"output": output, "scores": attention_scores}, softmax_in_float32=False)
+             {"output": output, "scores": attention_scores},
+             softmax_in_float32=no_scale_additive, float32_compute=tanh,
+             notes=(tanh and TANH_NOTE, no_scale_additive and ADDITIVE_NO_SCALE_NOTE))
 
 
 def value_row_masked(tv, batch=1):
@@ -152,8 +175,8 @@ def attention_cases():
     luong_case(g, "dot_fully_masked_small", dot, tv=5, value_mask=value_row_masked(5))
     luong_case(g, "dot_scale_fully_masked_large", dot_s, tv=5, value_mask=value_row_masked(5),
                magnitude=6.0)
-    luong_case(g, "concat_fully_masked_large", concat_s, tv=5, value_mask=value_row_masked(5),
-               gain=40.0)
+    luong_case(g, "concat_fully_masked_large", concat, tv=5, value_mask=value_row_masked(5),
+               gain=100.0)
     luong_case(g, "dot_dropout_inference", {**dot_s, "dropout": 0.4}, value_mask=True)
 
 
@@ -194,7 +217,7 @@ def mha_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, self_att
     """One MultiHeadAttention case. Masks: arrays, or True for a random mask of Keras's shape
     (query_mask: q_shape[:-1]; value/key_mask: v_shape[:-1]; attention_mask: (B, T, S))."""
     config = {**MHA_DEFAULTS, **config}
-    # Keras-JAX's fused path (jax.nn.dot_product_attention) runs the softmax in float32.
+    # Keras-JAX's fused path (keras.ops.dot_product_attention) runs in float32.
     fused = len(q_shape) == 3 and not scores and config["dropout"] == 0
     for dtype in DTYPES:
         rng = generator("multi_head_attention", name)
@@ -229,7 +252,8 @@ def mha_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, self_att
              {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm,
               "key_mask": km, "attention_mask": am},
              {"output": output, "scores": attention_scores}, softmax_in_float32=fused,
-             note=" ".join(n for n in (note, qm is not None and QUERY_MASK_NOTE) if n))
+             float32_compute=fused,
+             notes=(note, fused and FUSED_NOTE, qm is not None and QUERY_MASK_NOTE))
 
 
 def both_paths(name, **kwargs):
@@ -349,7 +373,8 @@ def dpa_case(name, *, t=3, s=3, heads=4, kv_heads=4, head_dim=4, bias_shape=None
         save("dot_product_attention", name, dtype, "dot_product_attention", config,
              {"use_causal_mask": False, "return_attention_scores": False}, [],
              {"query": q, "key": k, "value": v, "bias": bias, "mask": m},
-             {"output": output}, softmax_in_float32=True)
+             {"output": output}, softmax_in_float32=True, float32_compute=True,
+             notes=(DOT_PRODUCT_NOTE,))
 
 
 def dot_product_attention_cases():

@@ -29,9 +29,13 @@ def _header_functions():
 
 
 def _exported():
+    """Defined dynamic symbols other objects can bind: global or weak (nm's upper-case types,
+    and "u"). Local entries of .dynsym (lower case, e.g. Swift metadata that the version
+    script made local) are not exports."""
     listing = subprocess.run(["nm", "-D", "--defined-only", str(_library_path())],
                              check=True, capture_output=True, text=True).stdout
-    return {line.split()[-1] for line in listing.splitlines() if line.strip()}
+    rows = [line.split() for line in listing.splitlines() if line.strip()]
+    return {row[-1] for row in rows if row[-2].isupper() or row[-2] == "u"}
 
 
 def test_header_declares_the_functions_of_the_ctypes_table():

@@ -21,7 +21,6 @@ from . import _lib
 from ._lib import check
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_DTYPE_CODES = {np.dtype(np.float32): _lib.FLOAT32, np.dtype(np.float64): _lib.FLOAT64}
 
 
 def parse_dtype(dtype):
@@ -34,7 +33,7 @@ def parse_dtype(dtype):
         parsed = np.dtype(name)
     except (TypeError, ValueError):
         parsed = None
-    if parsed not in _DTYPES:
+    if parsed is None or parsed not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return parsed
 
@@ -44,14 +43,14 @@ def as_array(x, dtype, what):
     array = np.asarray(x)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return np.asarray(array, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 
 def as_mask(mask, what):
     """A C-contiguous uint8 array (1 keep, 0 mask out) from a bool/numeric mask, or None."""
     if mask is None:
         return None
-    return np.ascontiguousarray(as_array(mask, None, what) != 0, dtype=np.uint8)
+    return np.asarray(as_array(mask, None, what) != 0, dtype=np.uint8, order="C")
 
 
 def _resolve_seed(seed):
@@ -96,7 +95,7 @@ class Layer:
 
     @property
     def _dtype_code(self):
-        return _DTYPE_CODES[self._np_dtype]
+        return _lib.DTYPE_CODES[self._np_dtype]
 
     # -- lifetime ---------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ ERR_INTERNAL = 9
 FLOAT32 = 1
 FLOAT64 = 2
 UINT8 = 3
-_DTYPE_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float64): FLOAT64, np.dtype(np.uint8): UINT8}
+DTYPE_CODES = {np.dtype(np.float32): FLOAT32, np.dtype(np.float64): FLOAT64, np.dtype(np.uint8): UINT8}
 
 # att_score_mode
 SCORE_DOT = 0
@@ -267,7 +267,7 @@ def make_tensor(array):
         raise ValueError("internal: tensors must be C-contiguous")
     tensor = Tensor(
         data=array.ctypes.data,
-        dtype=_DTYPE_CODES[array.dtype],
+        dtype=DTYPE_CODES[array.dtype],
         shape=make_shape(array.shape),
     )
     tensor.array = array

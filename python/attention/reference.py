@@ -217,7 +217,7 @@ def _weights_and_output(scores, value, query_mask, value_mask, use_causal_mask, 
     scores = np.where(keep, scores, scores - scores.dtype.type(_KERAS_MASK_OFFSET))
     weights = _softmax(scores, axes=-1)
     if training and rate > 0:
-        weights = _dropout(weights, rate, seed, stream)
+        weights = dropout(weights, rate, seed, stream)
     output = weights @ value
     if query_mask is not None:
         query_keep = _keep(query_mask, (batch, tq), "query_mask")
