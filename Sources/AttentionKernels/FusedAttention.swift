@@ -16,6 +16,8 @@ public enum AttentionTile {
 /// Runs attention for every (group, head, query row) of `shape`.
 /// - Parameter scores: when non-nil, a contiguous (groups, heads, queryLength, keyLength)
 ///   buffer that receives the attention weights (after dropout iff `dropout.scoresAfterDropout`).
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 public func attentionForward<T: KernelScalar>(
     shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
     mask: AttentionMask, bias: BiasView<T>?, dropout: AttentionDropout?,

@@ -19,6 +19,8 @@ enum GemmTile {
 }
 
 /// C[M×N] = A[M×K]·B[K×N] + bias, threaded over blocks of rows.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>) {
     guard m > 0, n > 0 else { return }
     let blocks = (m + GemmTile.rows - 1) / GemmTile.rows

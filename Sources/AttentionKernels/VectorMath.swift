@@ -46,6 +46,13 @@ public func scale<T: KernelScalar>(_ alpha: T, _ y: UnsafeMutablePointer<T>, _ n
     while d < n { y[d] *= alpha; d += 1 }
 }
 
+/// x[e] *= sigmoid(gate[e]) for e in 0..<count — the gate of gated attention.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
+public func multiplyBySigmoid<T: KernelScalar>(_ x: UnsafeMutablePointer<T>, _ gate: UnsafePointer<T>, _ count: Int) {
+    for e in 0..<count { x[e] *= T.sigmoid(gate[e]) }
+}
+
 /// The larger of a and b, NaN if either is NaN (so NaN logits reach the output as Keras's do).
 @inlinable @inline(__always)
 func maxPropagatingNaN<T: KernelScalar>(_ a: T, _ b: T) -> T {

@@ -82,7 +82,8 @@ struct DenseAttention {
                          dropout: dropout, scores: scores)
         if let queryMask {
             for row in 0..<(b * tq) where queryMask[row] == 0 {
-                for c in 0..<dv { out[row * dv + c] = 0 }
+                UnsafeMutableRawPointer(out + row * dv).initializeMemory(as: UInt8.self, repeating: 0,
+                                                                          count: dv * MemoryLayout<T>.stride)
             }
         }
     }

@@ -219,7 +219,7 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
 
         if let gate = b.gate {
             let g = try project(query, rows: queryRows, gate, width: hv, "the gate")
-            for e in 0..<(queryRows * heads * hv) { attended[e] *= T.sigmoid(g[e]) }
+            multiplyBySigmoid(attended, g, queryRows * heads * hv)
         }
         let outWidth = try checkedProduct(b.outputShape, "output_shape")
         gemm(m: queryRows, n: outWidth, k: heads * hv,
