@@ -7,8 +7,9 @@
  *
  * DESCRIPTION
  *   libattention computes the attention layers of Keras 3 — Attention (Luong, dot or concat
- *   scores), AdditiveAttention (Bahdanau), MultiHeadAttention (N-D attention axes) — and the
- *   functional keras.ops.dot_product_attention, with Keras's weights and Keras's numbers
+ *   scores), AdditiveAttention (Bahdanau), MultiHeadAttention (N-D attention axes),
+ *   GroupQueryAttention — TF Model Garden's ReuseMultiHeadAttention, and the functional
+ *   keras.ops.dot_product_attention, with Keras's weights and Keras's numbers
  *   (float32: within 1e-5 absolute + 1e-4 relative to the largest magnitude; float64: 1e-10),
  *   without a deep-learning framework in the process.
  *
@@ -226,6 +227,63 @@ typedef struct att_multi_head_attention_config {
     att_constraint kernel_constraint, bias_constraint;
 } att_multi_head_attention_config;
 
+/* keras.layers.GroupQueryAttention (also known as GroupedQueryAttention): rank-3 inputs
+ * whose query and value share their last dim D; key and value have num_key_value_heads heads,
+ * each shared by num_query_heads / num_key_value_heads query heads (query head n uses
+ * key/value head n / (Nq/Nkv), in place). Weights, in Keras's order (H = head_dim):
+ *   query/kernel (Dq,Nq,H) [query/bias (Nq,H)]  key/kernel (Dk,Nkv,H) [key/bias (Nkv,H)]
+ *   [gate/kernel (Dq,Nq,H) [gate/bias (Nq,H)]]  value/kernel (Dv,Nkv,H) [value/bias (Nkv,H)]
+ *   attention_output/kernel (Nq,H,Dq) [attention_output/bias (Dq)] */
+typedef struct att_group_query_attention_config {
+    size_t struct_size;            /* sizeof(att_group_query_attention_config) */
+    att_dtype dtype;               /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
+    int64_t head_dim;              /* >= 1 */
+    int64_t num_query_heads;       /* >= 1 */
+    int64_t num_key_value_heads;   /* >= 1, divides num_query_heads */
+    double dropout;                /* [0, 1) */
+    int32_t use_bias;              /* Keras's default is 1: set it explicitly */
+    int64_t sliding_window;        /* 0: none; else keep |i - j| < sliding_window */
+    int32_t use_gate;
+    uint64_t seed;                 /* weight initialisation */
+    att_initializer kernel_initializer, bias_initializer;
+    att_regularizer kernel_regularizer, bias_regularizer, activity_regularizer;
+    att_constraint kernel_constraint, bias_constraint;
+} att_group_query_attention_config;
+
+/* TF Model Garden's ReuseMultiHeadAttention: the first r = reuse_attention heads (-1: all)
+ * take their attention weights from an earlier layer (att_call_args.reuse_attention_scores);
+ * the other n = N - r compute them, with an optional relative position bias
+ * E[0, h, clamp(j - i + P - 1, 0, 2P - 2)] (P = pe_max_seq_length; attention over axis 1
+ * only). Masked logits get -1e9 added. Weights, in upstream's get_weights() order:
+ *   [relative_position_embeddings (1,n,2P-1) if use_relative_pe and n > 0]
+ *   query/kernel (Dq,n,Hk) [+bias (n,Hk)], key/kernel (Dk,n,Hk) [+bias]     if n > 0
+ *   value_reuse/kernel (Dv,r,Hv) [+bias (r,Hv)]                             if r > 0
+ *   value_new/kernel (Dv,n,Hv) [+bias (n,Hv)]                               if n > 0
+ *   attention_output_reuse/kernel (r,Hv,*O) [+bias (*O)]                   if r > 0
+ *   attention_output_new/kernel (n,Hv,*O) [+bias (*O) only when r == 0]    if n > 0
+ * Negative attention_axes count from the rank of the projection (input rank + 1), as
+ * upstream resolves them. Scores: [new heads, reused heads] along the head axis. */
+typedef struct att_reuse_multi_head_attention_config {
+    size_t struct_size;            /* sizeof(att_reuse_multi_head_attention_config) */
+    att_dtype dtype;               /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
+    int64_t num_heads;             /* >= 1 */
+    int64_t key_dim;               /* >= 1 */
+    int64_t value_dim;             /* >= 1, or 0 for key_dim */
+    double dropout;                /* [0, 1) */
+    int64_t reuse_attention;       /* -1 ... num_heads */
+    int32_t use_relative_pe;
+    int64_t pe_max_seq_length;     /* >= 1; 0 means upstream's default, 512 */
+    int32_t use_bias;              /* upstream's default is 1: set it explicitly */
+    int32_t output_rank;           /* 0: output last dim = query's last dim */
+    int64_t output_shape[ATT_MAX_RANK];
+    int32_t num_attention_axes;    /* 0: every axis but batch and features */
+    int64_t attention_axes[ATT_MAX_RANK];
+    uint64_t seed;                 /* weight initialisation */
+    att_initializer kernel_initializer, bias_initializer;
+    att_regularizer kernel_regularizer, bias_regularizer, activity_regularizer;
+    att_constraint kernel_constraint, bias_constraint;
+} att_reuse_multi_head_attention_config;
+
 /* Create a layer. On success *out is a new handle owned by the caller (att_layer_destroy).
  * Errors: NULL_ARGUMENT, STRUCT_SIZE, INVALID_ARGUMENT (unknown enum, dropout outside [0,1),
  * dims < 1, ...), OUT_OF_MEMORY. Thread-safe. */
@@ -234,6 +292,10 @@ att_status att_additive_attention_create(const att_additive_attention_config *co
                                          att_layer **out);
 att_status att_multi_head_attention_create(const att_multi_head_attention_config *config,
                                            att_layer **out);
+att_status att_group_query_attention_create(const att_group_query_attention_config *config,
+                                            att_layer **out);
+att_status att_reuse_multi_head_attention_create(const att_reuse_multi_head_attention_config *config,
+                                                 att_layer **out);
 
 /* Destroy a layer. NULL is accepted and ignored (ATT_OK); a foreign or already destroyed
  * handle gives ATT_ERR_INVALID_HANDLE. */
@@ -275,14 +337,16 @@ typedef struct att_call_args {
     const att_tensor *key;             /* (B, Tv, Dk), or NULL for value */
     const att_tensor *query_mask;      /* ATT_UINT8 (B, Tq): query.shape minus the last dim */
     const att_tensor *value_mask;      /* ATT_UINT8 (B, Tv) */
-    const att_tensor *key_mask;        /* ATT_UINT8 (B, Tv); MultiHeadAttention only */
-    const att_tensor *attention_mask;  /* ATT_UINT8, broadcast as Keras does; MHA only */
+    const att_tensor *key_mask;        /* ATT_UINT8 (B, Tv); MultiHeadAttention, GroupQuery */
+    const att_tensor *attention_mask;  /* ATT_UINT8, broadcast as Keras does; multi-head layers */
     int32_t training;                  /* dropout applies only when training */
     int32_t use_causal_mask;           /* position i attends to j <= i */
     uint64_t dropout_seed;             /* Philox key of the dropout mask */
     uint64_t dropout_stream;           /* per-call counter: change it between calls */
     att_tensor *output;                /* required: shape from att_layer_output_shape */
     att_tensor *scores;                /* optional: the attention weights, as Keras returns */
+    const att_tensor *reuse_attention_scores; /* ReuseMultiHeadAttention with reuse > 0:
+                                          an earlier layer's scores, shaped like `scores` */
 } att_call_args;
 
 /* The shapes of the output and of the scores for inputs of these shapes (key may be NULL).
@@ -295,9 +359,12 @@ att_status att_layer_output_shape(const att_layer *layer, const att_shape *query
 /* Run the layer forward. Writes args->output and, when given, args->scores.
  * Attention / AdditiveAttention: returned scores are the weights after masking, softmax
  *   and dropout; a query-masked row of the output is 0; masked scores get -1e9 added.
- * MultiHeadAttention: scores (B, <other axes>, N, <query attention axes>, <key attention
- *   axes>) are the weights before dropout; a fully masked row is uniform when Keras would
- *   take its fused path (rank 3, no scores, dropout 0) and zero otherwise.
+ * MultiHeadAttention, GroupQueryAttention: scores (B, <other axes>, N, <query attention
+ *   axes>, <key attention axes>) are the weights before dropout; a fully masked row is
+ *   uniform when Keras would take its fused path (rank 3, no scores, dropout 0) and zero
+ *   otherwise.
+ * ReuseMultiHeadAttention: scores as MultiHeadAttention's, new heads then reused heads;
+ *   masked logits get -1e9 added; only attention_mask masks.
  * Dropout keeps score element f (its flat index in the scores tensor) iff
  *   (philox4x32_10((f, f>>32, stream, stream>>32), (seed, seed>>32))[0] >> 8) * 2^-24 >= rate,
  *   and divides kept elements by 1 - rate.

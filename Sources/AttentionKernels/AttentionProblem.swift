@@ -78,6 +78,15 @@ public struct BiasView<T: KernelScalar>: @unchecked Sendable {
     }
 }
 
+/// An additive bias of the logits.
+public enum LogitBias<T: KernelScalar>: @unchecked Sendable {
+    /// bias[g, n, i, j] read through broadcast strides.
+    case strided(BiasView<T>)
+    /// table[n · headStride + clamp(j − i + P − 1, 0, 2P − 2)]: a relative position bias
+    /// with P = maxDistance (TF Model Garden's relative position embeddings).
+    case relativePosition(table: UnsafePointer<T>, headStride: Int, maxDistance: Int)
+}
+
 /// What a row whose every key is masked becomes. Rows with at least one kept key are the
 /// same under every policy: masked keys get weight exactly 0.
 public enum FullyMaskedRow: Sendable {
@@ -103,6 +112,15 @@ public struct AttentionMask: Sendable {
     }
     /// True when nothing is masked.
     public var isEmpty: Bool { views.isEmpty && !causal && window == 0 }
+}
+
+/// Where this problem's heads sit in the scores tensor, which also numbers dropout's
+/// elements: head n is head `firstHead + n` of `heads` per group. Several problems (e.g.
+/// new and reused heads) can so fill one scores tensor.
+public struct ScoresPlacement: Sendable, Equatable {
+    public var heads: Int
+    public var firstHead: Int
+    public init(heads: Int, firstHead: Int) { self.heads = heads; self.firstHead = firstHead }
 }
 
 /// Dropout on the attention weights, and whether the returned scores show it

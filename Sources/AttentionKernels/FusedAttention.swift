@@ -14,17 +14,20 @@ public enum AttentionTile {
 }
 
 /// Runs attention for every (group, head, query row) of `shape`.
-/// - Parameter scores: when non-nil, a contiguous (groups, heads, queryLength, keyLength)
-///   buffer that receives the attention weights (after dropout iff `dropout.scoresAfterDropout`).
+/// - Parameter scores: when non-nil, a contiguous (groups, placement.heads, queryLength,
+///   keyLength) buffer that receives the attention weights (after dropout iff
+///   `dropout.scoresAfterDropout`) of heads placement.firstHead ..< + shape.heads.
+/// - Parameter placement: where the heads sit in the scores tensor (default: all of it).
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func attentionForward<T: KernelScalar>(
     shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
-    mask: AttentionMask, bias: BiasView<T>?, dropout: AttentionDropout?,
-    scores: UnsafeMutablePointer<T>?
+    mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
+    scores: UnsafeMutablePointer<T>?, placement: ScoresPlacement? = nil
 ) {
     let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias,
-                           dropout: dropout, scores: scores)
+                           dropout: dropout, scores: scores,
+                           placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0))
     parallelFor(job.workItems) { job.run($0) }
 }
 
@@ -33,27 +36,28 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     let operands: AttentionOperands<T>
     let score: ScoreFunction<T>
     let mask: AttentionMask
-    let bias: BiasView<T>?
+    let bias: LogitBias<T>?
     let dropout: AttentionDropout?
     let scores: UnsafeMutablePointer<T>?
+    let placement: ScoresPlacement
     let queryBlocks: Int
     let headsPerKeyValueHead: Int
 
     init(shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
-         mask: AttentionMask, bias: BiasView<T>?, dropout: AttentionDropout?,
-         scores: UnsafeMutablePointer<T>?) {
+         mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
+         scores: UnsafeMutablePointer<T>?, placement: ScoresPlacement) {
         self.shape = shape; self.operands = operands; self.score = score; self.mask = mask
-        self.bias = bias; self.dropout = dropout; self.scores = scores
+        self.bias = bias; self.dropout = dropout; self.scores = scores; self.placement = placement
         queryBlocks = (shape.queryLength + AttentionTile.queryRows - 1) / AttentionTile.queryRows
         headsPerKeyValueHead = max(1, shape.heads / max(1, shape.keyValueHeads))
     }
 
     var workItems: Int { shape.groups * shape.heads * queryBlocks }
 
-    /// The flat index of score (g, n, i, j), as dropout counts it.
+    /// The flat index of score (g, n, i, j) in the scores tensor, as dropout counts it.
     @inline(__always)
     func flatIndex(_ g: Int, _ n: Int, _ i: Int, _ j: Int) -> Int {
-        ((g * shape.heads + n) * shape.queryLength + i) * shape.keyLength + j
+        ((g * placement.heads + placement.firstHead + n) * shape.queryLength + i) * shape.keyLength + j
     }
 
     func run(_ item: Int) {
@@ -139,9 +143,15 @@ struct Row<T: KernelScalar> {
                 out[t] = s
             }
         }
-        if let bias = job.bias {
+        switch job.bias {
+        case .strided(let bias):
             let base = bias.base + g * bias.group + n * bias.head + i * bias.row + j0 * bias.column
             for t in 0..<count { out[t] += base[t * bias.column] }
+        case .relativePosition(let table, let headStride, let p):
+            let row = table + n * headStride
+            for t in 0..<count { out[t] += row[min(max(j0 + t - i + p - 1, 0), 2 * p - 2)] }
+        case nil:
+            break
         }
     }
 

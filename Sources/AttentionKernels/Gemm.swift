@@ -1,14 +1,16 @@
-/// C = A·B (+ bias), row-major: A is M×K (row stride lda), B is K×N (ldb), C is M×N (ldc),
-/// bias has N entries broadcast over rows. Register-blocked: 4 rows × 2 SIMD vectors of C
+/// C = A·B (+ bias), or C += A·B when `accumulate`, row-major: A is M×K (row stride lda),
+/// B is K×N (ldb), C is M×N (ldc), bias has N entries broadcast over rows. Register-blocked: 4 rows × 2 SIMD vectors of C
 /// stay in registers while K streams; K is split into panels that stay in cache.
 public struct GemmOperands<T: KernelScalar>: @unchecked Sendable {
     public var a: UnsafePointer<T>, lda: Int
     public var b: UnsafePointer<T>, ldb: Int
     public var c: UnsafeMutablePointer<T>, ldc: Int
     public var bias: UnsafePointer<T>?
+    public var accumulate: Bool
     public init(a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
-                c: UnsafeMutablePointer<T>, ldc: Int, bias: UnsafePointer<T>? = nil) {
+                c: UnsafeMutablePointer<T>, ldc: Int, bias: UnsafePointer<T>? = nil, accumulate: Bool = false) {
         self.a = a; self.lda = lda; self.b = b; self.ldb = ldb; self.c = c; self.ldc = ldc; self.bias = bias
+        self.accumulate = accumulate
     }
 }
 
@@ -18,7 +20,7 @@ enum GemmTile {
     static let depth = 256
 }
 
-/// C[M×N] = A[M×K]·B[K×N] + bias, threaded over blocks of rows.
+/// C[M×N] = A[M×K]·B[K×N] + bias (or C += A·B), threaded over blocks of rows.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>) {
@@ -35,8 +37,8 @@ public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>)
 
 @inline(__always)
 func gemmRows<T: KernelScalar>(_ rows: Range<Int>, n: Int, k: Int, _ op: GemmOperands<T>) {
-    // Initialise C with the bias (or zero), then accumulate panel by panel.
-    for r in rows {
+    // Initialise C with the bias (or zero) unless accumulating, then add panel by panel.
+    for r in rows where !op.accumulate {
         let c = op.c + r * op.ldc
         if let bias = op.bias {
             for j in 0..<n { c[j] = bias[j] }

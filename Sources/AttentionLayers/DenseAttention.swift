@@ -37,6 +37,9 @@ struct DenseAttention {
         if arguments.attentionMask != nil {
             throw .invalid("\(layerName) takes no attention_mask (its mask is [query_mask, value_mask])")
         }
+        if arguments.reuseAttentionScores != nil {
+            throw .invalid("\(layerName) takes no reuse_attention_scores")
+        }
     }
 
     func call<T: KernelScalar>(_ a: CallArguments, _: T.Type, score: ScoreFunction<T>, causal: Bool,
@@ -49,13 +52,7 @@ struct DenseAttention {
         let q = try a.query.elements(of: T.self, "query")
         let v = try a.value.elements(of: T.self, "value")
         let k = try key.elements(of: T.self, "key")
-        try a.output.expect(outputShape, "output")
-        let out = try a.output.elements(of: T.self, "output")
-        var scores: UnsafeMutablePointer<T>?
-        if let s = a.scores {
-            try s.expect(scoresShape, "scores")
-            scores = try s.elements(of: T.self, "scores")
-        }
+        let (out, scores) = try a.results(T.self, output: outputShape, scores: scoresShape)
         var views: [MaskView] = []
         if let m = a.valueMask {
             try m.expect([b, tv], "value_mask", "batch, Tv")

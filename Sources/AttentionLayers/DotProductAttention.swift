@@ -75,5 +75,5 @@ private func dotProductAttention<T: KernelScalar>(_ a: DotProductAttentionArgume
             value: UnsafePointer(try a.value.elements(of: T.self, "value")), valueLayout: RowLayout(group: s * kHeads * hv, head: hv, row: kHeads * hv),
             output: try a.output.elements(of: T.self, "output"), outputLayout: RowLayout(group: t * n * hv, head: hv, row: n * hv)),
         score: .dot(scale: scale), mask: AttentionMask(views: views, causal: a.isCausal, fullyMaskedRow: .uniform),
-        bias: bias, dropout: nil, scores: nil)
+        bias: bias.map { .strided($0) }, dropout: nil, scores: nil)
 }

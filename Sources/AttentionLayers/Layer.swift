@@ -14,16 +14,19 @@ public struct CallArguments: Sendable {
     public var dropoutStream: UInt64
     public var output: RawTensor
     public var scores: RawTensor?
+    /// ReuseMultiHeadAttention: scores of an earlier layer, (B, heads, T, S).
+    public var reuseAttentionScores: RawTensor?
 
     public init(query: RawTensor, value: RawTensor, key: RawTensor? = nil, queryMask: RawTensor? = nil,
                 valueMask: RawTensor? = nil, keyMask: RawTensor? = nil, attentionMask: RawTensor? = nil,
                 training: Bool = false, useCausalMask: Bool = false, dropoutSeed: UInt64 = 0,
-                dropoutStream: UInt64 = 0, output: RawTensor, scores: RawTensor? = nil) {
+                dropoutStream: UInt64 = 0, output: RawTensor, scores: RawTensor? = nil,
+                reuseAttentionScores: RawTensor? = nil) {
         self.query = query; self.value = value; self.key = key
         self.queryMask = queryMask; self.valueMask = valueMask; self.keyMask = keyMask
         self.attentionMask = attentionMask; self.training = training; self.useCausalMask = useCausalMask
         self.dropoutSeed = dropoutSeed; self.dropoutStream = dropoutStream
-        self.output = output; self.scores = scores
+        self.output = output; self.scores = scores; self.reuseAttentionScores = reuseAttentionScores
     }
 }
 

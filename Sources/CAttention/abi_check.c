@@ -9,5 +9,7 @@ _Static_assert(sizeof(att_dtype) == 4, "att_dtype is 32-bit");
 _Static_assert(offsetof(att_attention_config, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(att_additive_attention_config, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(att_multi_head_attention_config, struct_size) == 0, "struct_size first");
+_Static_assert(offsetof(att_group_query_attention_config, struct_size) == 0, "struct_size first");
+_Static_assert(offsetof(att_reuse_multi_head_attention_config, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(att_call_args, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(att_dot_product_attention_args, struct_size) == 0, "struct_size first");

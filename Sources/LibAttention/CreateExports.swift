@@ -69,3 +69,33 @@ public func att_multi_head_attention_create(_ cfg: UnsafePointer<att_multi_head_
         }
     }
 }
+
+@_cdecl("att_group_query_attention_create")
+public func att_group_query_attention_create(_ cfg: UnsafePointer<att_group_query_attention_config>?,
+                                             _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
+    withStatus {
+        let c = try config(cfg, "att_group_query_attention_config") { $0.struct_size }
+        let swiftConfig = try groupQueryConfig(c)
+        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
+            switch dtype {
+            case .float32: try GroupQueryAttention<Float>(swiftConfig)
+            case .float64: try GroupQueryAttention<Double>(swiftConfig)
+            }
+        }
+    }
+}
+
+@_cdecl("att_reuse_multi_head_attention_create")
+public func att_reuse_multi_head_attention_create(_ cfg: UnsafePointer<att_reuse_multi_head_attention_config>?,
+                                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
+    withStatus {
+        let c = try config(cfg, "att_reuse_multi_head_attention_config") { $0.struct_size }
+        let swiftConfig = try reuseConfig(c)
+        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
+            switch dtype {
+            case .float32: try ReuseMultiHeadAttention<Float>(swiftConfig)
+            case .float64: try ReuseMultiHeadAttention<Double>(swiftConfig)
+            }
+        }
+    }
+}

@@ -131,7 +131,8 @@ public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_ca
             training: a.training != 0, useCausalMask: a.use_causal_mask != 0,
             dropoutSeed: a.dropout_seed, dropoutStream: a.dropout_stream,
             output: try tensor(UnsafePointer(a.output), "args->output"),
-            scores: try optionalTensor(UnsafePointer(a.scores), "args->scores"))
+            scores: try optionalTensor(UnsafePointer(a.scores), "args->scores"),
+            reuseAttentionScores: try optionalTensor(a.reuse_attention_scores, "args->reuse_attention_scores"))
         try l.call(arguments)
     }
 }

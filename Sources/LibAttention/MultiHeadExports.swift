@@ -1,8 +1,8 @@
 import AttentionLayers
 import CAttention
 
-/// att_multi_head_attention_create and the conversion of its config's initializer,
-/// regularizer and constraint structs.
+/// Conversions of the multi-head layers' configs, with their initializer, regularizer and
+/// constraint structs.
 
 /// The initializer a C struct names; ATT_INIT_DEFAULT gives `fallback`.
 func initializer(_ c: att_initializer, default fallback: Initializer, _ what: String) throws -> Initializer {
@@ -49,6 +49,33 @@ func constraint(_ c: att_constraint, _ what: String) throws -> Constraint? {
     }
 }
 
+/// The C configs' weight option fields, which share their names across layer kinds.
+protocol WeightOptionFields {
+    var kernel_initializer: att_initializer { get }
+    var bias_initializer: att_initializer { get }
+    var kernel_regularizer: att_regularizer { get }
+    var bias_regularizer: att_regularizer { get }
+    var activity_regularizer: att_regularizer { get }
+    var kernel_constraint: att_constraint { get }
+    var bias_constraint: att_constraint { get }
+}
+
+extension att_multi_head_attention_config: WeightOptionFields {}
+extension att_group_query_attention_config: WeightOptionFields {}
+extension att_reuse_multi_head_attention_config: WeightOptionFields {}
+
+func weightOptions(_ c: some WeightOptionFields) throws -> WeightOptions {
+    var o = WeightOptions()
+    o.kernelInitializer = try initializer(c.kernel_initializer, default: .glorotUniform, "kernel_initializer")
+    o.biasInitializer = try initializer(c.bias_initializer, default: .zeros, "bias_initializer")
+    o.kernelRegularizer = try regularizer(c.kernel_regularizer, "kernel_regularizer")
+    o.biasRegularizer = try regularizer(c.bias_regularizer, "bias_regularizer")
+    o.activityRegularizer = try regularizer(c.activity_regularizer, "activity_regularizer")
+    o.kernelConstraint = try constraint(c.kernel_constraint, "kernel_constraint")
+    o.biasConstraint = try constraint(c.bias_constraint, "bias_constraint")
+    return o
+}
+
 /// The first `count` entries of a C array field of ATT_MAX_RANK int64s.
 func prefix<Tuple>(_ tuple: Tuple, _ count: Int32, _ what: String) throws -> [Int] {
     guard count >= 0, Int(count) <= Int(ATT_MAX_RANK) else {
@@ -70,12 +97,33 @@ func multiHeadConfig(_ c: att_multi_head_attention_config) throws -> MultiHeadAt
     m.slidingWindow = c.sliding_window == 0 ? nil : Int(c.sliding_window)
     m.useGate = c.use_gate != 0
     m.seed = c.seed
-    m.kernelInitializer = try initializer(c.kernel_initializer, default: .glorotUniform, "kernel_initializer")
-    m.biasInitializer = try initializer(c.bias_initializer, default: .zeros, "bias_initializer")
-    m.kernelRegularizer = try regularizer(c.kernel_regularizer, "kernel_regularizer")
-    m.biasRegularizer = try regularizer(c.bias_regularizer, "bias_regularizer")
-    m.activityRegularizer = try regularizer(c.activity_regularizer, "activity_regularizer")
-    m.kernelConstraint = try constraint(c.kernel_constraint, "kernel_constraint")
-    m.biasConstraint = try constraint(c.bias_constraint, "bias_constraint")
+    m.weightOptions = try weightOptions(c)
+    return m
+}
+
+func groupQueryConfig(_ c: att_group_query_attention_config) throws -> GroupQueryAttentionConfig {
+    var g = GroupQueryAttentionConfig(headDim: Int(c.head_dim), numQueryHeads: Int(c.num_query_heads),
+                                      numKeyValueHeads: Int(c.num_key_value_heads))
+    g.dropout = c.dropout
+    g.useBias = c.use_bias != 0
+    g.slidingWindow = c.sliding_window == 0 ? nil : Int(c.sliding_window)
+    g.useGate = c.use_gate != 0
+    g.seed = c.seed
+    g.weightOptions = try weightOptions(c)
+    return g
+}
+
+func reuseConfig(_ c: att_reuse_multi_head_attention_config) throws -> ReuseMultiHeadAttentionConfig {
+    var m = ReuseMultiHeadAttentionConfig(numHeads: Int(c.num_heads), keyDim: Int(c.key_dim),
+                                          valueDim: c.value_dim == 0 ? nil : Int(c.value_dim))
+    m.dropout = c.dropout
+    m.reuseAttention = Int(c.reuse_attention)
+    m.useRelativePE = c.use_relative_pe != 0
+    m.peMaxSeqLength = c.pe_max_seq_length == 0 ? 512 : Int(c.pe_max_seq_length)
+    m.useBias = c.use_bias != 0
+    m.outputShape = c.output_rank == 0 ? nil : try prefix(c.output_shape, c.output_rank, "output_rank")
+    m.attentionAxes = c.num_attention_axes == 0 ? nil : try prefix(c.attention_axes, c.num_attention_axes, "num_attention_axes")
+    m.seed = c.seed
+    m.weightOptions = try weightOptions(c)
     return m
 }

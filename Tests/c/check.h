@@ -277,6 +277,69 @@ typedef struct {
     int key_given, want_scores, causal_arg, training;
 } call_opts;
 
+/* One layer call's inputs as doubles with their shapes, its masks (NULL: none) and dropout. */
+typedef struct {
+    att_dtype dtype;
+    const double *q, *k, *v;
+    att_shape q_shape, k_shape, v_shape;
+    const att_tensor *query_mask, *value_mask, *key_mask, *attention_mask;
+    uint64_t seed, stream;
+} call_inputs;
+
+/* Calls `layer` on `in` into out (and scores when o.want_scores; the key only when
+ * o.key_given). */
+static inline att_status call_layer(const att_layer *layer, const call_inputs *in, call_opts o, att_tensor *out,
+                                    att_tensor *scores) {
+    att_tensor q = new_tensor(in->dtype, in->q_shape, in->q);
+    att_tensor k = new_tensor(in->dtype, in->k_shape, in->k);
+    att_tensor v = new_tensor(in->dtype, in->v_shape, in->v);
+    att_call_args args = {.struct_size = sizeof args};
+    args.query = &q;
+    args.value = &v;
+    args.key = o.key_given ? &k : NULL;
+    args.query_mask = in->query_mask;
+    args.value_mask = in->value_mask;
+    args.key_mask = in->key_mask;
+    args.attention_mask = in->attention_mask;
+    args.training = o.training;
+    args.use_causal_mask = o.causal_arg;
+    args.dropout_seed = in->seed;
+    args.dropout_stream = in->stream;
+    args.output = out;
+    args.scores = o.want_scores ? scores : NULL;
+    att_status st = att_layer_call(layer, &args);
+    free(q.data), free(k.data), free(v.data);
+    return st;
+}
+
+/* A call's output and scores tensors, and room for the reference's values of both. */
+typedef struct {
+    att_tensor out, scores;
+    double *want_out, *want_scores;
+} call_result;
+
+static inline call_result new_call_result(att_dtype dt, att_shape out_shape, att_shape scores_shape) {
+    call_result r = {new_tensor(dt, out_shape, NULL), new_tensor(dt, scores_shape, NULL), NULL, NULL};
+    r.want_out = malloc((size_t)numel(out_shape) * sizeof(double));
+    r.want_scores = malloc((size_t)numel(scores_shape) * sizeof(double));
+    if (!r.want_out || !r.want_scores) {
+        perror("malloc");
+        exit(2);
+    }
+    return r;
+}
+
+/* Checks that the call returned `status` ATT_OK and that its output (and scores when
+ * o.want_scores) match the reference; labels the checks `what (dtype)`; frees r. */
+static inline void check_call_result(const char *what, att_status status, call_opts o, call_result *r) {
+    char label[160];
+    snprintf(label, sizeof label, "%s (%s)", what, dtype_name(r->out.dtype));
+    expect(status, ATT_OK, "", label);
+    check_close(label, &r->out, r->want_out, (size_t)numel(r->out.shape));
+    if (o.want_scores) check_close(label, &r->scores, r->want_scores, (size_t)numel(r->scores.shape));
+    free(r->out.data), free(r->scores.data), free(r->want_out), free(r->want_scores);
+}
+
 /* ---- weights --------------------------------------------------------------------------------- */
 
 /* Checks the layer's weight count and each weight's Keras name and shape, in order. */

@@ -67,45 +67,19 @@ static void ref_luong(const luong_problem *p, double *out, double *weights) {
 /* Calls `layer` on p's inputs into out (and scores when o.want_scores). */
 static att_status call_luong(const att_layer *layer, const luong_problem *p, call_opts o, att_tensor *out,
                              att_tensor *scores) {
-    att_tensor q = new_tensor(p->dtype, SHAPE(p->B, p->Tq, p->D), p->q);
-    att_tensor k = new_tensor(p->dtype, SHAPE(p->B, p->Tv, p->D), p->k);
-    att_tensor v = new_tensor(p->dtype, SHAPE(p->B, p->Tv, p->Dv), p->v);
     att_tensor qm = mask_tensor(p->qmask, SHAPE(p->B, p->Tq)), vm = mask_tensor(p->vmask, SHAPE(p->B, p->Tv));
-    att_call_args args = {.struct_size = sizeof args};
-    args.query = &q;
-    args.value = &v;
-    args.key = o.key_given ? &k : NULL;
-    args.query_mask = p->qmask ? &qm : NULL;
-    args.value_mask = p->vmask ? &vm : NULL;
-    args.training = o.training;
-    args.use_causal_mask = o.causal_arg;
-    args.dropout_seed = p->seed;
-    args.dropout_stream = p->stream;
-    args.output = out;
-    args.scores = o.want_scores ? scores : NULL;
-    att_status st = att_layer_call(layer, &args);
-    free(q.data);
-    free(k.data);
-    free(v.data);
-    return st;
+    call_inputs in = {.dtype = p->dtype, .q = p->q, .k = p->k, .v = p->v, .q_shape = SHAPE(p->B, p->Tq, p->D),
+                      .k_shape = SHAPE(p->B, p->Tv, p->D), .v_shape = SHAPE(p->B, p->Tv, p->Dv),
+                      .query_mask = p->qmask ? &qm : NULL, .value_mask = p->vmask ? &vm : NULL, .seed = p->seed,
+                      .stream = p->stream};
+    return call_layer(layer, &in, o, out, scores);
 }
 
 /* Calls the layer and compares its output (and scores) with ref_luong. */
 static void check_luong(const char *what, const att_layer *layer, const luong_problem *p, call_opts o) {
-    char label[160];
-    snprintf(label, sizeof label, "%s (%s)", what, dtype_name(p->dtype));
-    att_tensor out = new_tensor(p->dtype, SHAPE(p->B, p->Tq, p->Dv), NULL);
-    att_tensor scores = new_tensor(p->dtype, SHAPE(p->B, p->Tq, p->Tv), NULL);
-    double *want_out = malloc((size_t)(p->B * p->Tq * p->Dv) * sizeof(double));
-    double *want_scores = malloc((size_t)(p->B * p->Tq * p->Tv) * sizeof(double));
-    ref_luong(p, want_out, want_scores);
-    expect(call_luong(layer, p, o, &out, &scores), ATT_OK, "", label);
-    check_close(label, &out, want_out, (size_t)(p->B * p->Tq * p->Dv));
-    if (o.want_scores) check_close(label, &scores, want_scores, (size_t)(p->B * p->Tq * p->Tv));
-    free(out.data);
-    free(scores.data);
-    free(want_out);
-    free(want_scores);
+    call_result r = new_call_result(p->dtype, SHAPE(p->B, p->Tq, p->Dv), SHAPE(p->B, p->Tq, p->Tv));
+    ref_luong(p, r.want_out, r.want_scores);
+    check_call_result(what, call_luong(layer, p, o, &r.out, &r.scores), o, &r);
 }
 
 static void attention_layers(att_dtype dt) {

@@ -33,37 +33,29 @@ typedef struct {
     att_call_args args;
 } fixture;
 
-static void point_args(fixture *f) {
+/* A valid float32 call with tensors of these shapes. The masks, left out of the args, have
+ * Keras's shapes: query_mask q[:2], value_mask and key_mask v[:2], attention_mask (B, T, S). */
+static void make_fixture(fixture *f, att_shape q, att_shape k, att_shape v, att_shape out, att_shape scores) {
+    f->q = buffer(0, ATT_FLOAT32, q);
+    f->k = buffer(1, ATT_FLOAT32, k);
+    f->v = buffer(2, ATT_FLOAT32, v);
+    f->out = buffer(3, ATT_FLOAT32, out);
+    f->scores = buffer(4, ATT_FLOAT32, scores);
+    f->qmask = ones_mask(SHAPE(q.dims[0], q.dims[1]));
+    f->vmask = f->kmask = ones_mask(SHAPE(v.dims[0], v.dims[1]));
+    f->amask = ones_mask(SHAPE(q.dims[0], q.dims[1], v.dims[1]));
     f->args = (att_call_args){.struct_size = sizeof f->args, .query = &f->q, .value = &f->v, .key = &f->k,
                               .output = &f->out, .scores = &f->scores};
 }
 
-/* Attention / AdditiveAttention, float32: q (2,3,4), v (2,5,6), k (2,5,4). */
+/* Attention / AdditiveAttention: q (2,3,4), v (2,5,6), k (2,5,4). */
 static void luong_fixture(fixture *f) {
-    f->q = buffer(0, ATT_FLOAT32, SHAPE(2, 3, 4));
-    f->k = buffer(1, ATT_FLOAT32, SHAPE(2, 5, 4));
-    f->v = buffer(2, ATT_FLOAT32, SHAPE(2, 5, 6));
-    f->out = buffer(3, ATT_FLOAT32, SHAPE(2, 3, 6));
-    f->scores = buffer(4, ATT_FLOAT32, SHAPE(2, 3, 5));
-    f->qmask = ones_mask(SHAPE(2, 3));
-    f->vmask = ones_mask(SHAPE(2, 5));
-    f->kmask = ones_mask(SHAPE(2, 5));
-    f->amask = ones_mask(SHAPE(2, 3, 5));
-    point_args(f);
+    make_fixture(f, SHAPE(2, 3, 4), SHAPE(2, 5, 4), SHAPE(2, 5, 6), SHAPE(2, 3, 6), SHAPE(2, 3, 5));
 }
 
-/* MultiHeadAttention (2 heads of 3), float32: q (2,3,5), v (2,4,4), k (2,4,3). */
+/* MultiHeadAttention (2 heads of 3): q (2,3,5), v (2,4,4), k (2,4,3). */
 static void mha_fixture(fixture *f) {
-    f->q = buffer(0, ATT_FLOAT32, SHAPE(2, 3, 5));
-    f->k = buffer(1, ATT_FLOAT32, SHAPE(2, 4, 3));
-    f->v = buffer(2, ATT_FLOAT32, SHAPE(2, 4, 4));
-    f->out = buffer(3, ATT_FLOAT32, SHAPE(2, 3, 5));
-    f->scores = buffer(4, ATT_FLOAT32, SHAPE(2, 2, 3, 4));
-    f->qmask = ones_mask(SHAPE(2, 3));
-    f->vmask = ones_mask(SHAPE(2, 4));
-    f->kmask = ones_mask(SHAPE(2, 4));
-    f->amask = ones_mask(SHAPE(2, 3, 4));
-    point_args(f);
+    make_fixture(f, SHAPE(2, 3, 5), SHAPE(2, 4, 3), SHAPE(2, 4, 4), SHAPE(2, 3, 5), SHAPE(2, 2, 3, 4));
 }
 
 /* Runs one call on a fresh fixture after the edits in __VA_ARGS__ (which see `f`). */
@@ -75,22 +67,26 @@ static void mha_fixture(fixture *f) {
         expect(att_layer_call(layer, &f.args), want, about, what); \
     } while (0)
 
+/* `layer`, built for the shapes of fixture `init` when `build`. */
+static att_layer *built_for(att_layer *layer, int build, void (*init)(fixture *), const char *what) {
+    fixture f;
+    init(&f);
+    if (build) expect(att_layer_build(layer, &f.q.shape, &f.v.shape, &f.k.shape), ATT_OK, "", what);
+    return layer;
+}
+
 static att_layer *attention_layer(int build) {
     att_attention_config cfg = {.struct_size = sizeof cfg};
     att_layer *layer = NULL;
-    att_shape q = SHAPE(2, 3, 4), v = SHAPE(2, 5, 6), k = SHAPE(2, 5, 4);
     expect(att_attention_create(&cfg, &layer), ATT_OK, "", "create Attention");
-    if (build) expect(att_layer_build(layer, &q, &v, &k), ATT_OK, "", "build Attention");
-    return layer;
+    return built_for(layer, build, luong_fixture, "build Attention");
 }
 
 static att_layer *additive_layer(int build) {
     att_additive_attention_config cfg = {.struct_size = sizeof cfg, .use_scale = 1};
     att_layer *layer = NULL;
-    att_shape q = SHAPE(2, 3, 4), v = SHAPE(2, 5, 6), k = SHAPE(2, 5, 4);
     expect(att_additive_attention_create(&cfg, &layer), ATT_OK, "", "create AdditiveAttention");
-    if (build) expect(att_layer_build(layer, &q, &v, &k), ATT_OK, "", "build AdditiveAttention");
-    return layer;
+    return built_for(layer, build, luong_fixture, "build AdditiveAttention");
 }
 
 static att_multi_head_attention_config valid_mha_config(void) {
@@ -101,13 +97,21 @@ static att_multi_head_attention_config valid_mha_config(void) {
 static att_layer *mha_layer(int build) {
     att_multi_head_attention_config cfg = valid_mha_config();
     att_layer *layer = NULL;
-    att_shape q = SHAPE(2, 3, 5), v = SHAPE(2, 4, 4), k = SHAPE(2, 4, 3);
     expect(att_multi_head_attention_create(&cfg, &layer), ATT_OK, "", "create MHA");
-    if (build) expect(att_layer_build(layer, &q, &v, &k), ATT_OK, "", "build MHA");
-    return layer;
+    return built_for(layer, build, mha_fixture, "build MHA");
 }
 
 /* ---- create --------------------------------------------------------------------------------- */
+
+/* Each layer kind's create call on its config (all three share one bad field) returns `want`. */
+static void expect_creates(const att_attention_config *a, const att_additive_attention_config *d,
+                           const att_multi_head_attention_config *m, att_status want, const char *about,
+                           const char *what) {
+    att_layer *layer = NULL;
+    expect(att_attention_create(a, &layer), want, about, what);
+    expect(att_additive_attention_create(d, &layer), want, about, what);
+    expect(att_multi_head_attention_create(m, &layer), want, about, what);
+}
 
 static void create_errors(void) {
     att_layer *layer = NULL;
@@ -126,9 +130,7 @@ static void create_errors(void) {
         char what[64];
         snprintf(what, sizeof what, "struct_size %zu", sizes[i]);
         a.struct_size = d.struct_size = m.struct_size = sizes[i];
-        expect(att_attention_create(&a, &layer), ATT_ERR_STRUCT_SIZE, "struct_size|size", what);
-        expect(att_additive_attention_create(&d, &layer), ATT_ERR_STRUCT_SIZE, "struct_size|size", what);
-        expect(att_multi_head_attention_create(&m, &layer), ATT_ERR_STRUCT_SIZE, "struct_size|size", what);
+        expect_creates(&a, &d, &m, ATT_ERR_STRUCT_SIZE, "struct_size|size", what);
     }
     a.struct_size = sizeof a, d.struct_size = sizeof d, m.struct_size = sizeof m;
 
@@ -137,9 +139,7 @@ static void create_errors(void) {
         char what[64];
         snprintf(what, sizeof what, "layer dtype %d", dtypes[i]);
         a.dtype = d.dtype = m.dtype = (att_dtype)dtypes[i];
-        expect(att_attention_create(&a, &layer), ATT_ERR_INVALID_ARGUMENT, "dtype", what);
-        expect(att_additive_attention_create(&d, &layer), ATT_ERR_INVALID_ARGUMENT, "dtype", what);
-        expect(att_multi_head_attention_create(&m, &layer), ATT_ERR_INVALID_ARGUMENT, "dtype", what);
+        expect_creates(&a, &d, &m, ATT_ERR_INVALID_ARGUMENT, "dtype", what);
     }
     a.dtype = d.dtype = m.dtype = ATT_FLOAT32;
 
@@ -148,9 +148,7 @@ static void create_errors(void) {
         char what[64];
         snprintf(what, sizeof what, "dropout %g", rates[i]);
         a.dropout = d.dropout = m.dropout = rates[i];
-        expect(att_attention_create(&a, &layer), ATT_ERR_INVALID_ARGUMENT, "dropout", what);
-        expect(att_additive_attention_create(&d, &layer), ATT_ERR_INVALID_ARGUMENT, "dropout", what);
-        expect(att_multi_head_attention_create(&m, &layer), ATT_ERR_INVALID_ARGUMENT, "dropout", what);
+        expect_creates(&a, &d, &m, ATT_ERR_INVALID_ARGUMENT, "dropout", what);
     }
     a.dropout = 0;
 

@@ -83,56 +83,32 @@ static void ref_mha(const mha_problem *p, int want_scores, double *out, double *
 /* Calls the layer on p's inputs into out (and scores when o.want_scores). */
 static att_status call_mha(const att_layer *layer, const mha_problem *p, call_opts o, att_tensor *out,
                            att_tensor *scores) {
-    att_tensor q = new_tensor(p->dtype, SHAPE(p->B, p->T, p->Dq), p->q);
-    att_tensor k = new_tensor(p->dtype, SHAPE(p->B, p->S, p->Dk), p->k);
-    att_tensor v = new_tensor(p->dtype, SHAPE(p->B, p->S, p->Dv), p->v);
     att_tensor qm = mask_tensor(p->qmask, SHAPE(p->B, p->T)), vm = mask_tensor(p->vmask, SHAPE(p->B, p->S));
     att_tensor km = mask_tensor(p->kmask, SHAPE(p->B, p->S)), am = mask_tensor(p->amask, p->amask_shape);
-    att_call_args args = {.struct_size = sizeof args};
-    args.query = &q;
-    args.value = &v;
-    args.key = o.key_given ? &k : NULL;
-    args.query_mask = p->qmask ? &qm : NULL;
-    args.value_mask = p->vmask ? &vm : NULL;
-    args.key_mask = p->kmask ? &km : NULL;
-    args.attention_mask = p->amask ? &am : NULL;
-    args.training = o.training;
-    args.use_causal_mask = o.causal_arg;
-    args.dropout_seed = p->seed;
-    args.dropout_stream = p->stream;
-    args.output = out;
-    args.scores = o.want_scores ? scores : NULL;
-    att_status st = att_layer_call(layer, &args);
-    free(q.data), free(k.data), free(v.data);
-    return st;
+    call_inputs in = {.dtype = p->dtype, .q = p->q, .k = p->k, .v = p->v, .q_shape = SHAPE(p->B, p->T, p->Dq),
+                      .k_shape = SHAPE(p->B, p->S, p->Dk), .v_shape = SHAPE(p->B, p->S, p->Dv),
+                      .query_mask = p->qmask ? &qm : NULL, .value_mask = p->vmask ? &vm : NULL,
+                      .key_mask = p->kmask ? &km : NULL, .attention_mask = p->amask ? &am : NULL, .seed = p->seed,
+                      .stream = p->stream};
+    return call_layer(layer, &in, o, out, scores);
 }
 
+/* Calls the layer and compares its output (and scores) with ref_mha. */
 static void check_mha(const char *what, const att_layer *layer, const mha_problem *p, call_opts o) {
-    char label[160];
-    snprintf(label, sizeof label, "%s (%s)", what, dtype_name(p->dtype));
-    size_t n_out = (size_t)(p->B * p->T * p->O), n_scores = (size_t)(p->B * p->N * p->T * p->S);
-    att_tensor out = new_tensor(p->dtype, p->out_shape, NULL);
-    att_tensor scores = new_tensor(p->dtype, SHAPE(p->B, p->N, p->T, p->S), NULL);
-    double *want_out = malloc(n_out * sizeof(double)), *want_scores = malloc(n_scores * sizeof(double));
-    ref_mha(p, o.want_scores, want_out, want_scores);
-    expect(call_mha(layer, p, o, &out, &scores), ATT_OK, "", label);
-    check_close(label, &out, want_out, n_out);
-    if (o.want_scores) check_close(label, &scores, want_scores, n_scores);
-    free(out.data), free(scores.data), free(want_out), free(want_scores);
+    call_result r = new_call_result(p->dtype, p->out_shape, SHAPE(p->B, p->N, p->T, p->S));
+    ref_mha(p, o.want_scores, r.want_out, r.want_scores);
+    check_call_result(what, call_mha(layer, p, o, &r.out, &r.scores), o, &r);
 }
 
-/* Points p's weights at values, by Keras name. */
+/* MultiHeadAttention's weights in Keras order, with gate and biases. */
+static const char *const MHA_WEIGHT_NAMES[10] = {"query/kernel", "query/bias", "key/kernel", "key/bias",
+                                                 "gate/kernel", "gate/bias", "value/kernel", "value/bias",
+                                                 "attention_output/kernel", "attention_output/bias"};
+
+/* Points p's weights at values, by Keras name (NULL for a weight the layer lacks). */
 static void bind_mha_weights(mha_problem *p, const att_layer *layer, double **values, size_t count) {
-    p->wq = weight_named(layer, values, count, "query/kernel");
-    p->bq = weight_named(layer, values, count, "query/bias");
-    p->wk = weight_named(layer, values, count, "key/kernel");
-    p->bk = weight_named(layer, values, count, "key/bias");
-    p->wg = weight_named(layer, values, count, "gate/kernel");
-    p->bg = weight_named(layer, values, count, "gate/bias");
-    p->wv = weight_named(layer, values, count, "value/kernel");
-    p->bv = weight_named(layer, values, count, "value/bias");
-    p->wo = weight_named(layer, values, count, "attention_output/kernel");
-    p->bo = weight_named(layer, values, count, "attention_output/bias");
+    const double **fields[10] = {&p->wq, &p->bq, &p->wk, &p->bk, &p->wg, &p->bg, &p->wv, &p->bv, &p->wo, &p->bo};
+    for (int i = 0; i < 10; i++) *fields[i] = weight_named(layer, values, count, MHA_WEIGHT_NAMES[i]);
 }
 
 static att_multi_head_attention_config mha_config(att_dtype dt, int64_t heads, int64_t key_dim, int64_t value_dim,
@@ -158,12 +134,9 @@ static void mha_gate_bias(att_dtype dt) {
     att_shape qs = SHAPE(B, T, Dq), vs = SHAPE(B, S, Dv), ks = SHAPE(B, S, Dk);
     expect(att_multi_head_attention_create(&cfg, &layer), ATT_OK, "", "create MHA(gate, bias)");
     expect(att_layer_build(layer, &qs, &vs, &ks), ATT_OK, "", "build MHA(gate, bias)");
-    static const char *const names[] = {"query/kernel", "query/bias", "key/kernel", "key/bias",
-                                        "gate/kernel", "gate/bias", "value/kernel", "value/bias",
-                                        "attention_output/kernel", "attention_output/bias"};
     att_shape shapes[] = {SHAPE(Dq, N, Hk), SHAPE(N, Hk), SHAPE(Dk, N, Hk), SHAPE(N, Hk), SHAPE(Dq, N, Hv),
                           SHAPE(N, Hv), SHAPE(Dv, N, Hv), SHAPE(N, Hv), SHAPE(N, Hv, O), SHAPE(O)};
-    check_weight_list("MHA(gate, bias, value_dim 2, output_shape 6)", layer, 10, names, shapes);
+    check_weight_list("MHA(gate, bias, value_dim 2, output_shape 6)", layer, 10, MHA_WEIGHT_NAMES, shapes);
     double *values[10] = {0};
     size_t count = load_random_weights(layer, dt, &rng, values);
     double *q = random_values(&rng, B * T * Dq, -1, 1, dt), *k = random_values(&rng, B * S * Dk, -1, 1, dt);

@@ -8,25 +8,19 @@
 as Attention.
 """
 
-import ctypes
-
 from . import _lib
 from ._attention import Attention
 
 
 class AdditiveAttention(Attention):
+    _CONFIG_STRUCT = _lib.AdditiveAttentionConfig
+    _CREATE = "att_additive_attention_create"
+
     def __init__(self, use_scale=True, dropout=0.0, seed=None, dtype="float32", name=None):
         super().__init__(use_scale=use_scale, dropout=dropout, seed=seed, dtype=dtype, name=name)
 
-    def _create(self, out):
-        config = _lib.AdditiveAttentionConfig(
-            struct_size=ctypes.sizeof(_lib.AdditiveAttentionConfig),
-            dtype=self._dtype_code,
-            use_scale=self.use_scale,
-            dropout=self.dropout,
-            seed=self.dropout_seed,
-        )
-        return _lib.lib().att_additive_attention_create(ctypes.byref(config), out)
+    def _config_fields(self):
+        return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.dropout_seed}
 
     def _config(self):
         return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.seed}

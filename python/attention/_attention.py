@@ -10,8 +10,6 @@ weight, 1 at start) exists when use_scale; `concat_score_weight` (scalar, 1) wit
 `causal=True` (TensorFlow 2.0's spelling) applies the causal mask on every call.
 """
 
-import ctypes
-
 from . import _lib
 from ._layer import Layer, as_mask
 
@@ -19,6 +17,9 @@ _SCORE_MODES = {"dot": _lib.SCORE_DOT, "concat": _lib.SCORE_CONCAT}
 
 
 class Attention(Layer):
+    _CONFIG_STRUCT = _lib.AttentionConfig
+    _CREATE = "att_attention_create"
+
     def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, causal=False,
                  dtype="float32", name=None):
         if score_mode not in _SCORE_MODES:
@@ -32,16 +33,9 @@ class Attention(Layer):
         self.causal = bool(causal)
         super().__init__(dtype=dtype, name=name, seed=seed)
 
-    def _create(self, out):
-        config = _lib.AttentionConfig(
-            struct_size=ctypes.sizeof(_lib.AttentionConfig),
-            dtype=self._dtype_code,
-            use_scale=self.use_scale,
-            score_mode=_SCORE_MODES[self.score_mode],
-            dropout=self.dropout,
-            causal=self.causal,
-        )
-        return _lib.lib().att_attention_create(ctypes.byref(config), out)
+    def _config_fields(self):
+        return {"use_scale": self.use_scale, "score_mode": _SCORE_MODES[self.score_mode],
+                "dropout": self.dropout, "causal": self.causal}
 
     def _validate(self, inputs, mask=None):
         """Keras's checks of the call arguments: inputs and mask are lists of 2 or 3."""

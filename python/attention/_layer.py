@@ -69,8 +69,10 @@ def _shape_ref(dims):
 
 
 class Layer:
-    """Base of the Keras-shaped layers. Subclasses define `_create(out)` (the att_*_create
-    call), `_config()` (their get_config keys) and the Keras call/build signatures."""
+    """Base of the Keras-shaped layers. Subclasses set `_CONFIG_STRUCT` (their C config struct)
+    and `_CREATE` (the name of the att_*_create function taking it), and define
+    `_config_fields()` (that struct's fields after struct_size and dtype), `_config()` (their
+    get_config keys) and the Keras call/build signatures."""
 
     _name_counts = collections.Counter()
 
@@ -82,8 +84,10 @@ class Layer:
         self.seed = seed
         self.dropout_seed = _resolve_seed(seed)
         self.dropout_stream = 0
+        struct = self._CONFIG_STRUCT
+        config = struct(struct_size=ctypes.sizeof(struct), dtype=self._dtype_code, **self._config_fields())
         handle = ctypes.c_void_p()
-        check(self._create(ctypes.byref(handle)))
+        check(getattr(_lib.lib(), self._CREATE)(ctypes.byref(config), ctypes.byref(handle)))
         self._handle = handle
 
     @classmethod

@@ -131,6 +131,7 @@ class CallArgs(ctypes.Structure):
         ("dropout_stream", ctypes.c_uint64),
         ("output", _TensorP),
         ("scores", _TensorP),
+        ("reuse_attention_scores", _TensorP),
     ]
 
 

@@ -48,6 +48,9 @@ def _int_tuple(value, name):
 
 
 class MultiHeadAttention(Layer):
+    _CONFIG_STRUCT = _lib.MultiHeadAttentionConfig
+    _CREATE = "att_multi_head_attention_create"
+
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
                  output_shape=None, attention_axes=None, sliding_window=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
@@ -72,10 +75,8 @@ class MultiHeadAttention(Layer):
                              "bias_constraint": CONSTRAINTS.normalise(bias_constraint)}
         super().__init__(dtype=dtype, name=name, seed=seed)
 
-    def _create(self, out):
-        config = _lib.MultiHeadAttentionConfig(
-            struct_size=ctypes.sizeof(_lib.MultiHeadAttentionConfig),
-            dtype=self._dtype_code,
+    def _config_fields(self):
+        return dict(
             num_heads=self._num_heads,
             key_dim=self._key_dim,
             value_dim=self._value_dim,
@@ -92,7 +93,6 @@ class MultiHeadAttention(Layer):
             **{k: regularizer_struct(v) for k, v in self._regularizers.items()},
             **{k: constraint_struct(v) for k, v in self._constraints.items()},
         )
-        return _lib.lib().att_multi_head_attention_create(ctypes.byref(config), out)
 
     num_heads = property(lambda self: self._num_heads)
     key_dim = property(lambda self: self._key_dim)

@@ -1,0 +1,145 @@
+import AttentionKernels
+
+/// The per-head projections of multi-head layers (Keras's EinsumDense kernels) and the
+/// kernel's view of projected tensors, shared by MultiHeadAttention, GroupQueryAttention
+/// and ReuseMultiHeadAttention.
+
+/// Kernel and bias weight indices of one projection.
+struct Projection {
+    var kernel: Int
+    var bias: Int?
+}
+
+/// The weights of a layer being built, in Keras's order.
+struct WeightPlan {
+    var specs: [WeightSpec] = []
+    var initializers: [Initializer] = []
+    let options: WeightOptions
+
+    /// Adds a kernel of `shape` whose first `inputAxes` dims contract with the input, and a
+    /// bias of `biasShape` when `bias` is true.
+    mutating func projection(_ name: String, kernel shape: [Int], inputAxes: Int, biasShape: [Int],
+                             bias: Bool) -> Projection {
+        let kernel = add(WeightSpec(name: "\(name)/kernel", shape: shape, inputAxes: inputAxes), options.kernelInitializer)
+        guard bias else { return Projection(kernel: kernel, bias: nil) }
+        return Projection(kernel: kernel, bias: add(WeightSpec(name: "\(name)/bias", shape: biasShape), options.biasInitializer))
+    }
+
+    /// Adds one weight; returns its index.
+    mutating func add(_ spec: WeightSpec, _ initializer: Initializer) -> Int {
+        specs.append(spec)
+        initializers.append(initializer)
+        return specs.count - 1
+    }
+
+    func store<T: KernelScalar>(seed: UInt64) throws(AttentionError) -> WeightStore<T> {
+        try WeightStore(specs, initializers: initializers, seed: seed)
+    }
+}
+
+/// Runs projections with one layer's weights, into buffers of one call's workspace.
+struct Projector<T: KernelScalar> {
+    let weights: WeightStore<T>
+    let workspace: Workspace<T>
+
+    /// (rows × in) input · kernel (in × heads·width) + bias, in a new buffer of rows × heads·width.
+    func project(_ input: UnsafePointer<T>, rows: Int, _ p: Projection, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<T> {
+        let shape = weights.specs[p.kernel].shape
+        let width = try checkedProduct(Array(shape.dropFirst()), what)
+        let out = try workspace.buffer(try checkedProduct([rows, width], what), what)
+        project(input, rows: rows, p, into: out, accumulate: false)
+        return out
+    }
+
+    /// out (rows × width) = [out +] input (rows × in) · kernel (in × width) [+ bias], where
+    /// `in` is the product of the kernel's contracted dims.
+    func project(_ input: UnsafePointer<T>, rows: Int, _ p: Projection, into out: UnsafeMutablePointer<T>,
+                 accumulate: Bool, inputAxes: Int = 1) {
+        let shape = weights.specs[p.kernel].shape
+        let k = shape.prefix(inputAxes).reduce(1, *), n = shape.dropFirst(inputAxes).reduce(1, *)
+        gemm(m: rows, n: n, k: k,
+             GemmOperands(a: input, lda: k, b: weights.values(p.kernel), ldb: n, c: out, ldc: n,
+                          bias: p.bias.map { weights.values($0) }, accumulate: accumulate))
+    }
+
+    /// A projection of an input of shape `input` (dims but the last, heads, width) as kernel
+    /// rows: in place when its batch and attention axes each walk with one stride, else
+    /// through a transposed copy in (batch axes, heads, attention axes, width) order, which
+    /// `gather` fills from the projection (for an input) or `scatter()` writes back (output).
+    func operand(_ data: UnsafeMutablePointer<T>, input: [Int], heads: Int, width: Int, _ axes: AttentionAxes,
+                 gather: Bool) throws(AttentionError) -> ProjectedOperand<T> {
+        let dims = axes.projectedDims(input, heads: heads, width: width)
+        let strides = contiguousStrides(dims)
+        if let g = mergedStride(axes.batch, dims: dims, strides: strides),
+           let i = mergedStride(axes.attention, dims: dims, strides: strides) {
+            return ProjectedOperand(data: data, layout: RowLayout(group: g, head: width, row: i), scatter: {})
+        }
+        let copy = try workspace.buffer(try checkedProduct(dims, "a transposed projection"), "a transposed projection")
+        let order = axes.canonicalOrder
+        if gather { transposeCopy(data, dims: dims, order: order, copy, gather: true) }
+        let rows = axes.attention.reduce(1) { $0 * dims[$1] }
+        let layout = RowLayout(group: heads * rows * width, head: rows * width, row: width)
+        return ProjectedOperand(data: copy, layout: layout, scatter: gather ? {} : {
+            transposeCopy(data, dims: dims, order: order, copy, gather: false)
+        })
+    }
+}
+
+/// The heads one fused attention pass computes: their projections and sizes.
+struct HeadGroup {
+    var query: Projection, key: Projection, value: Projection
+    var heads: Int, keyValueHeads: Int, keyDim: Int, valueDim: Int
+}
+
+extension Projector {
+    /// Projects query, key and value for `group`'s heads and runs the fused kernel over
+    /// `axes`; returns the attention output, (query rows, heads, valueDim) in the query's
+    /// layout. Scores, when asked for, go to `scores` at `placement`.
+    func attend(_ a: CallArguments, _ group: HeadGroup, _ axes: AttentionAxes, mask: AttentionMask,
+                bias: LogitBias<T>?, dropout: AttentionDropout?, scores: UnsafeMutablePointer<T>?,
+                placement: ScoresPlacement? = nil) throws(AttentionError) -> UnsafeMutablePointer<T> {
+        let key = a.key ?? a.value
+        let queryRows = try checkedProduct(Array(a.query.dims.dropLast()), "the query rows")
+        let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
+        let (h, kv, hk, hv) = (group.heads, group.keyValueHeads, group.keyDim, group.valueDim)
+        let q = try project(try a.query.elements(of: T.self, "query"), rows: queryRows, group.query, "the projected query")
+        let k = try project(try key.elements(of: T.self, "key"), rows: keyRows, group.key, "the projected key")
+        let v = try project(try a.value.elements(of: T.self, "value"), rows: keyRows, group.value, "the projected value")
+        let attended = try workspace.buffer(try checkedProduct([queryRows, h, hv], "the attention output"), "the attention output")
+        let qOperand = try operand(q, input: a.query.dims, heads: h, width: hk, axes, gather: true)
+        let kOperand = try operand(k, input: key.dims, heads: kv, width: hk, axes, gather: true)
+        let vOperand = try operand(v, input: a.value.dims, heads: kv, width: hv, axes, gather: true)
+        let oOperand = try operand(attended, input: a.query.dims, heads: h, width: hv, axes, gather: false)
+        let (groups, tq, tk) = try axes.problemSizes(query: a.query.dims, key: key.dims)
+        attentionForward(
+            shape: AttentionShape(groups: groups, heads: h, keyValueHeads: kv, queryLength: tq, keyLength: tk,
+                                  keyDim: hk, valueDim: hv),
+            operands: AttentionOperands(query: UnsafePointer(qOperand.data), queryLayout: qOperand.layout,
+                                        key: UnsafePointer(kOperand.data), keyLayout: kOperand.layout,
+                                        value: UnsafePointer(vOperand.data), valueLayout: vOperand.layout,
+                                        output: oOperand.data, outputLayout: oOperand.layout),
+            score: .dot(scale: 1 / T.squareRoot(T(hk))), mask: mask, bias: bias, dropout: dropout,
+            scores: scores, placement: placement)
+        oOperand.scatter()
+        return attended
+    }
+}
+
+/// A projection as the kernel sees it, and how to write a transposed copy back.
+struct ProjectedOperand<T> {
+    var data: UnsafeMutablePointer<T>
+    var layout: RowLayout
+    var scatter: () -> Void
+}
+
+extension CallArguments {
+    /// The output, and the scores when asked for, after checking their shapes and dtype.
+    func results<T: KernelScalar>(_: T.Type, output outputShape: [Int], scores scoresShape: [Int])
+        throws(AttentionError) -> (output: UnsafeMutablePointer<T>, scores: UnsafeMutablePointer<T>?) {
+        try output.expect(outputShape, "output")
+        let out = try output.elements(of: T.self, "output")
+        guard let s = scores else { return (out, nil) }
+        try s.expect(scoresShape, "scores")
+        return (out, try s.elements(of: T.self, "scores"))
+    }
+}

@@ -1,0 +1,194 @@
+import AttentionKernels
+
+/// TF Model Garden's `ReuseMultiHeadAttention` constructor arguments.
+public struct ReuseMultiHeadAttentionConfig: Sendable, Equatable {
+    public var numHeads: Int
+    public var keyDim: Int
+    public var valueDim: Int?
+    public var dropout = 0.0
+    /// Heads whose scores come from an earlier layer: 0...numHeads, or −1 for all.
+    public var reuseAttention = 0
+    public var useRelativePE = false
+    public var peMaxSeqLength = 512
+    public var useBias = true
+    public var outputShape: [Int]?
+    public var attentionAxes: [Int]?
+    public var seed: UInt64 = 0
+    public var weightOptions = WeightOptions()
+
+    public init(numHeads: Int, keyDim: Int, valueDim: Int? = nil) {
+        self.numHeads = numHeads; self.keyDim = keyDim; self.valueDim = valueDim
+    }
+
+    /// The multi-head settings the two layers share, for their common validation.
+    var multiHead: MultiHeadAttentionConfig {
+        var m = MultiHeadAttentionConfig(numHeads: numHeads, keyDim: keyDim, valueDim: valueDim)
+        m.dropout = dropout; m.useBias = useBias; m.outputShape = outputShape; m.attentionAxes = attentionAxes
+        m.seed = seed; m.weightOptions = weightOptions
+        return m
+    }
+
+    public func validate() throws(AttentionError) {
+        try multiHead.validate()
+        guard reuseAttention >= -1, reuseAttention <= numHeads else {
+            throw .invalid("reuse_attention should be between -1 and \(numHeads) (num_heads); got \(reuseAttention)")
+        }
+        guard peMaxSeqLength >= 1 else {
+            throw .invalid("pe_max_seq_length must be a positive integer; got \(peMaxSeqLength)")
+        }
+    }
+
+    /// Reused heads r (−1 resolved) and new heads n = numHeads − r.
+    var reused: Int { reuseAttention == -1 ? numHeads : reuseAttention }
+    var fresh: Int { numHeads - reused }
+}
+
+/// Multi-head attention that reuses the first r heads' attention weights from an earlier
+/// layer (TF Model Garden's `ReuseMultiHeadAttention`). The n = N − r new heads compute
+///   A_new = softmax(Q·Kᵀ/√key_dim + relative position bias, masked by adding −1e9),
+/// the reused heads take A_reuse = reuse_attention_scores[:, :r]; the output is
+///   (A_reuse·V_reuse)·W_out_reuse + b + (A_new·V_new)·W_out_new [+ b only when r = 0],
+/// and the scores are [A_new, A_reuse] along the head axis (full reuse: the input as given).
+public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecked Sendable {
+    public let config: ReuseMultiHeadAttentionConfig
+    private(set) var store: WeightStore<T>?
+    private var built: Built?
+    let layerName = "ReuseMultiHeadAttention"
+
+    private struct Built {
+        var inputs: BuiltInputs
+        var positionEmbeddings: Int?
+        var query: Projection?, key: Projection?, valueReuse: Projection?, valueNew: Projection?
+        var outputReuse: Projection?, outputNew: Projection?
+    }
+
+    public init(_ config: ReuseMultiHeadAttentionConfig) throws(AttentionError) {
+        try config.validate()
+        self.config = config
+    }
+
+    private var heads: Int { config.numHeads }
+    private var valueWidth: Int { config.valueDim ?? config.keyDim }
+
+    public func build(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) {
+        let inputs = try BuiltInputs(query: query, value: value, key: key ?? value, axes: config.attentionAxes,
+                                     negativeBase: query.count + 1, outputShape: config.outputShape,
+                                     layerName: layerName)
+        let (axes, dq, dk, dv, outputShape) = (inputs.axes, inputs.queryDim, inputs.keyDim, inputs.valueDim, inputs.outputShape)
+        let (r, n) = (config.reused, config.fresh)
+        let usePE = config.useRelativePE && n > 0
+        if usePE, axes.attention != [1] {
+            throw .invalid("use_relative_pe needs attention over axis 1 only; attention_axes resolve to \(axes.attention)")
+        }
+        let (hk, hv, p) = (config.keyDim, valueWidth, config.peMaxSeqLength)
+        for dims in [[heads, hk], [heads, hv], outputShape, [n, 2, p]] { _ = try checkedProduct(dims, "a weight") }
+        var plan = WeightPlan(options: config.weightOptions)
+        let bias = config.useBias
+        var b = Built(inputs: inputs)
+        if usePE {
+            b.positionEmbeddings = plan.add(WeightSpec(name: "relative_position_embeddings", shape: [1, n, 2 * p - 1]),
+                                            .truncatedNormal(mean: 0, stddev: 0.2))
+        }
+        if n > 0 {
+            b.query = plan.projection("query", kernel: [dq, n, hk], inputAxes: 1, biasShape: [n, hk], bias: bias)
+            b.key = plan.projection("key", kernel: [dk, n, hk], inputAxes: 1, biasShape: [n, hk], bias: bias)
+        }
+        if r > 0 {
+            b.valueReuse = plan.projection("value_reuse", kernel: [dv, r, hv], inputAxes: 1, biasShape: [r, hv], bias: bias)
+        }
+        if n > 0 {
+            b.valueNew = plan.projection("value_new", kernel: [dv, n, hv], inputAxes: 1, biasShape: [n, hv], bias: bias)
+        }
+        if r > 0 {
+            b.outputReuse = plan.projection("attention_output_reuse", kernel: [r, hv] + outputShape, inputAxes: 2,
+                                            biasShape: outputShape, bias: bias)
+        }
+        if n > 0 {
+            b.outputNew = plan.projection("attention_output_new", kernel: [n, hv] + outputShape, inputAxes: 2,
+                                          biasShape: outputShape, bias: bias && r == 0)
+        }
+        store = try plan.store(seed: config.seed)
+        built = b
+    }
+
+    private func state() throws(AttentionError) -> (Built, WeightStore<T>) {
+        guard let built, let store else {
+            throw AttentionError(.notBuilt, "the ReuseMultiHeadAttention layer is not built: build it first")
+        }
+        return (built, store)
+    }
+
+    public func outputShapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int]) {
+        try state().0.inputs.shapes(query: query, value: value, key: key ?? value, heads: heads)
+    }
+
+    public func call(_ a: CallArguments) throws(AttentionError) {
+        let (b, w) = try state()
+        for (given, name) in [(a.queryMask, "query_mask"), (a.valueMask, "value_mask"), (a.keyMask, "key_mask")] where given != nil {
+            throw .invalid("ReuseMultiHeadAttention takes no \(name); pass an attention_mask")
+        }
+        if a.useCausalMask { throw .invalid("ReuseMultiHeadAttention has no causal mask; pass an attention_mask") }
+        let key = a.key ?? a.value
+        let (outputShape, scoresShape) = try outputShapes(query: a.query.dims, value: a.value.dims, key: key.dims)
+        let (output, scores) = try a.results(T.self, output: outputShape, scores: scoresShape)
+        let (r, n) = (config.reused, config.fresh)
+        let (hk, hv) = (config.keyDim, valueWidth)
+        let nb = b.inputs.axes.batch.count
+        var reuse: UnsafeMutablePointer<T>?
+        if r > 0 {
+            guard let given = a.reuseAttentionScores else {
+                throw .invalid("reuse_attention_scores cannot be None when reuse_attention is \(config.reuseAttention)")
+            }
+            try given.expect(scoresShape, "reuse_attention_scores", "the scores' shape")
+            guard r == heads || nb == 1 else {
+                throw .invalid("partial reuse takes heads [:, :\(r)] of the scores, which needs the heads at axis 1 (attention over every non-batch axis)")
+            }
+            reuse = try given.elements(of: T.self, "reuse_attention_scores")
+        }
+
+        let ws = Workspace<T>()
+        let projector = Projector(weights: w, workspace: ws)
+        let queryRows = try checkedProduct(Array(a.query.dims.dropLast()), "the query rows")
+        let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
+        let (groups, tq, tk) = try b.inputs.axes.problemSizes(query: a.query.dims, key: key.dims)
+        let dropout = a.training && config.dropout > 0
+            ? AttentionDropout(mask: DropoutMask(rate: config.dropout, seed: a.dropoutSeed, stream: a.dropoutStream),
+                               scoresAfterDropout: false)
+            : nil
+        let value = try a.value.elements(of: T.self, "value")
+        let headSize = tq * tk
+
+        if let reuse, let valueReuse = b.valueReuse, let outputReuse = b.outputReuse {
+            let v = try projector.project(value, rows: keyRows, valueReuse, "the reused heads' values")
+            let attended = try ws.buffer(try checkedProduct([queryRows, r, hv], "the reused heads' output"), "the reused heads' output")
+            let vOperand = try projector.operand(v, input: a.value.dims, heads: r, width: hv, b.inputs.axes, gather: true)
+            let oOperand = try projector.operand(attended, input: a.query.dims, heads: r, width: hv, b.inputs.axes, gather: false)
+            weightedSum(shape: AttentionShape(groups: groups, heads: r, keyValueHeads: r, queryLength: tq, keyLength: tk,
+                                              keyDim: hk, valueDim: hv),
+                        weights: reuse, weightsLayout: WeightsLayout(group: heads * headSize, head: headSize, row: tk),
+                        value: vOperand.data, valueLayout: vOperand.layout, output: oOperand.data,
+                        outputLayout: oOperand.layout, dropout: dropout,
+                        placement: ScoresPlacement(heads: heads, firstHead: n))
+            oOperand.scatter()
+            projector.project(attended, rows: queryRows, outputReuse, into: output, accumulate: false, inputAxes: 2)
+            if let scores {
+                for g in 0..<groups {
+                    (scores + (g * heads + n) * headSize).update(from: reuse + g * heads * headSize, count: r * headSize)
+                }
+            }
+        }
+        guard let queryProjection = b.query, let keyProjection = b.key, let valueNew = b.valueNew,
+              let outputNew = b.outputNew else { return }
+        let mask = try MultiHeadMask(axes: b.inputs.axes, query: a.query.dims, value: a.value.dims, scoresShape: scoresShape)
+            .build(a, window: 0, fullyMaskedRow: .subtractLarge, workspace: ws)
+        let bias = b.positionEmbeddings.map {
+            LogitBias<T>.relativePosition(table: w.values($0), headStride: 2 * config.peMaxSeqLength - 1,
+                                          maxDistance: config.peMaxSeqLength)
+        }
+        let group = HeadGroup(query: queryProjection, key: keyProjection, value: valueNew, heads: n, keyValueHeads: n,
+                              keyDim: hk, valueDim: hv)
+        let attended = try projector.attend(a, group, b.inputs.axes, mask: mask, bias: bias, dropout: dropout, scores: scores,
+                                            placement: ScoresPlacement(heads: heads, firstHead: 0))
+        projector.project(attended, rows: queryRows, outputNew, into: output, accumulate: r > 0, inputAxes: 2)
+    }
+}
