@@ -29,6 +29,10 @@ let package = Package(
             swiftSettings: cpuFlags,
             linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--version-script=\(exportsMap)"])]
         ),
+        .executableTarget(
+            name: "AttentionBench", dependencies: ["AttentionKernels"], path: "benchmarks/AttentionBench",
+            swiftSettings: cpuFlags + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
         .testTarget(name: "AttentionKernelsTests", dependencies: ["AttentionKernels"], swiftSettings: cpuFlags),
         .testTarget(name: "AttentionLayersTests", dependencies: ["AttentionLayers"], swiftSettings: cpuFlags),
     ]

@@ -10,7 +10,7 @@
 /// Keys per logits tile, and query rows per unit of parallel work.
 public enum AttentionTile {
     public static let keys = 128
-    public static let queryRows = 16
+    public static let queryRows = 64
 }
 
 /// Runs attention for every (group, head, query row) of `shape`.
@@ -66,10 +66,18 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         let g = item / (queryBlocks * shape.heads)
         let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
         let tile = AttentionTile.keys
-        withUnsafeTemporaryAllocation(of: T.self, capacity: tile + shape.valueDim) { buffer in
+        let width = 2 * T.Vector.scalarCount
+        let flash: T? = if scores == nil, case .dot(let scale) = score { scale } else { nil }
+        let flashScratch = flash == nil ? 0
+            : (shape.keyDim + FlashTile.microRows) * width + rows.count * (2 + shape.valueDim)
+        withUnsafeTemporaryAllocation(of: T.self, capacity: tile + shape.valueDim + flashScratch) { buffer in
             withUnsafeTemporaryAllocation(of: Bool.self, capacity: tile) { keptBuffer in
                 guard let logits = buffer.baseAddress, let kept = keptBuffer.baseAddress else { return }
                 let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
+                if let flash {
+                    row.flashBlock(rows, scale: flash, scratch: logits + tile + shape.valueDim)
+                    return
+                }
                 for i in rows {
                     if let scores {
                         row.materialized(i, scores + flatIndex(g, n, i, 0))
@@ -143,6 +151,11 @@ struct Row<T: KernelScalar> {
                 out[t] = s
             }
         }
+        addBias(i, j0, count, to: out)
+    }
+
+    /// out[t] += bias of logit (i, j0 + t) for t < count.
+    func addBias(_ i: Int, _ j0: Int, _ count: Int, to out: UnsafeMutablePointer<T>) {
         switch job.bias {
         case .strided(let bias):
             let base = bias.base + g * bias.group + n * bias.head + i * bias.row + j0 * bias.column

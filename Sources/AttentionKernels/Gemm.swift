@@ -1,6 +1,5 @@
 /// C = A·B (+ bias), or C += A·B when `accumulate`, row-major: A is M×K (row stride lda),
-/// B is K×N (ldb), C is M×N (ldc), bias has N entries broadcast over rows. Register-blocked: 4 rows × 2 SIMD vectors of C
-/// stay in registers while K streams; K is split into panels that stay in cache.
+/// B is K×N (ldb), C is M×N (ldc), bias has N entries broadcast over rows.
 public struct GemmOperands<T: KernelScalar>: @unchecked Sendable {
     public var a: UnsafePointer<T>, lda: Int
     public var b: UnsafePointer<T>, ldb: Int
@@ -14,100 +13,181 @@ public struct GemmOperands<T: KernelScalar>: @unchecked Sendable {
     }
 }
 
-/// Rows of C per register block and depth of one K panel.
+/// The blocking of `gemm` (Goto's scheme): B is packed in panels of `depth` rows ×
+/// `columns` columns, stored as strips of 2 SIMD vectors wide; A in blocks of `rows` rows
+/// (per thread) × `depth`, stored as strips of `microRows` rows; a micro-kernel keeps a
+/// microRows × 2-vector tile of C in registers while it walks the depth.
 enum GemmTile {
-    static let rows = 4
+    static let microRows = 8
     static let depth = 256
+    static let rows = 96
+    static let columns = 1024
 }
 
-/// C[M×N] = A[M×K]·B[K×N] + bias (or C += A·B), threaded over blocks of rows.
+/// Elements of scratch `gemm` needs for these sizes with `Threads.current` workers (at most
+/// a few MB, whatever the sizes).
+public func gemmScratchCount<T: KernelScalar>(_: T.Type, m: Int, n: Int, k: Int) -> Int {
+    let sizes = GemmSizes<T>(m: max(1, m), n: max(1, n), k: max(1, k))
+    return sizes.panelColumns * sizes.depth + sizes.workers * sizes.aBlock
+}
+
+/// The panel sizes of one `gemm` call.
+struct GemmSizes<T: KernelScalar> {
+    let strip = 2 * T.Vector.scalarCount
+    let panelColumns: Int, depth: Int, rowBlocks: Int, workers: Int, aBlock: Int
+    init(m: Int, n: Int, k: Int) {
+        panelColumns = min(GemmTile.columns, (n + strip - 1) / strip * strip)
+        depth = min(GemmTile.depth, k)
+        rowBlocks = (m + GemmTile.rows - 1) / GemmTile.rows
+        workers = min(Threads.current, rowBlocks)
+        aBlock = (GemmTile.rows + GemmTile.microRows) * depth
+    }
+}
+
+/// C[M×N] = A[M×K]·B[K×N] + bias (or C += A·B). Packs operands into cache-sized panels of
+/// `scratch` (gemmScratchCount elements) and runs a register-blocked SIMD micro-kernel,
+/// threaded over blocks of rows.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
-public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>) {
+public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>, scratch: UnsafeMutablePointer<T>) {
     guard m > 0, n > 0 else { return }
-    let blocks = (m + GemmTile.rows - 1) / GemmTile.rows
-    let blocksPerItem = max(1, blocks / (Threads.current * 8))
-    let items = (blocks + blocksPerItem - 1) / blocksPerItem
-    parallelFor(items) { item in
-        let r0 = item * blocksPerItem * GemmTile.rows
-        let r1 = min(m, r0 + blocksPerItem * GemmTile.rows)
-        gemmRows(r0..<r1, n: n, k: k, op)
+    initialise(m: m, n: n, op)
+    guard k > 0 else { return }
+    let sizes = GemmSizes<T>(m: m, n: n, k: k)
+    let (panelColumns, depth, rowBlocks, workers) = (sizes.panelColumns, sizes.depth, sizes.rowBlocks, sizes.workers)
+    let bPanel = scratch, aBlocks = scratch + panelColumns * depth, aBlock = sizes.aBlock
+    let job = GemmJob(op: op, m: m, bPanel: bPanel, aBlocks: aBlocks, aBlockSize: aBlock)
+    var j0 = 0
+    while j0 < n {
+        let width = min(panelColumns, n - j0)
+        var p0 = 0
+        while p0 < k {
+            let d = min(depth, k - p0)
+            job.packB(p0, d, j0, width)
+            let (panelRow, panelColumn) = (p0, j0)
+            parallelFor(workers) { w in
+                var block = w
+                while block < rowBlocks {
+                    job.multiply(rowBlock: block, worker: w, p0: panelRow, depth: d, j0: panelColumn, width: width)
+                    block += workers
+                }
+            }
+            p0 += d
+        }
+        j0 += width
     }
 }
 
-@inline(__always)
-func gemmRows<T: KernelScalar>(_ rows: Range<Int>, n: Int, k: Int, _ op: GemmOperands<T>) {
-    // Initialise C with the bias (or zero) unless accumulating, then add panel by panel.
-    for r in rows where !op.accumulate {
+/// C = bias (or 0) unless accumulating.
+private func initialise<T: KernelScalar>(m: Int, n: Int, _ op: GemmOperands<T>) {
+    guard !op.accumulate else { return }
+    for r in 0..<m {
         let c = op.c + r * op.ldc
         if let bias = op.bias {
-            for j in 0..<n { c[j] = bias[j] }
+            c.update(from: bias, count: n)
         } else {
-            for j in 0..<n { c[j] = 0 }
+            c.update(repeating: 0, count: n)
         }
-    }
-    var k0 = 0
-    while k0 < k {
-        let depth = min(GemmTile.depth, k - k0)
-        var r = rows.lowerBound
-        while r + GemmTile.rows <= rows.upperBound {
-            block4(r, k0, depth, n, op)
-            r += GemmTile.rows
-        }
-        while r < rows.upperBound {
-            block1(r, k0, depth, n, op)
-            r += 1
-        }
-        k0 += depth
     }
 }
 
-/// C[r..<r+4, :] += A[r..<r+4, k0..<k0+depth] · B[k0..<k0+depth, :].
-@inline(__always)
-func block4<T: KernelScalar>(_ r: Int, _ k0: Int, _ depth: Int, _ n: Int, _ op: GemmOperands<T>) {
-    let lanes = T.Vector.scalarCount
-    let a0 = op.a + r * op.lda + k0, a1 = a0 + op.lda, a2 = a1 + op.lda, a3 = a2 + op.lda
-    let c0 = op.c + r * op.ldc, c1 = c0 + op.ldc, c2 = c1 + op.ldc, c3 = c2 + op.ldc
-    let b = op.b + k0 * op.ldb
-    var j = 0
-    while j + 2 * lanes <= n {
-        var x00 = UnsafePointer(c0).vector(at: j), x01 = UnsafePointer(c0).vector(at: j + lanes)
-        var x10 = UnsafePointer(c1).vector(at: j), x11 = UnsafePointer(c1).vector(at: j + lanes)
-        var x20 = UnsafePointer(c2).vector(at: j), x21 = UnsafePointer(c2).vector(at: j + lanes)
-        var x30 = UnsafePointer(c3).vector(at: j), x31 = UnsafePointer(c3).vector(at: j + lanes)
-        for p in 0..<depth {
-            let bp = b + p * op.ldb + j
+struct GemmJob<T: KernelScalar>: @unchecked Sendable {
+    let op: GemmOperands<T>
+    let m: Int
+    let bPanel: UnsafeMutablePointer<T>
+    let aBlocks: UnsafeMutablePointer<T>
+    let aBlockSize: Int
+
+    var strip: Int { 2 * T.Vector.scalarCount }
+
+    /// B[p0..<p0+depth, j0..<j0+width] into strips of `strip` columns, zero-padded:
+    /// element (p, j) of strip s at s·depth·strip + p·strip + (j mod strip).
+    func packB(_ p0: Int, _ depth: Int, _ j0: Int, _ width: Int) {
+        let strips = (width + strip - 1) / strip
+        for s in 0..<strips {
+            let columns = min(strip, width - s * strip)
+            var dst = bPanel + s * depth * strip
+            for p in 0..<depth {
+                let src = op.b + (p0 + p) * op.ldb + j0 + s * strip
+                dst.update(from: src, count: columns)
+                if columns < strip { (dst + columns).update(repeating: 0, count: strip - columns) }
+                dst += strip
+            }
+        }
+    }
+
+    /// A[rows of block, p0..<p0+depth] into strips of microRows rows, zero-padded:
+    /// element (i, p) of strip s at s·depth·microRows + p·microRows + (i mod microRows).
+    func packA(_ a: UnsafeMutablePointer<T>, _ r0: Int, _ rows: Int, _ p0: Int, _ depth: Int) {
+        let mr = GemmTile.microRows
+        let strips = (rows + mr - 1) / mr
+        for s in 0..<strips {
+            let dst = a + s * depth * mr
+            for i in 0..<mr {
+                let row = s * mr + i
+                if row < rows {
+                    let src = op.a + (r0 + row) * op.lda + p0
+                    for p in 0..<depth { dst[p * mr + i] = src[p] }
+                } else {
+                    for p in 0..<depth { dst[p * mr + i] = 0 }
+                }
+            }
+        }
+    }
+
+    func multiply(rowBlock: Int, worker: Int, p0: Int, depth: Int, j0: Int, width: Int) {
+        let r0 = rowBlock * GemmTile.rows
+        let rows = min(GemmTile.rows, m - r0)
+        let a = aBlocks + worker * aBlockSize
+        packA(a, r0, rows, p0, depth)
+        let mr = GemmTile.microRows
+        var i = 0
+        while i < rows {
+            var s = 0
+            while s * strip < width {
+                microKernel(a + (i / mr) * depth * mr, bPanel + s * depth * strip, depth,
+                            c: op.c + (r0 + i) * op.ldc + j0 + s * strip,
+                            rows: min(mr, rows - i), columns: min(strip, width - s * strip))
+                s += 1
+            }
+            i += mr
+        }
+    }
+
+    /// C tile (rows ≤ 8 × columns ≤ strip) += packed A strip · packed B strip.
+    @inline(__always)
+    func microKernel(_ a: UnsafeMutablePointer<T>, _ b: UnsafeMutablePointer<T>, _ depth: Int,
+                     c: UnsafeMutablePointer<T>, rows: Int, columns: Int) {
+        let lanes = T.Vector.scalarCount
+        var x00 = T.Vector(), x01 = T.Vector(), x10 = T.Vector(), x11 = T.Vector()
+        var x20 = T.Vector(), x21 = T.Vector(), x30 = T.Vector(), x31 = T.Vector()
+        var x40 = T.Vector(), x41 = T.Vector(), x50 = T.Vector(), x51 = T.Vector()
+        var x60 = T.Vector(), x61 = T.Vector(), x70 = T.Vector(), x71 = T.Vector()
+        var ap = UnsafePointer(a), bp = UnsafePointer(b)
+        for _ in 0..<depth {
             let b0 = bp.vector(at: 0), b1 = bp.vector(at: lanes)
-            let v0 = T.Vector(repeating: a0[p]), v1 = T.Vector(repeating: a1[p])
-            let v2 = T.Vector(repeating: a2[p]), v3 = T.Vector(repeating: a3[p])
-            x00 = x00.addingProduct(v0, b0); x01 = x01.addingProduct(v0, b1)
-            x10 = x10.addingProduct(v1, b0); x11 = x11.addingProduct(v1, b1)
-            x20 = x20.addingProduct(v2, b0); x21 = x21.addingProduct(v2, b1)
-            x30 = x30.addingProduct(v3, b0); x31 = x31.addingProduct(v3, b1)
+            var v = T.Vector(repeating: ap[0]); x00 = x00.addingProduct(v, b0); x01 = x01.addingProduct(v, b1)
+            v = T.Vector(repeating: ap[1]); x10 = x10.addingProduct(v, b0); x11 = x11.addingProduct(v, b1)
+            v = T.Vector(repeating: ap[2]); x20 = x20.addingProduct(v, b0); x21 = x21.addingProduct(v, b1)
+            v = T.Vector(repeating: ap[3]); x30 = x30.addingProduct(v, b0); x31 = x31.addingProduct(v, b1)
+            v = T.Vector(repeating: ap[4]); x40 = x40.addingProduct(v, b0); x41 = x41.addingProduct(v, b1)
+            v = T.Vector(repeating: ap[5]); x50 = x50.addingProduct(v, b0); x51 = x51.addingProduct(v, b1)
+            v = T.Vector(repeating: ap[6]); x60 = x60.addingProduct(v, b0); x61 = x61.addingProduct(v, b1)
+            v = T.Vector(repeating: ap[7]); x70 = x70.addingProduct(v, b0); x71 = x71.addingProduct(v, b1)
+            ap += GemmTile.microRows
+            bp += 2 * lanes
         }
-        c0.store(x00, at: j); c0.store(x01, at: j + lanes)
-        c1.store(x10, at: j); c1.store(x11, at: j + lanes)
-        c2.store(x20, at: j); c2.store(x21, at: j + lanes)
-        c3.store(x30, at: j); c3.store(x31, at: j + lanes)
-        j += 2 * lanes
-    }
-    while j < n {
-        var s0 = c0[j], s1 = c1[j], s2 = c2[j], s3 = c3[j]
-        for p in 0..<depth {
-            let bv = b[p * op.ldb + j]
-            s0 += a0[p] * bv; s1 += a1[p] * bv; s2 += a2[p] * bv; s3 += a3[p] * bv
+        func add(_ r: Int, _ v0: T.Vector, _ v1: T.Vector) {
+            guard r < rows else { return }
+            let row = c + r * op.ldc
+            if columns == 2 * lanes {
+                row.store(UnsafePointer(row).vector(at: 0) + v0, at: 0)
+                row.store(UnsafePointer(row).vector(at: lanes) + v1, at: lanes)
+            } else {
+                for j in 0..<columns { row[j] += j < lanes ? v0[j] : v1[j - lanes] }
+            }
         }
-        c0[j] = s0; c1[j] = s1; c2[j] = s2; c3[j] = s3
-        j += 1
-    }
-}
-
-/// C[r, :] += A[r, k0..<k0+depth] · B[k0..<k0+depth, :].
-@inline(__always)
-func block1<T: KernelScalar>(_ r: Int, _ k0: Int, _ depth: Int, _ n: Int, _ op: GemmOperands<T>) {
-    let a = op.a + r * op.lda + k0
-    let c = op.c + r * op.ldc
-    for p in 0..<depth {
-        axpy(a[p], op.b + (k0 + p) * op.ldb, c, n)
+        add(0, x00, x01); add(1, x10, x11); add(2, x20, x21); add(3, x30, x31)
+        add(4, x40, x41); add(5, x50, x51); add(6, x60, x61); add(7, x70, x71)
     }
 }

@@ -23,6 +23,10 @@ where Vector.Scalar == Self, Vector: Sendable {
     static func log(_ x: Self) -> Self
     /// cos(x).
     static func cos(_ x: Self) -> Self
+    /// e^x lane by lane (relative error below 2 ulp; 0 below the smallest normal result).
+    static func exp(_ x: Vector) -> Vector
+    /// tanh(x) lane by lane.
+    static func tanh(_ x: Vector) -> Vector
 }
 
 extension Float: KernelScalar {

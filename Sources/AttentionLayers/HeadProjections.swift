@@ -47,19 +47,21 @@ struct Projector<T: KernelScalar> {
         let shape = weights.specs[p.kernel].shape
         let width = try checkedProduct(Array(shape.dropFirst()), what)
         let out = try workspace.buffer(try checkedProduct([rows, width], what), what)
-        project(input, rows: rows, p, into: out, accumulate: false)
+        try project(input, rows: rows, p, into: out, accumulate: false)
         return out
     }
 
     /// out (rows × width) = [out +] input (rows × in) · kernel (in × width) [+ bias], where
     /// `in` is the product of the kernel's contracted dims.
     func project(_ input: UnsafePointer<T>, rows: Int, _ p: Projection, into out: UnsafeMutablePointer<T>,
-                 accumulate: Bool, inputAxes: Int = 1) {
+                 accumulate: Bool, inputAxes: Int = 1) throws(AttentionError) {
         let shape = weights.specs[p.kernel].shape
         let k = shape.prefix(inputAxes).reduce(1, *), n = shape.dropFirst(inputAxes).reduce(1, *)
+        let scratch = try workspace.buffer(gemmScratchCount(T.self, m: rows, n: n, k: k), "the projection's packed panels")
         gemm(m: rows, n: n, k: k,
              GemmOperands(a: input, lda: k, b: weights.values(p.kernel), ldb: n, c: out, ldc: n,
-                          bias: p.bias.map { weights.values($0) }, accumulate: accumulate))
+                          bias: p.bias.map { weights.values($0) }, accumulate: accumulate),
+             scratch: scratch)
     }
 
     /// A projection of an input of shape `input` (dims but the last, heads, width) as kernel

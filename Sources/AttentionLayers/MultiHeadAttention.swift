@@ -136,6 +136,6 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
             multiplyBySigmoid(attended, try projector.project(query, rows: queryRows, gate, "the gate"),
                               queryRows * heads * valueWidth)
         }
-        projector.project(attended, rows: queryRows, b.output, into: output, accumulate: false, inputAxes: 2)
+        try projector.project(attended, rows: queryRows, b.output, into: output, accumulate: false, inputAxes: 2)
     }
 }

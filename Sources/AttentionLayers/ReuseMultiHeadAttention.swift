@@ -170,7 +170,7 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
                         outputLayout: oOperand.layout, dropout: dropout,
                         placement: ScoresPlacement(heads: heads, firstHead: n))
             oOperand.scatter()
-            projector.project(attended, rows: queryRows, outputReuse, into: output, accumulate: false, inputAxes: 2)
+            try projector.project(attended, rows: queryRows, outputReuse, into: output, accumulate: false, inputAxes: 2)
             if let scores {
                 for g in 0..<groups {
                     (scores + (g * heads + n) * headSize).update(from: reuse + g * heads * headSize, count: r * headSize)
@@ -189,6 +189,6 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
                               keyDim: hk, valueDim: hv)
         let attended = try projector.attend(a, group, b.inputs.axes, mask: mask, bias: bias, dropout: dropout, scores: scores,
                                             placement: ScoresPlacement(heads: heads, firstHead: 0))
-        projector.project(attended, rows: queryRows, outputNew, into: output, accumulate: r > 0, inputAxes: 2)
+        try projector.project(attended, rows: queryRows, outputNew, into: output, accumulate: r > 0, inputAxes: 2)
     }
 }

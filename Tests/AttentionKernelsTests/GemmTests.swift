@@ -3,7 +3,8 @@ import Testing
 
 @Suite struct GemmTests {
     /// C = A·B + bias against a float64 triple loop, over shapes that exercise every tail.
-    @Test(arguments: [(1, 1, 1), (3, 5, 7), (4, 32, 16), (7, 33, 300), (13, 70, 257), (64, 48, 96)])
+    @Test(arguments: [(1, 1, 1), (3, 5, 7), (4, 32, 16), (7, 33, 300), (13, 70, 257), (64, 48, 96),
+                      (200, 1100, 520), (97, 31, 1)])
     func matchesNaive(_ dims: (Int, Int, Int)) {
         let (m, n, k) = dims
         var rng = SplitMix(seed: UInt64(m * 1000 + n * 10 + k))
@@ -11,11 +12,13 @@ import Testing
         let b = (0..<(k * n)).map { _ in Float(rng.uniform() * 2 - 1) }
         let bias = (0..<n).map { _ in Float(rng.uniform()) }
         var c = [Float](repeating: .nan, count: m * n)
+        var scratch = [Float](repeating: .nan, count: gemmScratchCount(Float.self, m: m, n: n, k: k))
         a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in bias.withUnsafeBufferPointer { biasp in
-            c.withUnsafeMutableBufferPointer { cp in
+            c.withUnsafeMutableBufferPointer { cp in scratch.withUnsafeMutableBufferPointer { sp in
                 gemm(m: m, n: n, k: k, GemmOperands(a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: n,
-                                                     c: cp.baseAddress!, ldc: n, bias: biasp.baseAddress!))
-            }
+                                                     c: cp.baseAddress!, ldc: n, bias: biasp.baseAddress!),
+                     scratch: sp.baseAddress!)
+            } }
         } } }
         var worst = 0.0
         for i in 0..<m {
