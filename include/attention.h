@@ -227,8 +227,8 @@ typedef struct att_multi_head_attention_config {
     att_constraint kernel_constraint, bias_constraint;
 } att_multi_head_attention_config;
 
-/* keras.layers.GroupQueryAttention (also known as GroupedQueryAttention): rank-3 inputs
- * whose query and value share their last dim D; key and value have num_key_value_heads heads,
+/* keras.layers.GroupQueryAttention (also known as GroupedQueryAttention): rank-3 inputs;
+ * key and value have num_key_value_heads heads,
  * each shared by num_query_heads / num_key_value_heads query heads (query head n uses
  * key/value head n / (Nq/Nkv), in place). Weights, in Keras's order (H = head_dim):
  *   query/kernel (Dq,Nq,H) [query/bias (Nq,H)]  key/kernel (Dk,Nkv,H) [key/bias (Nkv,H)]
@@ -262,7 +262,10 @@ typedef struct att_group_query_attention_config {
  *   attention_output_reuse/kernel (r,Hv,*O) [+bias (*O)]                   if r > 0
  *   attention_output_new/kernel (n,Hv,*O) [+bias (*O) only when r == 0]    if n > 0
  * Negative attention_axes count from the rank of the projection (input rank + 1), as
- * upstream resolves them. Scores: [new heads, reused heads] along the head axis. */
+ * upstream resolves them; one that lands on the heads or feature axis (upstream then
+ * attends across heads) is refused. Scores: [new heads, reused heads] along the head axis.
+ * reuse_attention_scores: shaped like the scores, except that with partial reuse the head
+ * axis (axis 1) may hold more than r heads; the first r are used. */
 typedef struct att_reuse_multi_head_attention_config {
     size_t struct_size;            /* sizeof(att_reuse_multi_head_attention_config) */
     att_dtype dtype;               /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */

@@ -52,13 +52,12 @@ public final class GroupQueryAttention<T: KernelScalar>: AttentionLayer, @unchec
     public var isBuilt: Bool { attention.isBuilt }
     public var weightSpecs: [WeightSpec] { get throws(AttentionError) { try attention.weightSpecs } }
 
-    /// Keras's GroupQueryAttention projects rank-3 inputs whose query and value share their last dim.
+    /// Keras's GroupQueryAttention projects rank-3 inputs (its einsum equations are fixed).
+    /// Like Keras's call (not its compute_output_shape), query and value may differ in their
+    /// last dim.
     private func check(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) {
         for (name, dims) in [("query", query), ("value", value), ("key", key ?? value)] where dims.count != 3 {
             throw .shape("GroupQueryAttention needs rank-3 inputs (batch, time, features); \(name) has shape \(dims)")
-        }
-        guard query[2] == value[2] else {
-            throw .shape("the last dims of query (\(query[2])) and value (\(value[2])) must be equal; got query \(query) and value \(value)")
         }
     }
 

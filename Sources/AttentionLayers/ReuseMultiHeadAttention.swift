@@ -81,7 +81,7 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             throw .invalid("use_relative_pe needs attention over axis 1 only; attention_axes resolve to \(axes.attention)")
         }
         let (hk, hv, p) = (config.keyDim, valueWidth, config.peMaxSeqLength)
-        for dims in [[heads, hk], [heads, hv], outputShape, [n, 2, p]] { _ = try checkedProduct(dims, "a weight") }
+        _ = try checkedProduct([2, p], "2 x pe_max_seq_length")
         var plan = WeightPlan(options: config.weightOptions)
         let bias = config.useBias
         var b = Built(inputs: inputs)
@@ -135,14 +135,19 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         let (hk, hv) = (config.keyDim, valueWidth)
         let nb = b.inputs.axes.batch.count
         var reuse: UnsafeMutablePointer<T>?
+        var reuseHeads = heads
         if r > 0 {
             guard let given = a.reuseAttentionScores else {
                 throw .invalid("reuse_attention_scores cannot be None when reuse_attention is \(config.reuseAttention)")
             }
-            try given.expect(scoresShape, "reuse_attention_scores", "the scores' shape")
             guard r == heads || nb == 1 else {
                 throw .invalid("partial reuse takes heads [:, :\(r)] of the scores, which needs the heads at axis 1 (attention over every non-batch axis)")
             }
+            // Partial reuse reads the first r heads of scores that may hold more.
+            var wanted = scoresShape
+            if r < heads, given.dims.count == wanted.count, given.dims[nb] >= r { wanted[nb] = given.dims[nb] }
+            try given.expect(wanted, "reuse_attention_scores", r < heads ? "the scores' shape, with at least \(r) heads" : "the scores' shape")
+            reuseHeads = wanted[nb]
             reuse = try given.elements(of: T.self, "reuse_attention_scores")
         }
 
@@ -165,7 +170,7 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             let oOperand = try projector.operand(attended, input: a.query.dims, heads: r, width: hv, b.inputs.axes, gather: false)
             weightedSum(shape: AttentionShape(groups: groups, heads: r, keyValueHeads: r, queryLength: tq, keyLength: tk,
                                               keyDim: hk, valueDim: hv),
-                        weights: reuse, weightsLayout: WeightsLayout(group: heads * headSize, head: headSize, row: tk),
+                        weights: reuse, weightsLayout: WeightsLayout(group: reuseHeads * headSize, head: headSize, row: tk),
                         value: vOperand.data, valueLayout: vOperand.layout, output: oOperand.data,
                         outputLayout: oOperand.layout, dropout: dropout,
                         placement: ScoresPlacement(heads: heads, firstHead: n))
@@ -173,7 +178,7 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             try projector.project(attended, rows: queryRows, outputReuse, into: output, accumulate: false, inputAxes: 2)
             if let scores {
                 for g in 0..<groups {
-                    (scores + (g * heads + n) * headSize).update(from: reuse + g * heads * headSize, count: r * headSize)
+                    (scores + (g * heads + n) * headSize).update(from: reuse + g * reuseHeads * headSize, count: r * headSize)
                 }
             }
         }

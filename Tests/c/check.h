@@ -277,12 +277,14 @@ typedef struct {
     int key_given, want_scores, causal_arg, training;
 } call_opts;
 
-/* One layer call's inputs as doubles with their shapes, its masks (NULL: none) and dropout. */
+/* One layer call's inputs as doubles with their shapes, its masks (NULL: none), the scores
+ * it reuses and dropout. */
 typedef struct {
     att_dtype dtype;
     const double *q, *k, *v;
     att_shape q_shape, k_shape, v_shape;
     const att_tensor *query_mask, *value_mask, *key_mask, *attention_mask;
+    const att_tensor *reuse_attention_scores; /* ReuseMultiHeadAttention; NULL: none */
     uint64_t seed, stream;
 } call_inputs;
 
@@ -301,6 +303,7 @@ static inline att_status call_layer(const att_layer *layer, const call_inputs *i
     args.value_mask = in->value_mask;
     args.key_mask = in->key_mask;
     args.attention_mask = in->attention_mask;
+    args.reuse_attention_scores = in->reuse_attention_scores;
     args.training = o.training;
     args.use_causal_mask = o.causal_arg;
     args.dropout_seed = in->seed;

@@ -2,16 +2,15 @@
 
 Each case is one .npz under Tests/golden/<group>/<case>_<dtype>.npz (format: README.md).
 Run where Keras is installed:  KERAS_BACKEND=jax JAX_ENABLE_X64=1 <python with keras> \
-Tests/golden/make_golden.py   (or `make golden PYTHON=<python with keras>`).
+Tests/golden/make_golden.py [group ...]   (no group: all; or `make golden PYTHON=...`).
 Inputs and weights come from numpy generators seeded by the case name, so a rerun writes the
 same numbers. Every call runs with training=False: dropout cannot match a framework RNG.
 """
 
-import json
 import os
 import sys
-import zlib
-from pathlib import Path
+
+from golden_npz import B, DTYPES, OUT, bool_mask, generator, rows_masked, write_case
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")
@@ -30,10 +29,6 @@ if not jax.config.jax_enable_x64:
     sys.exit("make_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
 if not keras.__version__.startswith("3.15."):
     sys.exit(f"make_golden.py reproduces Keras 3.15; found Keras {keras.__version__}.")
-
-OUT = Path(__file__).resolve().parent
-DTYPES = ("float32", "float64")
-B = 2
 
 QUERY_MASK_NOTE = (
     "Keras 3.15 MultiHeadAttention ignores its query_mask argument; this case's query_mask was "
@@ -58,42 +53,11 @@ VALUE_DIM_NOTE = (
     "this case uses a path that works.")
 
 
-def generator(group, name):
-    """The case's numpy generator: the same draws for both dtypes and on every run."""
-    return np.random.default_rng(zlib.crc32(f"{group}/{name}".encode()))
-
-
-def bool_mask(rng, shape, keep=0.7):
-    return rng.random(shape) < keep
-
-
-def save(group, name, dtype, layer, config, call, weights, inputs, outputs, *,
-         softmax_in_float32, float32_compute, notes=()):
-    """Write one case. The two flags describe the case's path, the same for both dtypes: with
-    float64 inputs Keras-on-JAX would compute its softmax (softmax_in_float32) or some step
-    (float32_compute) in float32; the notes say which."""
-    arrays = {
-        "layer": np.array(layer),
-        "config": np.array(json.dumps(config)),
-        "dtype": np.array(dtype),
-        "call": np.array(json.dumps(call)),
-        "weight_count": np.array(len(weights)),
-        "keras_version": np.array(keras.__version__),
-        "backend": np.array(keras.backend.backend()),
-        "softmax_in_float32": np.array(softmax_in_float32),
-        "float32_compute": np.array(float32_compute),
-    }
-    arrays.update({f"weight_{i}": np.asarray(w) for i, w in enumerate(weights)})
-    for key, value in {**inputs, **outputs}.items():
-        if value is not None:
-            arrays[key] = np.asarray(value)
-    for key in ("output", "scores"):
-        if key in arrays and not np.all(np.isfinite(arrays[key])):
-            raise RuntimeError(f"{group}/{name}_{dtype}: Keras returned non-finite {key}")
-    if any(notes):
-        arrays["note"] = np.array(" ".join(n for n in notes if n))
-    (OUT / group).mkdir(exist_ok=True)
-    np.savez_compressed(OUT / group / f"{name}_{dtype}.npz", **arrays)
+def save(group, name, dtype, layer, config, call, weights, inputs, outputs, **flags):
+    """Write one case (golden_npz.write_case) stamped with the Keras version and backend."""
+    write_case(group, name, dtype, layer, config, call, weights, inputs, outputs,
+               stamps={"keras_version": keras.__version__, "backend": keras.backend.backend()},
+               **flags)
 
 
 def set_random_weights(layer, rng, dtype, draw):
@@ -262,12 +226,6 @@ def both_paths(name, **kwargs):
     mha_case(name + "_scores", scores=True, **kwargs)
 
 
-def rows_masked(shape, index):
-    mask = np.ones(shape, bool)
-    mask[index] = False
-    return mask
-
-
 def mask_of(name, shape):
     """A random attention mask shared by several cases."""
     return bool_mask(generator("multi_head_attention", "mask_" + name), shape)
@@ -401,19 +359,119 @@ def dot_product_attention_cases():
              mask=rows_masked((B, 1, 3, 5), (1, 0, 2)))
 
 
-def main():
-    for group in ("attention", "additive_attention", "multi_head_attention",
-                  "dot_product_attention"):
+# --------------------------------------------------------------------------------------------
+# keras.layers.GroupQueryAttention
+# --------------------------------------------------------------------------------------------
+
+GQA_DEFAULTS = {"head_dim": 3, "num_query_heads": 4, "num_key_value_heads": 2, "dropout": 0.0,
+                "use_bias": True, "use_gate": False, "sliding_window": None}
+GQA_FUSED_NOTE = (
+    "Keras-JAX's GroupQueryAttention fused path (no scores, dropout 0) calls "
+    "keras.ops.dot_product_attention, which casts the float64 projections to float32: logits, "
+    "masking (-0.7 * float32 max), softmax and weights @ value are float32.")
+
+
+def gqa_case(name, *, t=4, s=5, dq=4, dv=None, dk=None, query_mask=None, value_mask=None,
+             key_mask=None, attention_mask=None, causal=False, scores=False, note=None,
+             **config):
+    """One GroupQueryAttention case: query (B, t, dq), value (B, s, dv or dq), key (B, s, dk)
+    when dk is given. Masks: arrays, or True for a random mask of Keras's shape (query_mask
+    (B, t); value/key_mask (B, s); attention_mask (B, t, s)). GQA takes query_mask as given."""
+    config = {**GQA_DEFAULTS, **config}
+    fused = not scores and config["dropout"] == 0
+    group = "group_query_attention"
+    for dtype in DTYPES:
+        rng = generator(group, name)
+        q = rng.normal(size=(B, t, dq)).astype(dtype)
+        v = rng.normal(size=(B, s, dv or dq)).astype(dtype)
+        k = None if dk is None else rng.normal(size=(B, s, dk)).astype(dtype)
+        qm = bool_mask(rng, (B, t)) if query_mask is True else query_mask
+        vm = bool_mask(rng, (B, s)) if value_mask is True else value_mask
+        km = bool_mask(rng, (B, s)) if key_mask is True else key_mask
+        am = bool_mask(rng, (B, t, s)) if attention_mask is True else attention_mask
+        layer = keras.layers.GroupQueryAttention(**config, dtype=dtype)
+        layer.build(q.shape, v.shape, None if k is None else k.shape)
+        weights = set_random_weights(layer, rng, dtype,
+                                     lambda r, shape: r.normal(size=shape) * 0.5)
+        result = layer(q, v, key=k, query_mask=qm, value_mask=vm, key_mask=km,
+                       attention_mask=am, use_causal_mask=causal,
+                       return_attention_scores=scores, training=False)
+        output, attention_scores = result if scores else (result, None)
+        save(group, name, dtype, "GroupQueryAttention", config,
+             {"use_causal_mask": causal, "return_attention_scores": scores}, weights,
+             {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm,
+              "key_mask": km, "attention_mask": am},
+             {"output": output, "scores": attention_scores}, softmax_in_float32=fused,
+             float32_compute=fused, notes=(note, fused and GQA_FUSED_NOTE))
+
+
+def gqa_both_paths(name, **kwargs):
+    """The case without scores (Keras's fused path) and with scores (its softmax path)."""
+    gqa_case(name, **kwargs)
+    gqa_case(name + "_scores", scores=True, **kwargs)
+
+
+def group_query_attention_cases():
+    gqa_both_paths("kv1", num_key_value_heads=1)
+    gqa_both_paths("kv2")
+    gqa_both_paths("kv4", num_key_value_heads=4)
+    gqa_both_paths("q6_kv3", num_query_heads=6, num_key_value_heads=3, head_dim=2)
+    gqa_both_paths("q6_kv2", num_query_heads=6, num_key_value_heads=2)
+    gqa_both_paths("key_value_dims", dk=2, dv=5)
+    gqa_both_paths("no_bias", use_bias=False)
+    gqa_both_paths("gate", use_gate=True)
+    gqa_case("gate_no_bias_kv1", use_gate=True, use_bias=False, num_key_value_heads=1)
+    gqa_both_paths("query_mask", query_mask=True)
+    gqa_both_paths("value_mask", value_mask=True)
+    gqa_both_paths("key_mask", dk=3, key_mask=True)
+    gqa_case("key_mask_no_key_scores", key_mask=True, scores=True)
+    gqa_both_paths("attention_mask_bts", attention_mask=True)
+    mask_ts = bool_mask(generator("group_query_attention", "mask_ts"), (4, 5))
+    gqa_both_paths("attention_mask_ts", attention_mask=mask_ts)
+    gqa_case("attention_mask_1ts", attention_mask=mask_ts[None])
+    square = {"t": 5, "s": 5}
+    # Causal alone takes Keras's is_causal kernel on the fused path.
+    gqa_both_paths("causal", causal=True, **square)
+    gqa_both_paths("causal_tq_lt_tv", causal=True, t=3, s=5)
+    gqa_both_paths("causal_tq_gt_tv", causal=True, t=5, s=3)
+    gqa_both_paths("causal_value_mask", causal=True, value_mask=True, **square)
+    gqa_both_paths("sliding_window", sliding_window=2, **square)
+    gqa_both_paths("sliding_window_causal", sliding_window=2, causal=True, t=6, s=5)
+    gqa_both_paths("all_masks", dk=2, query_mask=True, value_mask=True, key_mask=True,
+                   attention_mask=True, causal=True, use_gate=True, **square)
+    # Fully masked rows: batch 1's values all masked, query row 2 of batch 0 masked by the
+    # attention mask. Fused path: uniform rows; softmax path (scores or dropout): zeros.
+    full = {"value_mask": rows_masked((B, 5), 1), "attention_mask": rows_masked((B, 4, 5),
+                                                                                (0, 2))}
+    gqa_both_paths("fully_masked", **full)
+    gqa_case("fully_masked_dropout", dropout=0.3, **full)
+    gqa_case("fully_masked_query_mask", query_mask=rows_masked((B, 4), (1, 3)),
+             value_mask=rows_masked((B, 5), 0))
+    gqa_both_paths("dropout_inference", dropout=0.3, num_key_value_heads=1)
+
+
+GROUPS = {
+    "attention": attention_cases,
+    "additive_attention": additive_attention_cases,
+    "multi_head_attention": multi_head_attention_cases,
+    "dot_product_attention": dot_product_attention_cases,
+    "group_query_attention": group_query_attention_cases,
+}
+
+
+def main(groups):
+    """Rewrite the given groups (all when none is named)."""
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        sys.exit(f"unknown group(s) {sorted(unknown)}; the groups are {list(GROUPS)}")
+    for group in groups or GROUPS:
         for stale in (OUT / group).glob("*.npz"):
             stale.unlink()
-    attention_cases()
-    additive_attention_cases()
-    multi_head_attention_cases()
-    dot_product_attention_cases()
-    files = sorted(OUT.glob("*/*.npz"))
+        GROUPS[group]()
+    files = sorted(f for group in groups or GROUPS for f in (OUT / group).glob("*.npz"))
     size = sum(f.stat().st_size for f in files)
     print(f"wrote {len(files)} golden files ({size / 1e6:.2f} MB) under {OUT}")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

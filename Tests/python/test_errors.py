@@ -229,10 +229,12 @@ def test_attention_masks_that_do_not_fit(mask, fragment):
         attention.Attention()([_x(2, 3, 4), _x(2, 5, 4)], mask=mask)
 
 
-@pytest.mark.parametrize("kind", ["Attention", "AdditiveAttention", "MultiHeadAttention"])
+@pytest.mark.parametrize("kind", ["Attention", "AdditiveAttention", "MultiHeadAttention",
+                                  "GroupQueryAttention", "ReuseMultiHeadAttention"])
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, float("nan"), float("inf")])
 def test_dropout_outside_0_1(kind, rate):
-    args = (2, 3) if kind == "MultiHeadAttention" else ()
+    args = {"MultiHeadAttention": (2, 3), "GroupQueryAttention": (2, 4, 2),
+            "ReuseMultiHeadAttention": (2, 3)}.get(kind, ())
     with library_error(f"dropout must be in [0, 1); got {rate}", "INVALID_ARGUMENT"):
         getattr(attention, kind)(*args, dropout=rate)
 
@@ -355,6 +357,184 @@ def test_mha_wrong_weight_shapes():
         layer.set_weights(weights[:3] + [np.zeros((2, 3, 4))])
     with pytest.raises(ValueError, match="expects 4 weights"):
         layer.set_weights(weights + [np.zeros((2, 2))])
+
+
+# -- GroupQueryAttention ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_query_heads, num_key_value_heads", [(4, 3), (6, 4), (1, 2), (3, 6)])
+def test_gqa_key_value_heads_must_divide_query_heads(num_query_heads, num_key_value_heads):
+    with pytest.raises(ValueError, match=re.escape(
+            "`num_query_heads` must be divisible by `num_key_value_heads`.")):
+        attention.GroupQueryAttention(2, num_query_heads, num_key_value_heads)
+
+
+@pytest.mark.parametrize("argument", ["head_dim", "num_query_heads", "num_key_value_heads"])
+@pytest.mark.parametrize("value", [0, -2, 1.5, True, None])
+def test_gqa_dims_must_be_positive_ints(argument, value):
+    kwargs = {"head_dim": 2, "num_query_heads": 4, "num_key_value_heads": 2, argument: value}
+    with pytest.raises(ValueError, match=f"invalid value for argument `{argument}`"):
+        attention.GroupQueryAttention(**kwargs)
+
+
+@pytest.mark.parametrize("kind, kwargs, argument", [
+    ("MultiHeadAttention", {"num_heads": 2**63, "key_dim": 3}, "num_heads"),
+    ("GroupQueryAttention", {"head_dim": 2**64 + 2, "num_query_heads": 1,
+                             "num_key_value_heads": 1}, "head_dim"),
+    ("ReuseMultiHeadAttention", {"num_heads": 2, "key_dim": 3, "pe_max_seq_length": 2**64},
+     "pe_max_seq_length"),
+])
+def test_dims_beyond_int64_are_not_wrapped(kind, kwargs, argument):
+    with pytest.raises(ValueError, match=f"`{argument}` must fit a 64-bit integer"):
+        getattr(attention, kind)(**kwargs)
+
+
+@pytest.mark.parametrize("window", [0, -1, 2.0, True, 2**63])
+def test_gqa_sliding_window_must_be_positive(window):
+    with pytest.raises(ValueError, match=re.escape(
+            "`sliding_window` must be `None` or a positive integer")):
+        attention.GroupQueryAttention(2, 4, 2, sliding_window=window)
+
+
+@pytest.mark.parametrize("q_shape, v_shape, k_shape, name", [
+    ((2, 3, 3, 4), (2, 3, 5, 4), None, "query"),
+    ((2, 3), (2, 3), None, "query"),
+    ((2, 3, 4), (2, 5, 1, 4), None, "value"),
+    ((2, 3, 4), (2, 5, 4), (2, 5, 2, 4), "key"),
+])
+def test_gqa_needs_rank_3(q_shape, v_shape, k_shape, name):
+    shape = {"query": q_shape, "value": v_shape, "key": k_shape}[name]
+    with library_error(f"GroupQueryAttention needs rank-3 inputs (batch, time, features); "
+                       f"{name} has shape {list(shape)}", "SHAPE"):
+        attention.GroupQueryAttention(2, 4, 2).build(q_shape, v_shape, k_shape)
+
+
+@pytest.mark.parametrize("argument, mask, fragment", [
+    ("query_mask", np.ones((2, 4)), "query_mask has shape [2, 4] but [2, 3] is required"),
+    ("value_mask", np.ones((2, 3)), "value_mask has shape [2, 3] but [2, 5] is required"),
+    ("key_mask", np.ones((2, 5, 1)), "key_mask has shape [2, 5, 1] but [2, 5] is required"),
+    ("attention_mask", np.ones((2, 4, 5)), "does not broadcast to [2, 4, 3, 5]"),
+    ("attention_mask", np.ones((3, 3, 5)), "does not broadcast to [2, 4, 3, 5]"),
+    ("attention_mask", np.ones((1, 1, 2, 3, 5)), "more than the scores' rank 4"),
+])
+def test_gqa_masks_that_do_not_fit(argument, mask, fragment):
+    layer = attention.GroupQueryAttention(2, 4, 2)
+    with library_error(fragment, "SHAPE"):
+        layer(_x(2, 3, 4), _x(2, 5, 4), **{argument: mask})
+
+
+def test_gqa_call_dims_differ_from_build_dims():
+    layer = attention.GroupQueryAttention(2, 4, 2)
+    layer.build((2, 3, 4), (2, 5, 4), (2, 5, 3))
+    layer(_x(7, 9, 4), _x(7, 2, 4), _x(7, 2, 3))  # batch and lengths are free
+    with library_error("built for query last dim 4 but query has shape [2, 3, 6]", "SHAPE"):
+        layer(_x(2, 3, 6), _x(2, 5, 6), _x(2, 5, 3))
+    with library_error("built for key last dim 3 but key has shape [2, 5, 4]", "SHAPE"):
+        layer(_x(2, 3, 4), _x(2, 5, 4))
+    with library_error("query [2, 3, 4] and value [3, 5, 4] differ at axis 0", "SHAPE"):
+        layer(_x(2, 3, 4), _x(3, 5, 4), _x(3, 5, 3))
+
+
+def test_gqa_takes_no_reuse_scores_or_window_at_call():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'reuse_attention_scores'"):
+        attention.GroupQueryAttention(2, 4, 2)(_x(2, 3, 4), _x(2, 5, 4),
+                                               reuse_attention_scores=_x(2, 4, 3, 5))
+
+
+# -- ReuseMultiHeadAttention ------------------------------------------------------------------
+
+@pytest.mark.parametrize("reuse", [5, -2, 100, 1.5, "1", None])
+def test_reuse_attention_out_of_range(reuse):
+    with pytest.raises(ValueError, match=re.escape(
+            f"reuse_attention should be between -1 and 4 (num_heads). Received: reuse_attention={reuse}")):
+        attention.ReuseMultiHeadAttention(4, 2, reuse_attention=reuse)
+
+
+@pytest.mark.parametrize("argument", ["num_heads", "key_dim", "value_dim", "pe_max_seq_length",
+                                      "max_sequence_length"])
+@pytest.mark.parametrize("value", [0, -3, 2.5, True])
+def test_reuse_dims_must_be_positive_ints(argument, value):
+    kwargs = {"num_heads": 2, "key_dim": 3, argument: value}
+    with pytest.raises(ValueError, match=f"invalid value for argument `{argument}`"):
+        attention.ReuseMultiHeadAttention(**kwargs)
+
+
+def test_reuse_max_sequence_length_conflicts_with_pe_max_seq_length():
+    with pytest.raises(ValueError, match="`max_sequence_length` is another name for "
+                                         "`pe_max_seq_length`; give one of them"):
+        attention.ReuseMultiHeadAttention(2, 3, pe_max_seq_length=16, max_sequence_length=8)
+
+
+@pytest.mark.parametrize("reuse", [1, 4, -1])
+def test_reuse_scores_are_required_when_reusing(reuse):
+    layer = attention.ReuseMultiHeadAttention(4, 2, reuse_attention=reuse)
+    with pytest.raises(ValueError, match=re.escape(
+            "reuse_attention_scores cannot be None when reuse_attention is True or > 0.")):
+        layer(_x(2, 3, 4), _x(2, 5, 4))
+    assert not layer.built  # checked before anything else, as upstream
+
+
+@pytest.mark.parametrize("reuse, scores_shape", [
+    (2, (2, 1, 3, 5)), (2, (2, 4, 3, 6)), (2, (1, 4, 3, 5)), (2, (2, 4, 3)),
+    (-1, (2, 5, 3, 5)), (-1, (2, 4, 5, 3)), (4, (2, 4, 3, 5, 1)),
+])
+def test_reuse_scores_of_the_wrong_shape(reuse, scores_shape):
+    layer = attention.ReuseMultiHeadAttention(4, 2, reuse_attention=reuse)
+    with library_error(f"reuse_attention_scores has shape {list(scores_shape)} but "
+                       "[2, 4, 3, 5] is required", "SHAPE"):
+        layer(_x(2, 3, 4), _x(2, 5, 4), reuse_attention_scores=np.ones(scores_shape))
+
+
+def test_reuse_scores_must_be_numeric():
+    layer = attention.ReuseMultiHeadAttention(4, 2, reuse_attention=1)
+    with pytest.raises(TypeError, match="reuse_attention_scores must be a numeric array"):
+        layer(_x(2, 3, 4), _x(2, 5, 4), reuse_attention_scores=np.full((2, 4, 3, 5), "x"))
+
+
+@pytest.mark.parametrize("argument", ["query_mask", "value_mask", "key_mask", "use_causal_mask"])
+def test_reuse_takes_only_an_attention_mask(argument):
+    """Upstream's call has attention_mask only; the C API refuses the other masks too."""
+    layer = attention.ReuseMultiHeadAttention(2, 3)
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{argument}'"):
+        layer(_x(2, 3, 4), _x(2, 5, 4), **{argument: np.ones((2, 3))})
+    layer.build((2, 3, 4), (2, 5, 4))
+    q, v, out = _x(2, 3, 4), _x(2, 5, 4), np.zeros((2, 3, 4), F32)
+    field = {"use_causal_mask": 1}.get(argument) or _lib.tensor_ref(np.ones((2, 3), np.uint8))
+    args = _call_args(q, v, out, **{argument: field})
+    fragment = ("has no causal mask" if argument == "use_causal_mask"
+                else f"takes no {argument}; pass an attention_mask")
+    _expect(_lib.lib().att_layer_call(layer._handle, ctypes.byref(args)),
+            _lib.ERR_INVALID_ARGUMENT, fragment)
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({"reuse_attention": 2, "attention_axes": (2,)},
+     "partial reuse takes heads [:, :2] of the scores, which needs the heads at axis 1"),
+    ({"use_relative_pe": True, "attention_axes": (2,)},
+     "use_relative_pe needs attention over axis 1 only; attention_axes resolve to [2]"),
+    ({"attention_axes": (3,)}, "attention_axes"),
+])
+def test_reuse_layouts_it_cannot_take(config, fragment):
+    """Partial reuse slices heads on axis 1 and the position bias is (1, n, T, S): both need
+    rank-3 inputs attending over axis 1 (the build or the call refuses other layouts)."""
+    layer = attention.ReuseMultiHeadAttention(4, 2, **config)
+    scores = np.ones((2, 3, 4, 4, 5)) if config.get("reuse_attention") else None
+    with library_error(fragment, "INVALID_ARGUMENT"):
+        layer(_x(2, 3, 4, 4), _x(2, 3, 5, 4), reuse_attention_scores=scores)
+
+
+def test_reuse_attention_mask_that_does_not_broadcast():
+    layer = attention.ReuseMultiHeadAttention(4, 2)
+    with library_error("does not broadcast to [2, 4, 3, 5]", "SHAPE"):
+        layer(_x(2, 3, 4), _x(2, 5, 4), attention_mask=np.ones((2, 3, 4)))
+
+
+def test_reuse_position_table_too_large():
+    layer = attention.ReuseMultiHeadAttention(2, 3, use_relative_pe=True, pe_max_seq_length=2**62)
+    with library_error("2 x pe_max_seq_length (2 x 4611686018427387904) overflows 64 bits", "SHAPE"):
+        layer.build((1, 2, 3), (1, 2, 3))
+    huge = attention.ReuseMultiHeadAttention(2, 3, use_relative_pe=True, pe_max_seq_length=2**40)
+    with library_error("cannot allocate", "OUT_OF_MEMORY", MemoryError):
+        huge.build((1, 2, 3), (1, 2, 3))
 
 
 # -- dot_product_attention --------------------------------------------------------------------
@@ -481,6 +661,80 @@ def test_c_mha_config_out_of_range(fields, fragment):
     out = ctypes.c_void_p()
     _expect(_status("att_multi_head_attention_create", ctypes.byref(config), ctypes.byref(out)),
             _lib.ERR_INVALID_ARGUMENT, fragment)
+
+
+_GQA_DEFAULTS = {"head_dim": 2, "num_query_heads": 4, "num_key_value_heads": 2, "use_bias": 1}
+_REUSE_DEFAULTS = {"num_heads": 4, "key_dim": 2, "use_bias": 1}
+
+
+@pytest.mark.parametrize("struct, create, fields, fragment", [
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     {"num_key_value_heads": 3}, "num_query_heads (4) must be divisible by num_key_value_heads (3)"),
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     {"num_key_value_heads": 0}, "must be positive integers"),
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     {"head_dim": 0}, "head_dim must be a positive integer; got 0"),
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     {"sliding_window": -2}, "sliding_window must be None or a positive integer; got -2"),
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     {"dtype": 9}, "dtype 9 is not ATT_FLOAT32 or ATT_FLOAT64"),
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     {"kernel_initializer": _lib.Initializer(kind=14)}, "kernel_initializer.kind 14 is not a known"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"reuse_attention": 5}, "reuse_attention should be between -1 and 4 (num_heads); got 5"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"reuse_attention": -2}, "reuse_attention should be between -1 and 4 (num_heads); got -2"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"pe_max_seq_length": -1}, "pe_max_seq_length must be a positive integer; got -1"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"num_heads": 0}, "num_heads must be a positive integer; got 0"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"value_dim": -1}, "value_dim must be a positive integer or None; got -1"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"output_rank": 9}, "output_rank count 9 is outside 0...8"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"bias_constraint": _lib.Constraint(kind=9)}, "bias_constraint.kind 9 is not a known"),
+])
+def test_c_gqa_and_reuse_config_out_of_range(struct, create, fields, fragment):
+    defaults = _GQA_DEFAULTS if struct is _lib.GroupQueryAttentionConfig else _REUSE_DEFAULTS
+    config = struct(struct_size=ctypes.sizeof(struct), **{**defaults, **fields})
+    out = ctypes.c_void_p()
+    _expect(_status(create, ctypes.byref(config), ctypes.byref(out)), _lib.ERR_INVALID_ARGUMENT,
+            fragment)
+
+
+@pytest.mark.parametrize("struct, create, c_name", [
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     "att_group_query_attention_config"),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     "att_reuse_multi_head_attention_config"),
+])
+def test_c_gqa_and_reuse_struct_size(struct, create, c_name):
+    out = ctypes.c_void_p()
+    for size in (0, 8, ctypes.sizeof(struct) - 8, ctypes.sizeof(struct) + 8):
+        config = struct(struct_size=size)
+        _expect(_status(create, ctypes.byref(config), ctypes.byref(out)), _lib.ERR_STRUCT_SIZE,
+                f"{c_name}.struct_size is {size}")
+    _expect(_status(create, None, ctypes.byref(out)), _lib.ERR_NULL_ARGUMENT, "config is NULL")
+
+
+def test_c_reuse_scores_arguments():
+    layer = attention.ReuseMultiHeadAttention(4, 2, reuse_attention=2)
+    layer.build((2, 3, 4), (2, 5, 4))
+    q, v, out = _x(2, 3, 4), _x(2, 5, 4), np.zeros((2, 3, 4), F32)
+    call = _lib.lib().att_layer_call
+    _expect(call(layer._handle, ctypes.byref(_call_args(q, v, out))), _lib.ERR_INVALID_ARGUMENT,
+            "reuse_attention_scores cannot be None when reuse_attention is 2")
+    wrong_dtype = _call_args(q, v, out, reuse_attention_scores=_lib.tensor_ref(
+        np.zeros((2, 4, 3, 5), np.float64)))
+    _expect(call(layer._handle, ctypes.byref(wrong_dtype)), _lib.ERR_DTYPE,
+            "reuse_attention_scores is float64 but the computation is in float32", TypeError)
+    gqa = attention.GroupQueryAttention(2, 4, 2)
+    gqa.build((2, 3, 4), (2, 5, 4))
+    scores = _call_args(q, v, out, reuse_attention_scores=_lib.tensor_ref(
+        np.zeros((2, 4, 3, 5), F32)))
+    _expect(call(gqa._handle, ctypes.byref(scores)), _lib.ERR_INVALID_ARGUMENT,
+            "GroupQueryAttention takes no reuse_attention_scores")
 
 
 def test_c_handles():

@@ -40,7 +40,7 @@ def _exported():
 
 def test_header_declares_the_functions_of_the_ctypes_table():
     functions = _header_functions()
-    assert len(functions) >= 18
+    assert len(functions) >= 20
     assert functions == set(_lib._SIGNATURES)
 
 
@@ -73,6 +73,8 @@ _STRUCTS = {
     "att_regularizer": _lib.Regularizer,
     "att_constraint": _lib.Constraint,
     "att_multi_head_attention_config": _lib.MultiHeadAttentionConfig,
+    "att_group_query_attention_config": _lib.GroupQueryAttentionConfig,
+    "att_reuse_multi_head_attention_config": _lib.ReuseMultiHeadAttentionConfig,
     "att_call_args": _lib.CallArgs,
     "att_dot_product_attention_args": _lib.DotProductAttentionArgs,
 }

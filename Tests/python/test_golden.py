@@ -1,5 +1,5 @@
 """Every golden file (Tests/golden/<group>/<case>_<dtype>.npz, written by real Keras 3.15 by
-Tests/golden/make_golden.py) run through our layer with its weights and inputs: outputs and
+Tests/golden/make_golden.py, or by TF Model Garden by Tests/golden/make_reuse_golden.py) run through our layer with its weights and inputs: outputs and
 scores within the contract tolerance (the float32 one where the file says Keras computed in
 float32, e.g. softmax_in_float32)."""
 
@@ -20,7 +20,8 @@ FLOAT32_FLAGS = ("softmax_in_float32", "float32_compute")
 def test_golden_files_exist():
     assert len(FILES) > 0, f"no golden .npz files under {GOLDEN}"
     groups = {f.parent.name for f in FILES}
-    assert {"attention", "additive_attention", "multi_head_attention"} <= groups, groups
+    assert {"attention", "additive_attention", "multi_head_attention", "dot_product_attention",
+            "group_query_attention", "reuse_multi_head_attention"} <= groups, groups
 
 
 def _optional(case, name):
@@ -50,16 +51,17 @@ def _run(case, dtype):
             mask=_optional(case, "mask"), **config)
         return output, None
     scores_wanted = call["return_attention_scores"]
-    if layer_kind == "MultiHeadAttention":
-        layer = attention.MultiHeadAttention(**config, dtype=dtype)
+    if layer_kind in ("MultiHeadAttention", "GroupQueryAttention", "ReuseMultiHeadAttention"):
+        layer = getattr(attention, layer_kind)(**config, dtype=dtype)
         layer.build(query.shape, value.shape, None if key is None else key.shape)
         layer.set_weights(weights)
-        result = layer(query, value, key=key, query_mask=_optional(case, "query_mask"),
-                       value_mask=_optional(case, "value_mask"),
-                       key_mask=_optional(case, "key_mask"),
-                       attention_mask=_optional(case, "attention_mask"),
-                       use_causal_mask=call["use_causal_mask"],
-                       return_attention_scores=scores_wanted, training=False)
+        if layer_kind == "ReuseMultiHeadAttention":  # attention_mask is its only mask
+            extra = {"reuse_attention_scores": _optional(case, "reuse_attention_scores")}
+        else:
+            extra = {name: _optional(case, name) for name in ("query_mask", "value_mask", "key_mask")}
+            extra["use_causal_mask"] = call["use_causal_mask"]
+        result = layer(query, value, key=key, attention_mask=_optional(case, "attention_mask"),
+                       return_attention_scores=scores_wanted, training=False, **extra)
     else:
         layer = getattr(attention, layer_kind)(**config, dtype=dtype)
         inputs = [query, value] + ([key] if key is not None else [])
@@ -72,9 +74,23 @@ def _run(case, dtype):
     return result if scores_wanted else (result, None)
 
 
+def _attends_across_heads(case):
+    """TF Model Garden resolves a negative attention axis from the projection's rank, so
+    attention_axes=-2 of ReuseMultiHeadAttention lands on the heads axis and upstream attends
+    across heads. This library refuses that axis (README, "Numerics contract")."""
+    if str(case["layer"]) != "ReuseMultiHeadAttention":
+        return False
+    axes = json.loads(str(case["config"])).get("attention_axes") or []
+    return -2 in ([axes] if isinstance(axes, int) else axes)
+
+
 @pytest.mark.parametrize("path", FILES, ids=[str(f.relative_to(GOLDEN)) for f in FILES])
 def test_golden(path):
     with np.load(path) as case:
+        if _attends_across_heads(case):
+            with pytest.raises(ValueError, match=r"attention_axes contains -2 \(the feature axis\)"):
+                _run(case, str(case["dtype"]))
+            return
         computed_in = "float32" if _keras_scores_were_float32(case) else str(case["dtype"])
         output, scores = _run(case, computed_in)
         # Keras computed part of the case in float32 (its fused softmax, or ops.tanh of a

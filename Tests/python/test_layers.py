@@ -308,6 +308,242 @@ def test_concurrent_calls_on_one_layer():
         np.testing.assert_array_equal(out, serial[i % len(inputs)])
 
 
+# -- GroupQueryAttention ----------------------------------------------------------------------
+
+@st.composite
+def gqa_cases(draw):
+    num_query_heads = draw(st.sampled_from([1, 2, 3, 4, 6]))
+    divisors = [d for d in range(1, num_query_heads + 1) if num_query_heads % d == 0]
+    batch, dim = draw(st.integers(1, 2)), draw(st.integers(1, 5))
+    t, s = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    with_key = draw(st.booleans())
+    return {
+        "dtype": draw(st.sampled_from(DTYPES)),
+        # value shares the query's last dim (the library requires it; see the report)
+        "query_shape": (batch, t, dim),
+        "value_shape": (batch, s, dim),
+        "key_dim_in": draw(st.integers(1, 5)) if with_key else None,
+        "config": {
+            "head_dim": draw(st.integers(1, 4)),
+            "num_query_heads": num_query_heads,
+            "num_key_value_heads": draw(st.sampled_from(divisors)),  # 1, a divisor, or all
+            "use_bias": draw(st.booleans()),
+            "use_gate": draw(st.booleans()),
+            "sliding_window": draw(st.sampled_from([None, 1, 2])),
+            "dropout": draw(st.sampled_from([0.0, 0.0, 0.25])),
+        },
+        "axes": (1,),
+        "query_mask": draw(st.booleans()),
+        "value_mask": draw(st.booleans()),
+        "key_mask": draw(st.booleans()),
+        "attention_mask": draw(st.booleans()),
+        "causal": draw(st.booleans()),
+        "scores": draw(st.booleans()),
+        "training": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+@given(gqa_cases())
+def test_group_query_attention_matches_reference(case):
+    rng = np.random.default_rng(case["seed"])
+    dtype = case["dtype"]
+    q = rng.normal(size=case["query_shape"]).astype(dtype)
+    v = rng.normal(size=case["value_shape"]).astype(dtype)
+    k = None if case["key_dim_in"] is None else rng.normal(
+        size=case["value_shape"][:-1] + (case["key_dim_in"],)).astype(dtype)
+    masks = {
+        "query_mask": _mask(rng, q.shape[:-1]) if case["query_mask"] else None,
+        "value_mask": _mask(rng, v.shape[:-1]) if case["value_mask"] else None,
+        "key_mask": _mask(rng, v.shape[:-1]) if case["key_mask"] else None,
+        "attention_mask": _mask(rng, _attention_mask_shape(case, rng)) if case["attention_mask"] else None,
+    }
+    layer = attention.GroupQueryAttention(**case["config"], seed=case["seed"], dtype=dtype)
+    layer.build(q.shape, v.shape, None if k is None else k.shape)
+    weights = _random_weights(layer, rng, -1.0, 1.0)
+    result = layer(q, v, k, **masks, return_attention_scores=case["scores"],
+                   training=case["training"], use_causal_mask=case["causal"])
+    output, scores = result if case["scores"] else (result, None)
+    expected = reference.group_query_attention(
+        q, v, k, weights=weights, **case["config"], **masks, use_causal_mask=case["causal"],
+        training=case["training"], seed=case["seed"], stream=0,
+        return_attention_scores=case["scores"])
+    _check((output, scores), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_group_query_attention_with_all_heads_is_multi_head_attention(dtype):
+    rng = np.random.default_rng(12)
+    q, v = rng.normal(size=(2, 5, 6)).astype(dtype), rng.normal(size=(2, 7, 6)).astype(dtype)
+    gqa = attention.GroupQueryAttention(head_dim=3, num_query_heads=4, num_key_value_heads=4,
+                                        use_gate=True, dtype=dtype)
+    mha = attention.MultiHeadAttention(num_heads=4, key_dim=3, use_gate=True, dtype=dtype)
+    gqa.build(q.shape, v.shape)
+    mha.build(q.shape, v.shape)
+    mha.set_weights(_random_weights(gqa, rng, -1.0, 1.0))
+    for scores in (False, True):
+        got = gqa(q, v, use_causal_mask=True, return_attention_scores=scores)
+        expected = mha(q, v, use_causal_mask=True, return_attention_scores=scores)
+        _check(got if scores else (got, None), expected if scores else (expected, None), dtype)
+
+
+def test_grouped_query_attention_is_group_query_attention():
+    assert attention.GroupedQueryAttention is attention.GroupQueryAttention
+    assert attention.GroupQueryAttention(2, 2, 1).name.startswith("grouped_query_attention")
+
+
+# -- ReuseMultiHeadAttention ------------------------------------------------------------------
+
+@st.composite
+def reuse_cases(draw):
+    num_heads = draw(st.integers(1, 4))
+    reuse_kind = draw(st.sampled_from(["none", "partial", "full", "minus one"]))
+    if reuse_kind == "partial" and num_heads == 1:
+        reuse_kind = "none"
+    reuse_attention = {"none": 0, "full": num_heads, "minus one": -1}.get(reuse_kind)
+    if reuse_kind == "partial":
+        reuse_attention = draw(st.integers(1, num_heads - 1))
+    # Partial reuse and the position bias of new heads need rank 3 attending over axis 1.
+    rank = 3 if reuse_kind in ("none", "partial") and draw(st.booleans()) else draw(
+        st.sampled_from([3, 4, 5]))
+    if reuse_kind == "partial":
+        rank = 3
+    inner = list(range(1, rank - 1))
+    if rank == 3 or draw(st.booleans()):
+        axes, spelled = tuple(inner), draw(st.sampled_from([None, tuple(inner)]))
+    else:
+        axes = tuple(draw(st.lists(st.sampled_from(inner), min_size=1, max_size=len(inner),
+                                   unique=True)))
+        # upstream: a negative axis counts from the end of the projected (rank + 1) tensor
+        spelled = tuple(a - rank - 1 if draw(st.booleans()) else a for a in axes)
+    heads_layout = rank == 3
+    if reuse_kind == "partial":
+        axes, spelled = (1,), draw(st.sampled_from([None, (1,), 1, -3]))
+    batch = draw(st.integers(1, 2))
+    q_dims = [draw(st.integers(1, 6 if heads_layout else 3)) for _ in inner]
+    v_dims = [draw(st.integers(1, 6 if heads_layout else 3)) if a in axes else q_dims[a - 1]
+              for a in inner]
+    with_key = draw(st.booleans())
+    use_relative_pe = draw(st.booleans()) and (heads_layout or reuse_kind in ("full", "minus one"))
+    return {
+        "dtype": draw(st.sampled_from(DTYPES)),
+        "query_shape": (batch, *q_dims, draw(st.integers(1, 5))),
+        "value_shape": (batch, *v_dims, draw(st.integers(1, 5))),
+        "key_dim_in": draw(st.integers(1, 5)) if with_key else None,
+        "config": {
+            "num_heads": num_heads,
+            "key_dim": draw(st.integers(1, 4)),
+            "value_dim": draw(st.sampled_from([None, 1, 2, 3])),
+            "reuse_attention": reuse_attention,
+            "use_relative_pe": use_relative_pe,
+            "pe_max_seq_length": draw(st.integers(1, 4)),  # often below T and S: clipped offsets
+            "use_bias": draw(st.booleans()),
+            "output_shape": draw(st.sampled_from([None, 3, (2, 2)])),
+            "attention_axes": spelled,
+            "dropout": draw(st.sampled_from([0.0, 0.0, 0.25])),
+        },
+        "axes": axes,
+        "attention_mask": draw(st.booleans()),
+        "scores": draw(st.booleans()),
+        "training": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+def _scores_shape(query_shape, value_shape, axes, heads):
+    """MultiHeadAttention's scores layout: (B, <other axes>, heads, <query attention axes>,
+    <key attention axes>)."""
+    others = [a for a in range(1, len(query_shape) - 1) if a not in axes]
+    return ((query_shape[0], *[query_shape[a] for a in others], heads)
+            + tuple(query_shape[a] for a in axes) + tuple(value_shape[a] for a in axes))
+
+
+@given(reuse_cases())
+def test_reuse_multi_head_attention_matches_reference(case):
+    rng = np.random.default_rng(case["seed"])
+    dtype, config = case["dtype"], case["config"]
+    q = rng.normal(size=case["query_shape"]).astype(dtype)
+    v = rng.normal(size=case["value_shape"]).astype(dtype)
+    k = None if case["key_dim_in"] is None else rng.normal(
+        size=case["value_shape"][:-1] + (case["key_dim_in"],)).astype(dtype)
+    mask = _mask(rng, _attention_mask_shape(case, rng)) if case["attention_mask"] else None
+    reuse_scores = None
+    if config["reuse_attention"]:
+        shape = _scores_shape(q.shape, v.shape, case["axes"], config["num_heads"])
+        reuse_scores = rng.uniform(0.0, 1.0, size=shape).astype(dtype)
+    layer = attention.ReuseMultiHeadAttention(**config, seed=case["seed"], dtype=dtype)
+    layer.build(q.shape, v.shape, None if k is None else k.shape)
+    weights = _random_weights(layer, rng, -1.0, 1.0)
+    result = layer(q, v, k, attention_mask=mask, return_attention_scores=case["scores"],
+                   training=case["training"], reuse_attention_scores=reuse_scores)
+    output, scores = result if case["scores"] else (result, None)
+    expected = reference.reuse_multi_head_attention(
+        q, v, k, weights=weights, **config, attention_mask=mask,
+        reuse_attention_scores=reuse_scores, training=case["training"], seed=case["seed"],
+        stream=0, return_attention_scores=case["scores"])
+    _check((output, scores), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reuse_chain_passes_scores_on(dtype):
+    """Each layer reuses heads of the previous layer's scores; full reuse returns them as
+    given, and reuse_attention=0 ignores whatever is passed."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(2, 6, 8)).astype(dtype)
+    configs = [{"reuse_attention": 0, "use_relative_pe": True, "pe_max_seq_length": 3},
+               {"reuse_attention": 2}, {"reuse_attention": -1}, {"reuse_attention": 0}]
+    scores = None
+    for config in configs:
+        layer = attention.ReuseMultiHeadAttention(num_heads=4, key_dim=2, dtype=dtype, **config)
+        layer.build(x.shape, x.shape)
+        weights = _random_weights(layer, rng, -1.0, 1.0)
+        out, new_scores = layer(x, x, return_attention_scores=True,
+                                reuse_attention_scores=scores)
+        expected = reference.reuse_multi_head_attention(
+            x, x, weights=weights, num_heads=4, key_dim=2, **config,
+            reuse_attention_scores=scores if config["reuse_attention"] else None,
+            return_attention_scores=True)
+        _check((out, new_scores), expected, dtype)
+        if config["reuse_attention"] == -1:
+            np.testing.assert_array_equal(new_scores, scores)
+        if config["reuse_attention"] == 0 and scores is not None:
+            garbage = rng.normal(size=(3, 1, 2))
+            np.testing.assert_array_equal(layer(x, x, reuse_attention_scores=garbage),
+                                          layer(x, x))
+        x, scores = out, new_scores
+
+
+@pytest.mark.parametrize("kind", ["GroupQueryAttention", "ReuseMultiHeadAttention"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gqa_and_reuse_dropout_streams(kind, dtype):
+    rng = np.random.default_rng(14)
+    q, v = rng.normal(size=(2, 6, 8)).astype(dtype), rng.normal(size=(2, 7, 8)).astype(dtype)
+    if kind == "GroupQueryAttention":
+        config = {"head_dim": 4, "num_query_heads": 4, "num_key_value_heads": 2}
+        extra = {}
+    else:
+        config = {"num_heads": 4, "key_dim": 4, "reuse_attention": 1}
+        extra = {"reuse_attention_scores": rng.uniform(size=(2, 4, 6, 7)).astype(dtype)}
+    layer = getattr(attention, kind)(**config, dropout=0.4, seed=99, dtype=dtype)
+    ref = (reference.group_query_attention if kind == "GroupQueryAttention"
+           else reference.reuse_multi_head_attention)
+    layer.build(q.shape, v.shape)
+    weights = layer.get_weights()
+    outputs = []
+    for stream in range(2):
+        out, scores = layer(q, v, return_attention_scores=True, training=True, **extra)
+        expected = ref(q, v, weights=weights, **config, dropout=0.4, training=True, seed=99,
+                       stream=stream, return_attention_scores=True, **extra)
+        _check((out, scores), expected, dtype)
+        outputs.append(out)
+    assert not np.array_equal(outputs[0], outputs[1])
+    assert layer.dropout_stream == 2
+    inference = layer(q, v, return_attention_scores=True, **extra)  # training=None
+    assert layer.dropout_stream == 2
+    _check(inference, ref(q, v, weights=weights, **config, dropout=0.4,
+                          return_attention_scores=True, **extra), dtype)
+
+
 # -- dot_product_attention --------------------------------------------------------------------
 
 @st.composite
@@ -375,15 +611,41 @@ def _layers():
             kernel_regularizer="l2", bias_regularizer={"class_name": "L1L2", "config": {"l1": 0.1}},
             activity_regularizer="l1", kernel_constraint="max_norm", bias_constraint="non_neg",
             use_gate=True, seed=42, dtype="float64", name="mha"),
+        attention.GroupQueryAttention(2, 4, 2),
+        attention.GroupQueryAttention(
+            3, 6, 3, dropout=0.1, use_bias=False, sliding_window=2,
+            kernel_initializer="lecun_normal", bias_initializer="ones",
+            kernel_regularizer={"class_name": "L1L2", "config": {"l2": 0.2}},
+            bias_constraint="unit_norm", use_gate=True, seed=8, dtype="float64", name="gqa"),
+        attention.ReuseMultiHeadAttention(2, 3),
+        attention.ReuseMultiHeadAttention(
+            4, 2, value_dim=3, dropout=0.2, reuse_attention=2, use_relative_pe=True,
+            pe_max_seq_length=4, use_bias=False, output_shape=(2, 5),
+            kernel_initializer="random_uniform", bias_regularizer="l1",
+            kernel_constraint="non_neg", seed=9, dtype="float64", name="reuse"),
+        attention.ReuseMultiHeadAttention(3, 2, reuse_attention=-1, attention_axes=1,
+                                          use_relative_pe=True, output_shape=3),
     ]
+
+
+_MULTI_HEAD = (attention.MultiHeadAttention, attention.GroupQueryAttention,
+               attention.ReuseMultiHeadAttention)
 
 
 def _build(layer):
     shapes = [(2, 3, 4), (2, 5, 4)]
-    if isinstance(layer, attention.MultiHeadAttention):
+    if isinstance(layer, _MULTI_HEAD):
         layer.build(*shapes)
     else:
         layer.build(shapes)
+
+
+def _call(layer, q, v):
+    """The layer on query q and value v (Reuse layers get scores to reuse)."""
+    if isinstance(layer, attention.ReuseMultiHeadAttention):
+        scores = np.random.default_rng(1).random((q.shape[0], layer.num_heads, q.shape[1], v.shape[1]))
+        return layer(q, v, reuse_attention_scores=scores)
+    return layer(q, v) if isinstance(layer, _MULTI_HEAD) else layer([q, v])
 
 
 @pytest.mark.parametrize("index", range(len(_layers())))
@@ -417,8 +679,44 @@ def test_weight_names_and_order():
     assert [w.shape for w in mha.get_weights()] == [
         (7, 2, 3), (2, 3), (9, 2, 3), (2, 3), (7, 2, 4), (2, 4), (8, 2, 4), (2, 4), (2, 4, 5, 6),
         (5, 6)]
+    gqa = attention.GroupQueryAttention(3, 4, 2, use_gate=True)
+    gqa.build((1, 2, 7), (1, 3, 7), (1, 3, 9))
+    assert gqa.weights == mha.weights
+    assert [w.shape for w in gqa.get_weights()] == [
+        (7, 4, 3), (4, 3), (9, 2, 3), (2, 3), (7, 4, 3), (4, 3), (7, 2, 3), (2, 3), (4, 3, 7), (7,)]
 
 
+@pytest.mark.parametrize("reuse, use_bias, expected", [
+    (0, True, [("relative_position_embeddings", (1, 4, 11)), ("query/kernel", (7, 4, 3)),
+               ("query/bias", (4, 3)), ("key/kernel", (9, 4, 3)), ("key/bias", (4, 3)),
+               ("value_new/kernel", (8, 4, 5)), ("value_new/bias", (4, 5)),
+               ("attention_output_new/kernel", (4, 5, 2, 3)), ("attention_output_new/bias", (2, 3))]),
+    (1, True, [("relative_position_embeddings", (1, 3, 11)), ("query/kernel", (7, 3, 3)),
+               ("query/bias", (3, 3)), ("key/kernel", (9, 3, 3)), ("key/bias", (3, 3)),
+               ("value_reuse/kernel", (8, 1, 5)), ("value_reuse/bias", (1, 5)),
+               ("value_new/kernel", (8, 3, 5)), ("value_new/bias", (3, 5)),
+               ("attention_output_reuse/kernel", (1, 5, 2, 3)),
+               ("attention_output_reuse/bias", (2, 3)),
+               ("attention_output_new/kernel", (3, 5, 2, 3))]),
+    (2, False, [("relative_position_embeddings", (1, 2, 11)), ("query/kernel", (7, 2, 3)),
+                ("key/kernel", (9, 2, 3)), ("value_reuse/kernel", (8, 2, 5)),
+                ("value_new/kernel", (8, 2, 5)), ("attention_output_reuse/kernel", (2, 5, 2, 3)),
+                ("attention_output_new/kernel", (2, 5, 2, 3))]),
+    (-1, True, [("value_reuse/kernel", (8, 4, 5)), ("value_reuse/bias", (4, 5)),
+                ("attention_output_reuse/kernel", (4, 5, 2, 3)),
+                ("attention_output_reuse/bias", (2, 3))]),
+])
+def test_reuse_weight_names_and_order(reuse, use_bias, expected):
+    layer = attention.ReuseMultiHeadAttention(4, 3, value_dim=5, reuse_attention=reuse,
+                                              use_relative_pe=True, pe_max_seq_length=6,
+                                              use_bias=use_bias, output_shape=(2, 3))
+    layer.build((1, 2, 7), (1, 3, 8), (1, 3, 9))
+    assert list(zip(layer.weights, [w.shape for w in layer.get_weights()])) == expected
+
+
+_WEIGHT_OPTIONS = {"kernel_initializer", "bias_initializer", "kernel_regularizer",
+                   "bias_regularizer", "activity_regularizer", "kernel_constraint",
+                   "bias_constraint"}
 _KERAS_KEYS = {
     "Attention": {"name", "dtype", "use_scale", "score_mode", "dropout", "seed"},
     "AdditiveAttention": {"name", "dtype", "use_scale", "dropout", "seed"},
@@ -427,6 +725,14 @@ _KERAS_KEYS = {
         "output_shape", "attention_axes", "sliding_window", "kernel_initializer",
         "bias_initializer", "kernel_regularizer", "bias_regularizer", "activity_regularizer",
         "kernel_constraint", "bias_constraint", "seed"},
+    "GroupedQueryAttention": {
+        "name", "dtype", "head_dim", "num_query_heads", "num_key_value_heads", "use_bias",
+        "use_gate", "sliding_window", "dropout", "seed"} | _WEIGHT_OPTIONS,
+    # Model Garden's keys (with the input shapes it records to rebuild), plus our seed.
+    "ReuseMultiHeadAttention": {
+        "name", "dtype", "num_heads", "key_dim", "value_dim", "dropout", "use_bias",
+        "output_shape", "attention_axes", "reuse_attention", "use_relative_pe",
+        "pe_max_seq_length", "query_shape", "key_shape", "value_shape", "seed"} | _WEIGHT_OPTIONS,
 }
 
 
@@ -443,10 +749,7 @@ def test_config_round_trip(index):
     clone.set_weights(layer.get_weights())
     rng = np.random.default_rng(0)
     q, v = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4))
-    if isinstance(layer, attention.MultiHeadAttention):
-        np.testing.assert_array_equal(layer(q, v), clone(q, v))
-    else:
-        np.testing.assert_array_equal(layer([q, v]), clone([q, v]))
+    np.testing.assert_array_equal(_call(layer, q, v), _call(clone, q, v))
 
 
 def test_mha_config_values_and_properties():
@@ -495,10 +798,105 @@ def test_from_keras_config():
     assert layer.get_config() == expected
 
 
+def test_gqa_config_values_and_properties():
+    layer = _layers()[7]
+    config = layer.get_config()
+    assert (config["head_dim"], config["num_query_heads"], config["num_key_value_heads"]) == (3, 6, 3)
+    assert config["sliding_window"] == 2 and config["use_gate"] is True and config["dropout"] == 0.1
+    assert config["kernel_initializer"]["class_name"] == "LecunNormal"
+    assert config["kernel_regularizer"]["config"] == {"l1": 0.0, "l2": 0.2}
+    assert config["bias_constraint"]["config"] == {"axis": 0}
+    assert config["seed"] == 8 and config["dtype"] == "float64" and config["name"] == "gqa"
+    assert (layer.head_dim, layer.num_query_heads, layer.num_key_value_heads, layer.dropout,
+            layer.use_bias, layer.use_gate, layer.sliding_window) == (3, 6, 3, 0.1, False, True, 2)
+
+
+def test_gqa_from_keras_config():
+    """Keras 3.15's GroupQueryAttention(head_dim=3, num_query_heads=4, num_key_value_heads=2,
+    sliding_window=2, dtype="float64", kernel_regularizer="l2").get_config()."""
+    keras_config = {
+        "name": "grouped_query_attention", "trainable": True,
+        "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float64"},
+                  "registered_name": None},
+        "head_dim": 3, "num_query_heads": 4, "num_key_value_heads": 2, "use_bias": True,
+        "use_gate": False, "sliding_window": 2, "dropout": 0.0,
+        "kernel_initializer": {"module": "keras.initializers", "class_name": "GlorotUniform",
+                               "config": {"seed": None, "input_axes": None, "output_axes": None},
+                               "registered_name": None},
+        "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros", "config": {},
+                             "registered_name": None},
+        "kernel_regularizer": {"module": "keras.regularizers", "class_name": "L2",
+                               "config": {"l2": 0.01}, "registered_name": None},
+        "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,
+        "bias_constraint": None, "seed": None,
+    }
+    layer = attention.GroupQueryAttention.from_config(keras_config)
+    expected = {k: v for k, v in keras_config.items() if k != "trainable"}
+    expected["dtype"] = "float64"
+    assert layer.get_config() == expected
+
+
+def test_reuse_config_values_and_properties():
+    layer = _layers()[9]
+    config = layer.get_config()
+    assert (config["num_heads"], config["key_dim"], config["value_dim"]) == (4, 2, 3)
+    assert (config["reuse_attention"], config["use_relative_pe"], config["pe_max_seq_length"]) == (2, True, 4)
+    assert config["output_shape"] == (2, 5) and config["attention_axes"] is None
+    assert config["kernel_initializer"]["config"] == {"seed": None, "minval": -0.05, "maxval": 0.05}
+    assert config["bias_regularizer"]["config"] == {"l1": 0.01}
+    assert config["kernel_constraint"]["class_name"] == "NonNeg"
+    assert config["seed"] == 9 and config["dtype"] == "float64" and config["name"] == "reuse"
+    assert (config["query_shape"], config["key_shape"], config["value_shape"]) == (None, None, None)
+    assert (layer.num_heads, layer.key_dim, layer.value_dim, layer.dropout, layer.reuse_attention,
+            layer.use_relative_pe, layer.pe_max_seq_length, layer.use_bias) == (
+        4, 2, 3, 0.2, 2, True, 4, False)
+    # As upstream: -1 is stored as num_heads, value_dim None as key_dim, an int axis as a tuple.
+    full = attention.ReuseMultiHeadAttention(3, 2, reuse_attention=-1, attention_axes=1)
+    assert full.get_config()["reuse_attention"] == 3 and full.reuse_attention == 3
+    assert full.get_config()["value_dim"] == 2 and full.get_config()["attention_axes"] == (1,)
+    assert attention.ReuseMultiHeadAttention(2, 3).pe_max_seq_length == 512
+    assert attention.ReuseMultiHeadAttention(2, 3, max_sequence_length=7).pe_max_seq_length == 7
+    same = attention.ReuseMultiHeadAttention(2, 3, pe_max_seq_length=7, max_sequence_length=7)
+    assert same.get_config()["pe_max_seq_length"] == 7 and "max_sequence_length" not in same.get_config()
+
+
+def test_reuse_config_after_build_rebuilds():
+    """Like Model Garden's, the config of a built layer records the input shapes, and
+    from_config builds the new layer from them."""
+    layer = attention.ReuseMultiHeadAttention(2, 3, reuse_attention=1, use_relative_pe=True,
+                                              pe_max_seq_length=5)
+    layer.build((None, 4, 6), (None, 5, 7))
+    config = layer.get_config()
+    assert (config["query_shape"], config["key_shape"], config["value_shape"]) == (
+        (None, 4, 6), (None, 5, 7), (None, 5, 7))
+    clone = attention.ReuseMultiHeadAttention.from_config(config)
+    assert clone.built and clone.get_config() == config
+    assert [w.shape for w in clone.get_weights()] == [w.shape for w in layer.get_weights()]
+    model_garden = {  # tf.keras 2 get_config(): TensorShapes as lists, "trainable"
+        "name": "reuse_multi_head_attention", "trainable": True, "dtype": "float32",
+        "num_heads": 2, "key_dim": 3, "value_dim": 3, "dropout": 0.0, "use_bias": True,
+        "output_shape": None, "attention_axes": None, "reuse_attention": 0,
+        "use_relative_pe": False, "pe_max_seq_length": 512, "kernel_initializer":
+            {"module": "keras.initializers", "class_name": "GlorotUniform",
+             "config": {"seed": None}, "registered_name": None},
+        "bias_initializer": {"module": "keras.initializers", "class_name": "Zeros",
+                             "config": {}, "registered_name": None},
+        "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
+        "kernel_constraint": None, "bias_constraint": None,
+        "query_shape": [None, 4, 8], "key_shape": [None, 6, 2], "value_shape": [None, 6, 8],
+    }
+    garden_layer = attention.ReuseMultiHeadAttention.from_config(model_garden)
+    assert garden_layer.built
+    assert [w.shape for w in garden_layer.get_weights()][:4] == [(8, 2, 3), (2, 3), (2, 2, 3), (2, 3)]
+    unbuilt = attention.ReuseMultiHeadAttention.from_config({**model_garden, "key_shape": None})
+    assert not unbuilt.built
+
+
 def test_default_names_are_unique():
     a, b = attention.Attention(), attention.Attention()
     assert a.name.startswith("attention") and a.name != b.name
     assert attention.MultiHeadAttention(1, 1).name.startswith("multi_head_attention")
+    assert attention.ReuseMultiHeadAttention(1, 1).name.startswith("reuse_multi_head_attention")
 
 
 # -- initializers -----------------------------------------------------------------------------

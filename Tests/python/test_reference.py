@@ -767,3 +767,377 @@ def test_dot_product_attention_dtype_and_errors():
         ref.dot_product_attention(q, np.ones((2, 4, 3, 3)), np.ones((2, 4, 3, 5)))
     with pytest.raises(ValueError):
         ref.dot_product_attention(q[0], k[0], v[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# GroupQueryAttention
+# ---------------------------------------------------------------------------------------------
+
+def gqa_case(seed, nq=4, nkv=2, head_dim=3, use_bias=True, use_gate=False, t=5, s=5, dq=6,
+             dk=4, dv=3):
+    """Inputs, GQA weights (Keras order) and the MHA weights with the kv heads repeated."""
+    rng = np.random.default_rng(seed)
+    query, value, key = (rng.normal(size=shape) for shape in ((2, t, dq), (2, s, dv), (2, s, dk)))
+    shapes = [((dq, nq, head_dim), (nq, head_dim)), ((dk, nkv, head_dim), (nkv, head_dim))]
+    shapes += [((dq, nq, head_dim), (nq, head_dim))] if use_gate else []
+    shapes += [((dv, nkv, head_dim), (nkv, head_dim)), ((nq, head_dim, dq), (dq,))]
+    weights, repeated = [], []
+    for index, (kernel, bias) in enumerate(shapes):
+        kv = index in (1, len(shapes) - 2)  # the key and value projections
+        pair = [rng.normal(size=kernel) * 0.5]
+        pair += [rng.normal(size=bias) * 0.5] if use_bias else []
+        weights += pair
+        repeated += [np.repeat(w, nq // nkv, axis=w.ndim - 2) if kv else w for w in pair]
+    return rng, query, value, key, weights, repeated
+
+
+@pytest.mark.parametrize("nkv", [1, 2, 4])
+@pytest.mark.parametrize("use_bias, use_gate", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("scores_requested", [False, True])
+def test_gqa_equals_mha_loop_with_repeated_kv_heads(nkv, use_bias, use_gate, scores_requested):
+    _, query, value, key, weights, repeated = gqa_case(40, nkv=nkv, use_bias=use_bias,
+                                                       use_gate=use_gate)
+    masks = {n: MHA_MASKS[n][2] for n in ("query", "value", "key", "attention")}
+    mask = explicit_mask(2, 5, 5, masks["query"], masks["value"], masks["key"], causal=True,
+                         window=3, attention_mask=masks["attention"])
+    out, scores = ref.group_query_attention(
+        query, value, key, weights=weights, head_dim=3, num_query_heads=4,
+        num_key_value_heads=nkv, use_bias=use_bias, use_gate=use_gate, sliding_window=3,
+        query_mask=masks["query"], value_mask=masks["value"], key_mask=masks["key"],
+        attention_mask=masks["attention"], use_causal_mask=True,
+        return_attention_scores=scores_requested)
+    expected_out, expected_scores = loop_mha(query, value, key, repeated, 4, 3, use_bias,
+                                             use_gate, mask=mask, fused=not scores_requested)
+    close(out, expected_out)
+    if scores_requested:
+        assert scores.shape == (2, 4, 5, 5)
+        close(scores, expected_scores)
+    else:
+        assert scores is None
+
+
+def test_gqa_head_h_uses_kv_head_h_over_group():
+    _, query, value, key, weights, _ = gqa_case(41, nq=6, nkv=2)
+    kwargs = dict(head_dim=3, num_query_heads=6, num_key_value_heads=2,
+                  return_attention_scores=True)
+    _, scores = ref.group_query_attention(query, value, key, weights=weights, **kwargs)
+    # Zeroing kv head 1's key projection makes its heads (3, 4, 5) uniform, and only those.
+    flat = [w.copy() for w in weights]
+    flat[2][:, 1], flat[3][1] = 0, 0
+    _, changed = ref.group_query_attention(query, value, key, weights=flat, **kwargs)
+    close(changed[:, 3:], np.full((2, 3, 5, 5), 0.2))
+    close(changed[:, :3], scores[:, :3])
+
+
+def test_gqa_fully_masked_rows_and_dropout():
+    _, query, value, key, weights, repeated = gqa_case(42, nkv=1)
+    attention_mask = np.ones((2, 5, 5), bool)
+    attention_mask[1, 3] = False
+    common = dict(weights=weights, head_dim=3, num_query_heads=4, num_key_value_heads=1,
+                  attention_mask=attention_mask)
+    for kwargs, fused in (({}, True), ({"return_attention_scores": True}, False),
+                          ({"dropout": 0.25}, False)):
+        out, _ = ref.group_query_attention(query, value, key, **common, **kwargs)
+        expected, _ = loop_mha(query, value, key, repeated, 4, 3, mask=attention_mask,
+                               fused=fused)
+        close(out, expected)
+    out, scores = ref.group_query_attention(query, value, key, **common, dropout=0.25,
+                                            training=True, seed=5, stream=9,
+                                            return_attention_scores=True)
+    keep = ref.dropout_keep((2, 4, 5, 5), 0.25, 5, 9)
+    expected_out, expected_scores = loop_mha(query, value, key, repeated, 4, 3,
+                                             mask=attention_mask, dropout_keep=keep / 0.75)
+    close(out, expected_out)
+    close(scores, expected_scores)  # returned before dropout
+
+
+def test_gqa_float32_and_errors():
+    _, query, value, key, weights, _ = gqa_case(43)
+    kwargs = dict(head_dim=3, num_query_heads=4, num_key_value_heads=2)
+    out32, _ = ref.group_query_attention(query.astype(np.float32), value.astype(np.float32),
+                                         key.astype(np.float32),
+                                         weights=[w.astype(np.float32) for w in weights], **kwargs)
+    assert out32.dtype == np.float32
+    close(out32, ref.group_query_attention(query, value, key, weights=weights, **kwargs)[0], "f32")
+    with pytest.raises(ValueError):  # 3 kv heads do not divide 4 query heads
+        ref.group_query_attention(query, value, key, weights=weights, head_dim=3,
+                                  num_query_heads=4, num_key_value_heads=3)
+    with pytest.raises(ValueError):  # key kernel has 2 kv heads, not 4
+        ref.group_query_attention(query, value, key, weights=weights, head_dim=3,
+                                  num_query_heads=4, num_key_value_heads=4)
+    with pytest.raises(ValueError):
+        ref.group_query_attention(query, value, key, weights=weights, sliding_window=0, **kwargs)
+    with pytest.raises(ValueError):
+        ref.group_query_attention(query[..., None], value, key, weights=weights, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# ReuseMultiHeadAttention (TF Model Garden)
+# ---------------------------------------------------------------------------------------------
+
+def reuse_weights(rng, heads, reused, dq, dk, dv, hk, hv, out_dim, use_bias=True, pe_length=None):
+    """Random weights in upstream order (see reference.reuse_multi_head_attention)."""
+    new = heads - reused
+    dense = []  # (kernel shape, bias shape or None)
+    if new:
+        dense += [((dq, new, hk), (new, hk)), ((dk, new, hk), (new, hk))]
+    if reused:
+        dense += [((dv, reused, hv), (reused, hv))]
+    if new:
+        dense += [((dv, new, hv), (new, hv))]
+    if reused:
+        dense += [((reused, hv, out_dim), (out_dim,))]
+    if new:
+        dense += [((new, hv, out_dim), (out_dim,) if not reused else None)]
+    weights = [rng.normal(size=(1, new, 2 * pe_length - 1)) * 0.5] if pe_length and new else []
+    for kernel, bias in dense:
+        weights.append(rng.normal(size=kernel) * 0.5)
+        if use_bias and bias is not None:
+            weights.append(rng.normal(size=bias) * 0.5)
+    return weights
+
+
+def loop_reuse(query, value, key, weights, heads, reused, key_dim, use_bias=True,
+               pe_length=None, mask=None, given=None, dropout_factor=None):
+    """Rank-3 ReuseMultiHeadAttention one batch, head and score at a time."""
+    new = heads - reused
+    it = iter(weights)
+
+    def take(has_bias=use_bias):
+        kernel = next(it)
+        return kernel, (next(it) if has_bias else 0.0)
+
+    pe = next(it) if pe_length and new else None
+    wq, wk = (take(), take()) if new else (None, None)
+    wvr = take() if reused else None
+    wvn = take() if new else None
+    wor = take() if reused else None
+    won = take(use_bias and not reused) if new else None
+    batch, t, _ = query.shape
+    s = value.shape[1]
+    out = np.zeros((batch, t, (wor or won)[0].shape[-1]))
+    scores = np.zeros((batch, heads, t, s))
+    for b in range(batch):
+        for h in range(heads):
+            if h < new:
+                qh = (query[b] @ wq[0][:, h] + (wq[1][h] if use_bias else 0)) / math.sqrt(key_dim)
+                kh = key[b] @ wk[0][:, h] + (wk[1][h] if use_bias else 0)
+                for i in range(t):
+                    row = np.array([float(qh[i] @ kh[j]) for j in range(s)])
+                    for j in range(s):
+                        if pe is not None:
+                            index = j - i + pe_length - 1
+                            index = 0 if index < 0 else min(index, 2 * pe_length - 2)
+                            row[j] += pe[0, h, index]
+                        if mask is not None and not mask[b, i, j]:
+                            row[j] -= 1e9
+                    e = np.exp(row - row.max())
+                    scores[b, h, i] = e / e.sum()
+                kernel, bias, r = wvn[0], wvn[1], h
+                out_kernel = won[0][r]
+            else:
+                r = h - new
+                scores[b, h] = given[b, r]
+                kernel, bias = wvr
+                out_kernel = wor[0][r]
+            vh = value[b] @ kernel[:, r] + (bias[r] if use_bias else 0)
+            used = scores[b, h] if dropout_factor is None else scores[b, h] * dropout_factor[b, h]
+            out[b] += (used @ vh) @ out_kernel
+    out += (wor[1] if reused else 0) + (won[1] if new and not reused else 0)
+    return out, scores
+
+
+def reuse_case(seed, heads=3, reused=0, t=4, s=5, dq=4, dk=3, dv=2, hk=2, hv=3, out_dim=5,
+               use_bias=True, pe_length=None):
+    rng = np.random.default_rng(seed)
+    query, value, key = (rng.normal(size=shape) for shape in ((2, t, dq), (2, s, dv), (2, s, dk)))
+    weights = reuse_weights(rng, heads, reused, dq, dk, dv, hk, hv, out_dim, use_bias, pe_length)
+    given = rng.random((2, heads, t, s))
+    given /= given.sum(-1, keepdims=True)
+    kwargs = dict(weights=weights, num_heads=heads, key_dim=hk, value_dim=hv,
+                  reuse_attention=reused, use_relative_pe=pe_length is not None,
+                  pe_max_seq_length=pe_length or 512, use_bias=use_bias, output_shape=out_dim,
+                  return_attention_scores=True)
+    return rng, query, value, key, given, kwargs
+
+
+def test_reuse_weights_helper_shapes():
+    rng = np.random.default_rng(0)
+    shapes = [w.shape for w in reuse_weights(rng, 3, 1, 4, 3, 2, 2, 3, 5, True, 3)]
+    assert shapes == [(1, 2, 5), (4, 2, 2), (2, 2), (3, 2, 2), (2, 2), (2, 1, 3), (1, 3),
+                      (2, 2, 3), (2, 3), (1, 3, 5), (5,), (2, 3, 5)]
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_reuse_without_reuse_is_mha_plus_position_bias(use_bias):
+    rng, query, value, key, _, kwargs = reuse_case(50, use_bias=use_bias)
+    mask = rng.random((2, 4, 5)) > 0.3
+    mask[:, :, 0] = True  # no fully masked row: -1e9 then vanishes exactly in float64
+    out, scores = ref.reuse_multi_head_attention(query, value, key, attention_mask=mask, **kwargs)
+    mha_out, mha_scores = ref.multi_head_attention(
+        query, value, key, weights=kwargs["weights"], num_heads=3, key_dim=2, value_dim=3,
+        use_bias=use_bias, output_shape=5, attention_mask=mask, return_attention_scores=True)
+    close(out, mha_out)
+    close(scores, mha_scores)
+    close(out, loop_reuse(query, value, key, kwargs["weights"], 3, 0, 2, use_bias, mask=mask)[0])
+    # With the position bias (T = 4, S = 5 > P = 2: clamped indices), against the loops.
+    rng, query, value, key, given, kwargs = reuse_case(51, use_bias=use_bias, pe_length=2)
+    out, scores = ref.reuse_multi_head_attention(query, value, key, attention_mask=mask,
+                                                 reuse_attention_scores=given, **kwargs)
+    expected = loop_reuse(query, value, key, kwargs["weights"], 3, 0, 2, use_bias, 2, mask=mask)
+    close(out, expected[0])
+    close(scores, expected[1])
+
+
+@pytest.mark.parametrize("reuse", [3, -1])
+def test_reuse_full_uses_the_given_scores(reuse):
+    _, query, value, key, given, kwargs = reuse_case(52, reused=3)
+    kwargs["reuse_attention"] = reuse
+    mask = np.zeros((2, 4, 5))  # ignored: no new heads
+    out, scores = ref.reuse_multi_head_attention(query, value, key, attention_mask=mask,
+                                                 reuse_attention_scores=given, **kwargs)
+    assert np.array_equal(scores, given)
+    close(out, loop_reuse(query, value, key, kwargs["weights"], 3, 3, 2, given=given)[0])
+    with pytest.raises(ValueError):  # full reuse needs exactly num_heads heads
+        ref.reuse_multi_head_attention(query, value, key, reuse_attention_scores=given[:, :2],
+                                       **kwargs)
+    with pytest.raises(ValueError):
+        ref.reuse_multi_head_attention(query, value, key, **kwargs)
+
+
+@pytest.mark.parametrize("reused", [1, 2])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_reuse_partial_concatenates_new_then_reused(reused, use_bias):
+    rng, query, value, key, given, kwargs = reuse_case(53, reused=reused, use_bias=use_bias,
+                                                       pe_length=3)
+    mask = rng.random((2, 4, 5)) > 0.3
+    out, scores = ref.reuse_multi_head_attention(query, value, key, attention_mask=mask,
+                                                 reuse_attention_scores=given, **kwargs)
+    new = 3 - reused
+    assert np.array_equal(scores[:, new:], given[:, :reused])
+    expected = loop_reuse(query, value, key, kwargs["weights"], 3, reused, 2, use_bias, 3,
+                          mask=mask, given=given)
+    close(out, expected[0])
+    close(scores, expected[1])
+    # The new heads alone: a reuse-free layer with the new heads' weights (PE, query, key).
+    weights = kwargs["weights"]
+    per = 2 if use_bias else 1
+    only_new = weights[:1 + 2 * per] + weights[1 + 2 * per + per:1 + 2 * per + 2 * per]
+    only_new += [np.zeros((new, 3, 5))] + ([np.zeros(5)] if use_bias else [])
+    _, new_scores = ref.reuse_multi_head_attention(
+        query, value, key, weights=only_new, num_heads=new, key_dim=2, value_dim=3,
+        use_relative_pe=True, pe_max_seq_length=3, use_bias=use_bias, output_shape=5,
+        attention_mask=mask, return_attention_scores=True)
+    close(scores[:, :new], new_scores)
+
+
+def test_reuse_position_bias_clamps_beyond_max_length():
+    # Zero query/key projections: the logits are the bias alone, so the softmax recovers it.
+    p, t, s = 3, 5, 6
+    rng, query, value, key, _, kwargs = reuse_case(54, heads=2, t=t, s=s, pe_length=p)
+    weights = [w.copy() for w in kwargs["weights"]]
+    for w in weights[1:5]:
+        w[...] = 0
+    _, scores = ref.reuse_multi_head_attention(query, value, key, **{**kwargs,
+                                                                     "weights": weights})
+    table = weights[0][0]
+    for h, i, j in np.ndindex(2, t, s):
+        index = max(0, min(j - i + p - 1, 2 * p - 2))
+        expected = table[h, index] - table[h, max(0, min(-i + p - 1, 2 * p - 2))]
+        assert abs(math.log(scores[0, h, i, j] / scores[0, h, i, 0]) - expected) < 1e-10
+    # Clamped offsets share the ends of the table: row 4, keys 0..2 -> index 0; row 0,
+    # keys 2..5 -> index 4.
+    assert np.all(scores[:, :, 4, :3] == scores[:, :, 4, :1])
+    assert np.all(scores[:, :, 0, 2:] == scores[:, :, 0, 2:3])
+    assert not np.allclose(scores[:, :, 4, 3], scores[:, :, 4, 2])
+
+
+def test_reuse_fully_masked_row_adds_minus_1e9_in_the_dtype():
+    _, query, value, key, _, kwargs = reuse_case(55)
+    mask = np.ones((2, 4, 5), bool)
+    mask[1, 2] = False
+    _, plain = ref.reuse_multi_head_attention(query, value, key, **kwargs)
+    _, masked = ref.reuse_multi_head_attention(query, value, key, attention_mask=mask, **kwargs)
+    close(masked[1, :, 2], plain[1, :, 2], 1e-6)  # float64: close to softmax(s)
+    f32 = {**kwargs, "weights": [w.astype(np.float32) for w in kwargs["weights"]]}
+    _, masked32 = ref.reuse_multi_head_attention(*(x.astype(np.float32) for x in (query, value,
+                                                                                  key)),
+                                                 attention_mask=mask, **f32)
+    assert masked32.dtype == np.float32
+    assert np.all(masked32[1, :, 2] == np.float32(0.2))  # |s| < 32: s - 1e9 rounds to -1e9
+    # Larger scores (|s| up to a few hundred): s - 1e9 rounds to multiples of 64, not uniform.
+    wq, bq, wk, bk = (w.astype(np.float32) * 6 for w in kwargs["weights"][:4])
+    big = {**f32, "weights": [wq, bq, wk, bk] + f32["weights"][4:]}
+    q32, v32, k32 = (x.astype(np.float32) for x in (query, value, key))
+    _, masked32 = ref.reuse_multi_head_attention(q32, v32, k32, attention_mask=mask, **big)
+    logits = np.einsum("tnh,snh->nts", (np.tensordot(q32[1], wq, axes=1) + bq)
+                       / np.float32(math.sqrt(2)), np.tensordot(k32[1], wk, axes=1) + bk)[:, 2]
+    assert 64 < np.abs(logits).max() < 1000
+    shifted = logits + np.float32(-1e9)
+    e = np.exp(shifted - shifted.max(-1, keepdims=True))
+    close(masked32[1, :, 2], e / e.sum(-1, keepdims=True), "f32")
+    assert not np.allclose(masked32[1, :, 2], 0.2)
+
+
+def test_reuse_dropout_uses_the_returned_scores_flat_index():
+    rng, query, value, key, given, kwargs = reuse_case(56, reused=1)
+    kwargs["dropout"] = 0.3
+    plain_out, plain_scores = ref.reuse_multi_head_attention(query, value, key,
+                                                             reuse_attention_scores=given,
+                                                             **kwargs)
+    out, scores = ref.reuse_multi_head_attention(query, value, key, reuse_attention_scores=given,
+                                                 training=True, seed=3, stream=8, **kwargs)
+    assert np.array_equal(scores, plain_scores)
+    keep = ref.dropout_keep((2, 3, 4, 5), 0.3, 3, 8)
+    expected = loop_reuse(query, value, key, kwargs["weights"], 3, 1, 2, given=given,
+                          dropout_factor=keep / 0.7)
+    close(out, expected[0])
+    assert np.max(np.abs(out - plain_out)) > 1e-3
+
+
+def test_reuse_negative_axes_count_from_the_projected_end():
+    rng = np.random.default_rng(57)
+    x = rng.normal(size=(2, 3, 4, 5))
+    weights = reuse_weights(rng, 2, 0, 5, 5, 5, 3, 3, 5)
+    kwargs = dict(weights=weights, num_heads=2, key_dim=3, return_attention_scores=True)
+    # -3 is input axis 2 (Keras MHA would say -2).
+    close(ref.reuse_multi_head_attention(x, x, attention_axes=-3, **kwargs)[1],
+          ref.reuse_multi_head_attention(x, x, attention_axes=(2,), **kwargs)[1])
+    # -2 attends across the heads: scores (B, 3, 4, Nq, Nk).
+    out, scores = ref.reuse_multi_head_attention(x, x, attention_axes=-2, **kwargs)
+    wq, bq, wk, bk, wv, bv, wo, bo = weights
+    q = (np.tensordot(x, wq, axes=1) + bq) / math.sqrt(3)
+    k = np.tensordot(x, wk, axes=1) + bk
+    v = np.tensordot(x, wv, axes=1) + bv
+    expected_out = np.zeros((2, 3, 4, 5))
+    for index in np.ndindex(2, 3, 4):
+        logits = q[index] @ k[index].T
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        w = e / e.sum(-1, keepdims=True)
+        close(scores[index], w)
+        expected_out[index] = np.tensordot(w @ v[index], wo, axes=2) + bo
+    close(out, expected_out)
+    close(ref.reuse_multi_head_attention(x, x, attention_axes=3, **kwargs)[1], scores)
+
+
+def test_reuse_rejects_bad_arguments():
+    rng, query, value, key, given, kwargs = reuse_case(58, reused=1)
+    call = ref.reuse_multi_head_attention
+    with pytest.raises(ValueError):  # partial reuse needs the scores
+        call(query, value, key, **kwargs)
+    with pytest.raises(ValueError):  # fewer given heads than reused
+        call(query, value, key, reuse_attention_scores=given[:, :0], **kwargs)
+    with pytest.raises(ValueError):
+        call(query, value, key, reuse_attention_scores=given, **{**kwargs, "reuse_attention": 4})
+    with pytest.raises(ValueError):  # weights for r = 1, not r = 2
+        call(query, value, key, reuse_attention_scores=given, **{**kwargs, "reuse_attention": 2})
+    x = rng.normal(size=(2, 3, 4, 5))
+    weights = reuse_weights(rng, 2, 1, 5, 5, 5, 3, 3, 5)
+    for axes in (None, 0, -1, (2, -3)):  # partial reuse beyond rank 3; axes 0, -1; duplicates
+        with pytest.raises(ValueError):
+            call(x, x, weights=weights, num_heads=2, key_dim=3, reuse_attention=1,
+                 attention_axes=axes, reuse_attention_scores=np.ones((2, 3, 2, 4, 4)))
+    weights = reuse_weights(rng, 2, 0, 5, 5, 5, 3, 3, 5, pe_length=4)
+    with pytest.raises(ValueError):  # the position bias only in the rank-3 layout
+        call(x, x, weights=weights, num_heads=2, key_dim=3, use_relative_pe=True,
+             pe_max_seq_length=4, attention_axes=(2,))

@@ -100,6 +100,53 @@ def mha(options, dtype="float32", q_shape=(2, 64, 64), v_shape=(2, 80, 64), head
     return (got if scores else (got, None)), expected, ms
 
 
+def gqa(options, dtype="float32", b=2, t=64, s=80, d=64, query_heads=8, kv_heads=2, head_dim=16,
+        masks=False, causal=False, scores=False, dropout=0.0):
+    q, v = normal((b, t, d), dtype), normal((b, s, d), dtype)
+    config = dict(head_dim=head_dim, num_query_heads=query_heads, num_key_value_heads=kv_heads,
+                  **options)
+    layer = attention.GroupQueryAttention(**config, dropout=dropout, seed=SEED, dtype=dtype)
+    layer.build(q.shape, v.shape)
+    weights = layer.get_weights()
+    call_masks = {"query_mask": mask((b, t)), "value_mask": mask((b, s))} if masks else {}
+    training = dropout > 0
+
+    def run():
+        return layer(q, v, **call_masks, use_causal_mask=causal, return_attention_scores=scores,
+                     training=training)
+
+    got, ms = timed(run)
+    expected = reference.group_query_attention(
+        q, v, weights=weights, **config, **call_masks, use_causal_mask=causal, dropout=dropout,
+        training=training, seed=SEED, stream=0, return_attention_scores=scores)
+    return (got if scores else (got, None)), expected, ms
+
+
+def reuse(options, dtype="float32", b=2, t=64, s=80, d=64, heads=4, key_dim=16, with_mask=False,
+          dropout=0.0):
+    q, v = normal((b, t, d), dtype), normal((b, s, d), dtype)
+    config = dict(num_heads=heads, key_dim=key_dim, **options)
+    layer = attention.ReuseMultiHeadAttention(**config, dropout=dropout, seed=SEED, dtype=dtype)
+    layer.build(q.shape, v.shape)
+    weights = layer.get_weights()
+    attention_mask = mask((b, t, s)) if with_mask else None
+    # An earlier layer's scores: rows of random positive weights summing to 1.
+    previous = RNG.random((b, heads, t, s)).astype(dtype) + 0.1
+    previous /= previous.sum(axis=-1, keepdims=True)
+    training = dropout > 0
+
+    def run():
+        return layer(q, v, attention_mask=attention_mask, return_attention_scores=True,
+                     training=training, reuse_attention_scores=previous)
+
+    got, ms = timed(run)
+    expected = reference.reuse_multi_head_attention(
+        q, v, weights=weights, **config, attention_mask=attention_mask,
+        reuse_attention_scores=previous if options.get("reuse_attention") else None,
+        dropout=dropout, training=training, seed=SEED, stream=0, return_attention_scores=True)
+    return got, expected, ms
+
+
 def dpa(dtype="float32", b=2, t=64, s=80, n=8, k=2, h=32, bias=False, with_mask=False,
         is_causal=False):
     q, key, v = normal((b, t, n, h), dtype), normal((b, s, k, h), dtype), normal((b, s, k, h), dtype)
@@ -139,6 +186,21 @@ CASES = [
                  masks=True, scores=True)),
     ("MultiHeadAttention", "rank 5, attention_axes (2, 3)",
      lambda: mha({"attention_axes": (2, 3)}, q_shape=(2, 3, 8, 8, 16), v_shape=(2, 3, 6, 10, 16))),
+    ("GroupQueryAttention", "8 query / 2 key-value heads", lambda: gqa({})),
+    ("GroupQueryAttention", "8/2, masks, causal, scores",
+     lambda: gqa({}, masks=True, causal=True, scores=True)),
+    ("GroupQueryAttention", "8/1 (multi-query), gate, sliding_window 16",
+     lambda: gqa({"use_gate": True, "sliding_window": 16}, kv_heads=1)),
+    ("GroupQueryAttention", "8/8, dropout 0.1 (training), float64",
+     lambda: gqa({}, "float64", kv_heads=8, dropout=0.1, scores=True)),
+    ("ReuseMultiHeadAttention", "reuse 0, relative PE (P 32 < T, S), mask",
+     lambda: reuse({"use_relative_pe": True, "pe_max_seq_length": 32}, with_mask=True)),
+    ("ReuseMultiHeadAttention", "reuse 2 of 4, relative PE",
+     lambda: reuse({"reuse_attention": 2, "use_relative_pe": True, "pe_max_seq_length": 32})),
+    ("ReuseMultiHeadAttention", "reuse -1 (all), value_dim 8, output_shape (4, 8)",
+     lambda: reuse({"reuse_attention": -1, "value_dim": 8, "output_shape": (4, 8)})),
+    ("ReuseMultiHeadAttention", "reuse 1 of 4, dropout 0.1 (training), float64",
+     lambda: reuse({"reuse_attention": 1}, "float64", with_mask=True, dropout=0.1)),
     ("dot_product_attention", "GQA 8/2 heads", lambda: dpa()),
     ("dot_product_attention", "GQA 8/2, bias, mask, causal",
      lambda: dpa(bias=True, with_mask=True, is_causal=True)),
@@ -148,7 +210,7 @@ CASES = [
 
 def main():
     print(f"libattention {attention.__version__}, {attention.get_num_threads()} threads\n")
-    header = f"{'layer':<22} {'options':<56} {'max abs error':>13} {'tolerance':>10} {'ms/call':>9}"
+    header = f"{'layer':<23} {'options':<56} {'max abs error':>13} {'tolerance':>10} {'ms/call':>9}"
     print(header)
     print("-" * len(header))
     failures = 0
@@ -162,7 +224,7 @@ def main():
         ok = all(e <= lim for e, lim in checks)  # NaN errors fail too
         failures += not ok
         flag = "" if ok else "  FAIL"
-        print(f"{layer:<22} {options:<56} {error:>13.2e} {limit:>10.1e} {ms:>9.3f}{flag}")
+        print(f"{layer:<23} {options:<56} {error:>13.2e} {limit:>10.1e} {ms:>9.3f}{flag}")
     print(f"\n{len(CASES) - failures} of {len(CASES)} within tolerance")
     return 1 if failures else 0
 

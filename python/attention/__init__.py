@@ -5,10 +5,19 @@
     mha.set_weights(keras_mha.get_weights())     # optional: Keras's weights, Keras's order
     out, scores = mha(query, value, return_attention_scores=True)
 
-Layers: Attention, AdditiveAttention, MultiHeadAttention (Keras's constructor and call
-arguments, get_weights/set_weights, get_config/from_config); dot_product_attention
-(keras.ops). float32 (default) or float64. The C library is found through $ATTENTION_LIB,
-next to this package, or in an enclosing .build/release (after `make lib`).
+Layers: Attention, AdditiveAttention, MultiHeadAttention, GroupQueryAttention (also
+GroupedQueryAttention) — Keras 3.15's constructor and call arguments, get_weights/set_weights,
+get_config/from_config — and TF Model Garden's ReuseMultiHeadAttention, whose layers pass
+their attention scores on:
+
+    first = ReuseMultiHeadAttention(num_heads=4, key_dim=16)
+    second = ReuseMultiHeadAttention(num_heads=4, key_dim=16, reuse_attention=2)
+    x, scores = first(x, x, return_attention_scores=True)
+    x = second(x, x, reuse_attention_scores=scores)
+
+Functional: dot_product_attention (keras.ops). float32 (default) or float64. The C library is
+found through $ATTENTION_LIB, next to this package, or in an enclosing .build/release (after
+`make lib`).
 """
 
 import operator
@@ -17,12 +26,17 @@ from . import _lib
 from ._additive_attention import AdditiveAttention
 from ._attention import Attention
 from ._functional import dot_product_attention
+from ._group_query_attention import GroupedQueryAttention, GroupQueryAttention
 from ._multi_head_attention import MultiHeadAttention
+from ._reuse_multi_head_attention import ReuseMultiHeadAttention
 
 __all__ = [
     "Attention",
     "AdditiveAttention",
     "MultiHeadAttention",
+    "GroupQueryAttention",
+    "GroupedQueryAttention",
+    "ReuseMultiHeadAttention",
     "dot_product_attention",
     "set_num_threads",
     "get_num_threads",
@@ -39,6 +53,7 @@ def set_num_threads(n):
 
 
 def get_num_threads():
+    """Threads used by one call (the number of online CPUs unless set)."""
     return _lib.lib().att_get_num_threads()
 
 

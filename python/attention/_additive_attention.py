@@ -13,6 +13,9 @@ from ._attention import Attention
 
 
 class AdditiveAttention(Attention):
+    """keras.layers.AdditiveAttention (see the module docstring for the math); called and
+    built as Attention."""
+
     _CONFIG_STRUCT = _lib.AdditiveAttentionConfig
     _CREATE = "att_additive_attention_create"
 

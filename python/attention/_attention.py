@@ -17,6 +17,10 @@ _SCORE_MODES = {"dot": _lib.SCORE_DOT, "concat": _lib.SCORE_CONCAT}
 
 
 class Attention(Layer):
+    """keras.layers.Attention (see the module docstring for the math). Called on
+    [query, value(, key)] with mask [query_mask, value_mask]; `build([query_shape,
+    value_shape(, key_shape)])` creates the weights (scale, concat_score_weight) it has."""
+
     _CONFIG_STRUCT = _lib.AttentionConfig
     _CREATE = "att_attention_create"
 

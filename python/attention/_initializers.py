@@ -101,6 +101,7 @@ class _Family:
                 "registered_name": None}
 
     def kind(self, class_name):
+        """The C enum value of a Keras class name of this family."""
         return self.table[class_name][0]
 
 
@@ -167,3 +168,31 @@ def constraint_struct(normalised):
         rate=_number(config, "rate", name) if "rate" in config else 0.0,
         axis=axis,
     )
+
+
+class WeightOptions:
+    """The seven weight options of a layer built from dense projections (kernel_initializer,
+    bias_initializer, kernel_regularizer, bias_regularizer, activity_regularizer,
+    kernel_constraint, bias_constraint), normalised once; as C struct fields
+    (`structs()`) and as Keras's get_config entries (`config()`)."""
+
+    _FAMILIES = {
+        "kernel_initializer": INITIALIZERS, "bias_initializer": INITIALIZERS,
+        "kernel_regularizer": REGULARIZERS, "bias_regularizer": REGULARIZERS,
+        "activity_regularizer": REGULARIZERS,
+        "kernel_constraint": CONSTRAINTS, "bias_constraint": CONSTRAINTS,
+    }
+    _STRUCTS = {INITIALIZERS: initializer_struct, REGULARIZERS: regularizer_struct,
+                CONSTRAINTS: constraint_struct}
+
+    def __init__(self, **specs):
+        self._normalised = {key: family.normalise(specs[key]) for key, family in self._FAMILIES.items()}
+
+    def structs(self):
+        """{config field: att_initializer / att_regularizer / att_constraint}."""
+        return {key: self._STRUCTS[family](self._normalised[key])
+                for key, family in self._FAMILIES.items()}
+
+    def config(self):
+        """{get_config key: what keras.<family>.serialize() gives}."""
+        return {key: family.serialize(self._normalised[key]) for key, family in self._FAMILIES.items()}

@@ -121,6 +121,7 @@ class Layer:
 
     @property
     def built(self):
+        """Whether the weights exist (build or a first call creates them)."""
         built = ctypes.c_int32()
         check(_lib.lib().att_layer_is_built(self._handle, ctypes.byref(built)))
         return bool(built.value)
@@ -184,9 +185,28 @@ class Layer:
     def _input(self, x, what):
         return as_array(x, self._np_dtype, what)
 
+    def _call_multi_head(self, query, value, key, masks, *, training, use_causal_mask,
+                         return_scores, reuse_attention_scores=None):
+        """The call of the multi-head layers: query, value, key (or None) and
+        reuse_attention_scores (or None) converted to the layer dtype, `masks` (CallArgs mask
+        field -> mask or None) to uint8, the layer built for the inputs' shapes on first use,
+        then _forward."""
+        query = self._input(query, "query")
+        value = self._input(value, "value")
+        key = None if key is None else self._input(key, "key")
+        if not self.built:
+            self.build(query.shape, value.shape, None if key is None else key.shape)
+        tensors = {field: as_mask(mask, field) for field, mask in masks.items()}
+        if reuse_attention_scores is not None:
+            tensors["reuse_attention_scores"] = self._input(reuse_attention_scores,
+                                                            "reuse_attention_scores")
+        return self._forward(query, value, key, masks=tensors, training=training,
+                             use_causal_mask=use_causal_mask, return_scores=return_scores)
+
     def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores):
-        """att_layer_call on converted inputs; `masks` maps CallArgs mask fields to arrays.
-        Returns output, or (output, scores) when return_scores."""
+        """att_layer_call on converted inputs; `masks` maps optional CallArgs tensor fields
+        (the masks, reuse_attention_scores) to arrays. Returns output, or (output, scores)
+        when return_scores."""
         out_shape, scores_shape = _lib.Shape(), _lib.Shape()
         check(_lib.lib().att_layer_output_shape(
             self._handle,

@@ -40,14 +40,20 @@ SCORE_CONCAT = 1
 
 
 class Shape(ctypes.Structure):
+    """The header's att_shape, field for field."""
+
     _fields_ = [("rank", ctypes.c_int32), ("dims", ctypes.c_int64 * MAX_RANK)]
 
 
 class Tensor(ctypes.Structure):
+    """The header's att_tensor, field for field."""
+
     _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int), ("shape", Shape)]
 
 
 class AttentionConfig(ctypes.Structure):
+    """The header's att_attention_config, field for field."""
+
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("dtype", ctypes.c_int),
@@ -59,6 +65,8 @@ class AttentionConfig(ctypes.Structure):
 
 
 class AdditiveAttentionConfig(ctypes.Structure):
+    """The header's att_additive_attention_config, field for field."""
+
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("dtype", ctypes.c_int),
@@ -69,14 +77,20 @@ class AdditiveAttentionConfig(ctypes.Structure):
 
 
 class Initializer(ctypes.Structure):
+    """The header's att_initializer, field for field."""
+
     _fields_ = [("kind", ctypes.c_int), ("a", ctypes.c_double), ("b", ctypes.c_double)]
 
 
 class Regularizer(ctypes.Structure):
+    """The header's att_regularizer, field for field."""
+
     _fields_ = [("kind", ctypes.c_int), ("l1", ctypes.c_double), ("l2", ctypes.c_double)]
 
 
 class Constraint(ctypes.Structure):
+    """The header's att_constraint, field for field."""
+
     _fields_ = [
         ("kind", ctypes.c_int),
         ("min_value", ctypes.c_double),
@@ -87,6 +101,8 @@ class Constraint(ctypes.Structure):
 
 
 class MultiHeadAttentionConfig(ctypes.Structure):
+    """The header's att_multi_head_attention_config, field for field."""
+
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("dtype", ctypes.c_int),
@@ -112,10 +128,65 @@ class MultiHeadAttentionConfig(ctypes.Structure):
     ]
 
 
+class GroupQueryAttentionConfig(ctypes.Structure):
+    """The header's att_group_query_attention_config, field for field."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("dtype", ctypes.c_int),
+        ("head_dim", ctypes.c_int64),
+        ("num_query_heads", ctypes.c_int64),
+        ("num_key_value_heads", ctypes.c_int64),
+        ("dropout", ctypes.c_double),
+        ("use_bias", ctypes.c_int32),
+        ("sliding_window", ctypes.c_int64),
+        ("use_gate", ctypes.c_int32),
+        ("seed", ctypes.c_uint64),
+        ("kernel_initializer", Initializer),
+        ("bias_initializer", Initializer),
+        ("kernel_regularizer", Regularizer),
+        ("bias_regularizer", Regularizer),
+        ("activity_regularizer", Regularizer),
+        ("kernel_constraint", Constraint),
+        ("bias_constraint", Constraint),
+    ]
+
+
+class ReuseMultiHeadAttentionConfig(ctypes.Structure):
+    """The header's att_reuse_multi_head_attention_config, field for field."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("dtype", ctypes.c_int),
+        ("num_heads", ctypes.c_int64),
+        ("key_dim", ctypes.c_int64),
+        ("value_dim", ctypes.c_int64),
+        ("dropout", ctypes.c_double),
+        ("reuse_attention", ctypes.c_int64),
+        ("use_relative_pe", ctypes.c_int32),
+        ("pe_max_seq_length", ctypes.c_int64),
+        ("use_bias", ctypes.c_int32),
+        ("output_rank", ctypes.c_int32),
+        ("output_shape", ctypes.c_int64 * MAX_RANK),
+        ("num_attention_axes", ctypes.c_int32),
+        ("attention_axes", ctypes.c_int64 * MAX_RANK),
+        ("seed", ctypes.c_uint64),
+        ("kernel_initializer", Initializer),
+        ("bias_initializer", Initializer),
+        ("kernel_regularizer", Regularizer),
+        ("bias_regularizer", Regularizer),
+        ("activity_regularizer", Regularizer),
+        ("kernel_constraint", Constraint),
+        ("bias_constraint", Constraint),
+    ]
+
+
 _TensorP = ctypes.POINTER(Tensor)
 
 
 class CallArgs(ctypes.Structure):
+    """The header's att_call_args, field for field."""
+
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("query", _TensorP),
@@ -136,6 +207,8 @@ class CallArgs(ctypes.Structure):
 
 
 class DotProductAttentionArgs(ctypes.Structure):
+    """The header's att_dot_product_attention_args, field for field."""
+
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("query", _TensorP),
@@ -169,6 +242,14 @@ _SIGNATURES = {
     "att_multi_head_attention_create": (
         _Status,
         [ctypes.POINTER(MultiHeadAttentionConfig), ctypes.POINTER(_Handle)],
+    ),
+    "att_group_query_attention_create": (
+        _Status,
+        [ctypes.POINTER(GroupQueryAttentionConfig), ctypes.POINTER(_Handle)],
+    ),
+    "att_reuse_multi_head_attention_create": (
+        _Status,
+        [ctypes.POINTER(ReuseMultiHeadAttentionConfig), ctypes.POINTER(_Handle)],
     ),
     "att_layer_destroy": (_Status, [_Handle]),
     "att_layer_build": (_Status, [_Handle, _ShapeP, _ShapeP, _ShapeP]),
@@ -238,6 +319,7 @@ def check(status):
 
 
 def version():
+    """att_version(): the library's version string."""
     return lib().att_version().decode()
 
 

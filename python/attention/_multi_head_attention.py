@@ -15,13 +15,12 @@ weights before dropout. A fully masked row is uniform when Keras takes its fused
 import ctypes
 
 from . import _lib
-from ._initializers import (CONSTRAINTS, INITIALIZERS, REGULARIZERS, constraint_struct,
-                            initializer_struct, regularizer_struct)
-from ._layer import Layer, as_mask
+from ._initializers import WeightOptions
+from ._layer import Layer
 
 
 def _positive_int(value, name, allow_none=False):
-    """Keras's argument check: a positive int (or None when allowed)."""
+    """Keras's argument check: a positive int (or None when allowed) that fits an int64."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -30,6 +29,8 @@ def _positive_int(value, name, allow_none=False):
             f"Received an invalid value for argument `{name}`, expected {expected}. "
             f"Received: {name}={value}"
         )
+    if value >= 2**63:
+        raise ValueError(f"`{name}` must fit a 64-bit integer. Received: {name}={value}")
     return value
 
 
@@ -48,6 +49,12 @@ def _int_tuple(value, name):
 
 
 class MultiHeadAttention(Layer):
+    """keras.layers.MultiHeadAttention (see the module docstring for the math and masks).
+
+    `build(query_shape, value_shape, key_shape=None)` creates the weights (query, key, [gate],
+    value, attention_output kernels and biases, in Keras's order); a first call builds too.
+    """
+
     _CONFIG_STRUCT = _lib.MultiHeadAttentionConfig
     _CREATE = "att_multi_head_attention_create"
 
@@ -66,13 +73,11 @@ class MultiHeadAttention(Layer):
         self._attention_axes = _int_tuple(attention_axes, "attention_axes")
         self._sliding_window = _positive_int(sliding_window, "sliding_window", allow_none=True)
         self._use_gate = bool(use_gate)
-        self._initializers = {"kernel_initializer": INITIALIZERS.normalise(kernel_initializer),
-                              "bias_initializer": INITIALIZERS.normalise(bias_initializer)}
-        self._regularizers = {"kernel_regularizer": REGULARIZERS.normalise(kernel_regularizer),
-                              "bias_regularizer": REGULARIZERS.normalise(bias_regularizer),
-                              "activity_regularizer": REGULARIZERS.normalise(activity_regularizer)}
-        self._constraints = {"kernel_constraint": CONSTRAINTS.normalise(kernel_constraint),
-                             "bias_constraint": CONSTRAINTS.normalise(bias_constraint)}
+        self._weight_options = WeightOptions(
+            kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
+            activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint)
         super().__init__(dtype=dtype, name=name, seed=seed)
 
     def _config_fields(self):
@@ -89,9 +94,7 @@ class MultiHeadAttention(Layer):
             sliding_window=self._sliding_window or 0,
             use_gate=self._use_gate,
             seed=self.dropout_seed,
-            **{k: initializer_struct(v) for k, v in self._initializers.items()},
-            **{k: regularizer_struct(v) for k, v in self._regularizers.items()},
-            **{k: constraint_struct(v) for k, v in self._constraints.items()},
+            **self._weight_options.structs(),
         )
 
     num_heads = property(lambda self: self._num_heads)
@@ -110,20 +113,11 @@ class MultiHeadAttention(Layer):
                  use_causal_mask=False):
         """Returns the output (query.shape[:-1] + output_shape), and the scores
         (B, <other axes>, N, <query attention axes>, <key attention axes>) if asked."""
-        query = self._input(query, "query")
-        value = self._input(value, "value")
-        key = None if key is None else self._input(key, "key")
-        if not self.built:
-            self.build(query.shape, value.shape, None if key is None else key.shape)
         masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask,
                  "attention_mask": attention_mask}
-        return self._forward(
-            query, value, key,
-            masks={field: as_mask(mask, field) for field, mask in masks.items()},
-            training=training,
-            use_causal_mask=use_causal_mask,
-            return_scores=return_attention_scores,
-        )
+        return self._call_multi_head(query, value, key, masks, training=training,
+                                     use_causal_mask=use_causal_mask,
+                                     return_scores=return_attention_scores)
 
     def _config(self):
         return {
@@ -136,8 +130,6 @@ class MultiHeadAttention(Layer):
             "output_shape": self._output_shape,
             "attention_axes": self._attention_axes,
             "sliding_window": self._sliding_window,
-            **{k: INITIALIZERS.serialize(v) for k, v in self._initializers.items()},
-            **{k: REGULARIZERS.serialize(v) for k, v in self._regularizers.items()},
-            **{k: CONSTRAINTS.serialize(v) for k, v in self._constraints.items()},
+            **self._weight_options.config(),
             "seed": self.seed,
         }

@@ -27,6 +27,8 @@ __all__ = [
     "additive_attention",
     "multi_head_attention",
     "dot_product_attention",
+    "group_query_attention",
+    "reuse_multi_head_attention",
 ]
 
 _MASK32 = 0xFFFFFFFF
@@ -273,25 +275,28 @@ def additive_attention(query, value, key=None, query_mask=None, value_mask=None,
 # keras.layers.MultiHeadAttention
 # ---------------------------------------------------------------------------------------------
 
-def _mha_parameters(weights, use_bias, use_gate, dtype):
-    """Split a Keras get_weights() list into {name: (kernel, bias or None)}."""
-    names = ["query", "key"] + (["gate"] if use_gate else []) + ["value", "attention_output"]
-    per_dense = 2 if use_bias else 1
+def _split_weights(weights, entries, dtype):
+    """Split a get_weights() list into {name: (array, bias or None)}, cast to `dtype`.
+
+    entries: (name, has_bias) in order; an entry is one array, followed by its bias if has_bias.
+    """
     weights = list(weights)
-    if len(weights) != per_dense * len(names):
-        raise ValueError(
-            f"expected {per_dense * len(names)} weights ({', '.join(names)}"
-            f"{', each kernel and bias' if use_bias else ', kernels only'}), got {len(weights)}"
-        )
+    expected = sum(2 if has_bias else 1 for _, has_bias in entries)
+    if len(weights) != expected:
+        listing = ", ".join(name + (" (+ bias)" if has_bias else "") for name, has_bias in entries)
+        raise ValueError(f"expected {expected} weights ({listing}), got {len(weights)}")
     arrays = [np.asarray(w) for w in weights]
     for w in arrays:
         if w.dtype.kind != "f":
             raise TypeError(f"weights must be floating-point arrays, got dtype {w.dtype}")
-    arrays = [w.astype(dtype, copy=False) for w in arrays]
-    return {
-        name: (arrays[i * per_dense], arrays[i * per_dense + 1] if use_bias else None)
-        for i, name in enumerate(names)
-    }
+    arrays = iter(w.astype(dtype, copy=False) for w in arrays)
+    return {name: (next(arrays), next(arrays) if has_bias else None) for name, has_bias in entries}
+
+
+def _mha_parameters(weights, use_bias, use_gate, dtype):
+    """Split a Keras MHA/GQA get_weights() list into {name: (kernel, bias or None)}."""
+    names = ["query", "key"] + (["gate"] if use_gate else []) + ["value", "attention_output"]
+    return _split_weights(weights, [(name, use_bias) for name in names], dtype)
 
 
 def _check_dense(parameters, name, kernel_shape, bias_shape):
@@ -355,6 +360,37 @@ def _mha_mask(query, value, rank, n_axes, scores_shape, query_mask, value_mask, 
         ) from None
 
 
+def _attention_subscripts(projected_rank, axes):
+    """np.einsum subscripts (q, k, v, attended, scores) over projected tensors (..., heads, ch).
+
+    `axes` are the attended axes of the projected tensors (the key's own letters there). The
+    scores are laid out (the other axes but the channels in order, query attention axes, key
+    attention axes); `attended` is the query's layout with the value channels.
+    """
+    channels, value_channels = projected_rank - 1, projected_rank
+    key_axis = {a: projected_rank + 1 + a for a in axes}
+    q_sub = list(range(projected_rank))
+    k_sub = [key_axis.get(a, a) for a in range(projected_rank)]
+    v_sub = k_sub[:-1] + [value_channels]
+    out_sub = q_sub[:-1] + [value_channels]
+    batch = [a for a in range(channels) if a not in axes]
+    scores_sub = batch + list(axes) + [key_axis[a] for a in axes]
+    return q_sub, k_sub, v_sub, out_sub, scores_sub
+
+
+def _keras_attention_weights(logits, mask, axes, fused_path):
+    """Keras 3.15's MHA/GQA softmax over `axes` of logits under a bool mask (or None).
+
+    fused_path (keras.ops.dot_product_attention): masked logits filled with -0.7 * float32 max,
+    so a fully masked row is uniform; otherwise masked weights are 0 (a fully masked row is 0).
+    """
+    if mask is None:
+        return _softmax(logits, axes)
+    if fused_path:
+        return _softmax(np.where(mask, logits, logits.dtype.type(_FUSED_MASK_FILL)), axes)
+    return _softmax_over_kept(logits, mask, axes)
+
+
 def multi_head_attention(query, value, key=None, *, weights, num_heads, key_dim, value_dim=None,
                          use_bias=True, output_shape=None, attention_axes=None, use_gate=False,
                          sliding_window=None, query_mask=None, value_mask=None, key_mask=None,
@@ -411,28 +447,14 @@ def multi_head_attention(query, value, key=None, *, weights, num_heads, key_dim,
     k = _dense(key, *p["key"], 1)
     v = _dense(value, *p["value"], 1)
 
-    # einsum subscripts: input axes 0..rank-2 of the query; heads; channels; the key's own
-    # attention axes; the value channels.
-    heads, channels, value_channels = rank - 1, rank, rank + 1
-    key_axis = {a: rank + 2 + a for a in axes}
-    q_sub = list(range(rank - 1)) + [heads, channels]
-    k_sub = [key_axis.get(a, a) for a in range(rank - 1)] + [heads, channels]
-    v_sub = k_sub[:-1] + [value_channels]
-    out_sub = q_sub[:-1] + [value_channels]
-    scores_sub = [0] + others + [heads] + list(axes) + [key_axis[a] for a in axes]
+    q_sub, k_sub, v_sub, out_sub, scores_sub = _attention_subscripts(rank + 1, axes)
     logits = np.einsum(q, q_sub, k, k_sub, scores_sub)
 
     key_attention_axes = tuple(range(logits.ndim - len(axes), logits.ndim))
     mask = _mha_mask(query, value, rank, len(axes), logits.shape, query_mask, value_mask,
                      key_mask, attention_mask, use_causal_mask, sliding_window)
     fused_path = rank == 3 and not return_attention_scores and rate == 0
-    if mask is None:
-        scores = _softmax(logits, key_attention_axes)
-    elif fused_path:
-        filled = np.where(mask, logits, logits.dtype.type(_FUSED_MASK_FILL))
-        scores = _softmax(filled, key_attention_axes)
-    else:
-        scores = _softmax_over_kept(logits, mask, key_attention_axes)
+    scores = _keras_attention_weights(logits, mask, key_attention_axes, fused_path)
 
     used = _dropout(scores, rate, seed, stream) if training and rate > 0 else scores
     attended = np.einsum(used, scores_sub, v, v_sub, out_sub)
@@ -495,3 +517,274 @@ def _broadcast(array, shape, name):
         return np.broadcast_to(array, shape)
     except ValueError:
         raise ValueError(f"{name} of shape {array.shape} does not broadcast to {shape}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# keras.layers.GroupQueryAttention
+# ---------------------------------------------------------------------------------------------
+
+def group_query_attention(query, value, key=None, *, weights, head_dim, num_query_heads,
+                          num_key_value_heads, use_bias=True, use_gate=False, sliding_window=None,
+                          query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
+                          use_causal_mask=False, dropout=0.0, training=False, seed=0, stream=0,
+                          return_attention_scores=False):
+    """keras.layers.GroupQueryAttention (3.15) on (B, T, Dq), (B, S, Dv), (B, S, Dk) inputs.
+
+    Returns (output (B, T, Dq), scores (B, Nq, T, S) or None). Weights (Keras order): query
+    (Dq, Nq, H), key (Dk, Nkv, H), [gate (Dq, Nq, H)], value (Dv, Nkv, H), attention_output
+    (Nq, H, Dq), each followed by its bias with use_bias. Query head h uses kv head
+    h // (Nq / Nkv). Otherwise as multi_head_attention at rank 3: q scaled by 1/sqrt(H), the
+    same combined mask (query/value/key masks, causal, sliding window |i - j| < w, attention
+    mask), the same fully-masked-row rule (Keras's fused path when no scores are requested and
+    dropout == 0), dropout by flat index over the scores, returned scores before dropout,
+    attended values times sigmoid(gate) with use_gate, then the output projection.
+    """
+    key = value if key is None else key
+    query, value, key = _float_arrays(query, value, key)
+    if query.ndim != 3 or value.ndim != 3 or key.ndim != 3:
+        raise ValueError(
+            f"query, value and key must have shape (B, length, dim), got {query.shape}, "
+            f"{value.shape}, {key.shape}"
+        )
+    if value.shape[:2] != key.shape[:2] or query.shape[0] != value.shape[0]:
+        raise ValueError(
+            f"query {query.shape}, value {value.shape} and key {key.shape} must share the batch "
+            "size, and key and value the length S"
+        )
+    n_query, n_kv, head_dim = int(num_query_heads), int(num_key_value_heads), int(head_dim)
+    if n_query < 1 or n_kv < 1 or head_dim < 1:
+        raise ValueError("head_dim, num_query_heads and num_key_value_heads must be positive")
+    if n_query % n_kv:
+        raise ValueError(f"num_key_value_heads {n_kv} must divide num_query_heads {n_query}")
+    if sliding_window is not None and (isinstance(sliding_window, bool) or not
+                                       isinstance(sliding_window, (int, np.integer))
+                                       or sliding_window < 1):
+        raise ValueError(f"sliding_window must be None or a positive integer, got {sliding_window}")
+    rate = _check_rate(dropout)
+
+    p = _mha_parameters(weights, use_bias, use_gate, query.dtype)
+    (b, t, dq), (_, s, dv), dk = query.shape, value.shape, key.shape[-1]
+    _check_dense(p, "query", (dq, n_query, head_dim), (n_query, head_dim))
+    _check_dense(p, "key", (dk, n_kv, head_dim), (n_kv, head_dim))
+    if use_gate:
+        _check_dense(p, "gate", (dq, n_query, head_dim), (n_query, head_dim))
+    _check_dense(p, "value", (dv, n_kv, head_dim), (n_kv, head_dim))
+    _check_dense(p, "attention_output", (n_query, head_dim, dq), (dq,))
+
+    group = n_query // n_kv
+    scale = query.dtype.type(1.0 / math.sqrt(head_dim))
+    q = (_dense(query, *p["query"], 1) * scale).reshape(b, t, n_kv, group, head_dim)
+    k = _dense(key, *p["key"], 1)
+    v = _dense(value, *p["value"], 1)
+    logits = np.einsum("btkgh,bskh->bkgts", q, k).reshape(b, n_query, t, s)
+
+    mask = _mha_mask(query, value, 3, 1, logits.shape, query_mask, value_mask, key_mask,
+                     attention_mask, use_causal_mask, sliding_window)
+    fused_path = not return_attention_scores and rate == 0
+    scores = _keras_attention_weights(logits, mask, (-1,), fused_path)
+    used = _dropout(scores, rate, seed, stream) if training and rate > 0 else scores
+    attended = np.einsum("bkgts,bskh->btkgh", used.reshape(b, n_kv, group, t, s), v)
+    attended = attended.reshape(b, t, n_query, head_dim)
+    if use_gate:
+        attended = attended * _sigmoid(_dense(query, *p["gate"], 1))
+    output = _dense(attended, *p["attention_output"], 2)
+    return output, (scores if return_attention_scores else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF Model Garden's ReuseMultiHeadAttention
+# ---------------------------------------------------------------------------------------------
+
+# Model Garden's softmax (tf.keras Softmax) adds (1 - mask) * this to masked scores.
+_REUSE_MASK_ADDER = -1e9
+
+
+def _reuse_attention_axes(attention_axes, rank):
+    """Upstream's attention axes as axes of the projected tensors (rank + 1: ..., heads, ch).
+
+    Upstream indexes the projected tensors with the given axes as they are, so a negative axis
+    a is projected axis rank + 1 + a: -2 (like rank - 1) is the heads axis, -3 the last input
+    axis before the features. Valid: 1..rank - 1 and -rank..-2, distinct after that mapping.
+    """
+    if attention_axes is None:
+        return tuple(range(1, rank - 1))
+    if isinstance(attention_axes, (int, np.integer)):
+        attention_axes = (attention_axes,)
+    axes = tuple(int(a) + rank + 1 if int(a) < 0 else int(a) for a in attention_axes)
+    if not axes or len(set(axes)) != len(axes) or any(not 1 <= a <= rank - 1 for a in axes):
+        raise ValueError(
+            f"attention_axes must be distinct axes in 1..{rank - 1} or -{rank}..-2 of a "
+            f"rank-{rank} input (a negative axis counts from the end of the projected "
+            f"(..., heads, channels) tensor, so -2 and {rank - 1} are the heads axis), "
+            f"got {attention_axes}"
+        )
+    return axes
+
+
+def _relative_position_bias(embeddings, t, s, max_length):
+    """(1, n, t, s): embeddings[0, h, clip(j - i + P - 1, 0, 2P - 2)], P = max_length."""
+    offsets = np.arange(s)[None, :] - np.arange(t)[:, None] + max_length - 1
+    return embeddings[:, :, np.clip(offsets, 0, 2 * max_length - 2)]
+
+
+def reuse_multi_head_attention(query, value, key=None, *, weights, num_heads, key_dim,
+                               value_dim=None, reuse_attention=0, use_relative_pe=False,
+                               pe_max_seq_length=512, use_bias=True, output_shape=None,
+                               attention_axes=None, attention_mask=None,
+                               reuse_attention_scores=None, dropout=0.0, training=False, seed=0,
+                               stream=0, return_attention_scores=False):
+    """TF Model Garden's ReuseMultiHeadAttention. Returns (output, scores or None).
+
+    r = reuse_attention (-1 = num_heads) heads reuse given scores, n = num_heads - r are new.
+    New heads: logits = (query W_q + b_q) / sqrt(key_dim) . (key W_k + b_k), laid out as in
+    multi_head_attention (B, other axes, heads, query attention axes, key attention axes); plus,
+    with use_relative_pe and n > 0, E[0, h, clip(j - i + P - 1, 0, 2P - 2)] (P =
+    pe_max_seq_length, E the first weight); plus (1 - m) * (-1e9) in the dtype with m the
+    attention mask as 0/1 (nonzero keeps; it gains size-1 axes at -2 * len(axes) - 1 until it has
+    the scores' rank; nothing is zeroed); softmax jointly over the key attention axes. Reused
+    heads: reuse_attention_scores[:, :r] as given (full reuse: the whole tensor, N heads).
+    Returned scores: concat([new, reused]) on the head axis (full reuse: the input as given),
+    before dropout. With training and dropout > 0 the returned tensor goes through this
+    project's dropout (flat index over it) and is split back into the two sets.
+    output = (reused · (value W_vr + b_vr)) W_or + b_or + (new · (value W_vn + b_vn)) W_on
+    (+ b_on only when r == 0), shape query.shape[:-1] + output_shape (default (Dq,)).
+
+    Weights (upstream order): [relative_position_embeddings (1, n, 2P - 1) if use_relative_pe
+    and n > 0]; query (Dq, n, key_dim), key (Dk, n, key_dim) if n > 0; value_reuse (Dv, r, Hv)
+    if r > 0; value_new (Dv, n, Hv) if n > 0; attention_output_reuse (r, Hv, *O) if r > 0;
+    attention_output_new (n, Hv, *O) if n > 0; each kernel followed by its bias with use_bias,
+    except attention_output_new, which has one only when r == 0.
+
+    Attention axes are upstream's: a negative axis counts from the end of the projected
+    (..., heads, channels) tensor, so -2 attends across the heads (see _reuse_attention_axes).
+    Upstream slices and concatenates the reused scores on axis 1 and adds a (1, n, T, S) bias
+    (T, S the axis-1 lengths): that is the heads layout only for rank-3 inputs attending over
+    axis 1, so partial reuse and the relative position bias are accepted only there.
+    """
+    key = value if key is None else key
+    query, value, key = _float_arrays(query, value, key)
+    rank = query.ndim
+    if rank < 3 or value.ndim != rank or key.ndim != rank:
+        raise ValueError(
+            f"query, value and key must have one rank >= 3, got {query.shape}, {value.shape}, "
+            f"{key.shape}"
+        )
+    if value.shape[:-1] != key.shape[:-1]:
+        raise ValueError(f"value {value.shape} and key {key.shape} differ before the last axis")
+    n_heads, key_dim = int(num_heads), int(key_dim)
+    value_dim = key_dim if value_dim is None else int(value_dim)
+    if n_heads < 1 or key_dim < 1 or value_dim < 1:
+        raise ValueError("num_heads, key_dim and value_dim must be positive")
+    if not -1 <= int(reuse_attention) <= n_heads:
+        raise ValueError(f"reuse_attention must be in -1..{n_heads}, got {reuse_attention}")
+    reused_heads = n_heads if int(reuse_attention) == -1 else int(reuse_attention)
+    new_heads = n_heads - reused_heads
+    max_length = int(pe_max_seq_length)
+    use_pe = bool(use_relative_pe) and new_heads > 0
+    if use_pe and max_length < 1:
+        raise ValueError(f"pe_max_seq_length must be positive, got {pe_max_seq_length}")
+    if isinstance(output_shape, (int, np.integer)):
+        output_shape = (int(output_shape),)
+    output_shape = (query.shape[-1],) if output_shape is None else tuple(output_shape)
+    rate = _check_rate(dropout)
+
+    axes = _reuse_attention_axes(attention_axes, rank)
+    for a in range(rank - 1):
+        if a not in axes and query.shape[a] != key.shape[a]:
+            raise ValueError(
+                f"query {query.shape} and key {key.shape} must agree on the non-attention axis {a}"
+            )
+    heads_layout = rank == 3 and axes == (1,)
+    if (0 < new_heads and 0 < reused_heads or use_pe) and not heads_layout:
+        raise ValueError(
+            "partial reuse and use_relative_pe need rank-3 inputs attending over axis 1 "
+            "(upstream slices, concatenates and adds the position bias on axis 1)"
+        )
+
+    entries = ([("relative_position_embeddings", False)] if use_pe else []) + (
+        [("query", use_bias), ("key", use_bias)] if new_heads else []) + (
+        [("value_reuse", use_bias)] if reused_heads else []) + (
+        [("value_new", use_bias)] if new_heads else []) + (
+        [("attention_output_reuse", use_bias)] if reused_heads else []) + (
+        [("attention_output_new", use_bias and reused_heads == 0)] if new_heads else [])
+    p = _split_weights(weights, entries, query.dtype)
+    dq, dk, dv = query.shape[-1], key.shape[-1], value.shape[-1]
+    for name, heads, dim in (("query", new_heads, key_dim), ("key", new_heads, key_dim),
+                             ("value_reuse", reused_heads, value_dim),
+                             ("value_new", new_heads, value_dim)):
+        if name in p:
+            source = {"query": dq, "key": dk}.get(name, dv)
+            _check_dense(p, name, (source, heads, dim), (heads, dim))
+    for name, heads in (("attention_output_reuse", reused_heads),
+                        ("attention_output_new", new_heads)):
+        if name in p:
+            _check_dense(p, name, (heads, value_dim, *output_shape), output_shape)
+
+    q_sub, k_sub, v_sub, out_sub, scores_sub = _attention_subscripts(rank + 1, axes)
+    key_attention_axes = tuple(range(len(scores_sub) - len(axes), len(scores_sub)))
+
+    def layout_shape(heads):
+        """The scores' shape with `heads` heads (q_sub/k_sub letters -> their sizes)."""
+        sizes = dict(zip(q_sub, query.shape[:-1] + (heads,)))
+        sizes.update(zip(k_sub, key.shape[:-1] + (heads,)))
+        return tuple(sizes[letter] for letter in scores_sub)
+
+    new = reused = None
+    if new_heads:
+        scale = query.dtype.type(1.0 / math.sqrt(key_dim))
+        q = _dense(query, *p["query"], 1) * scale
+        k = _dense(key, *p["key"], 1)
+        logits = np.einsum(q, q_sub, k, k_sub, scores_sub)
+        if use_pe:
+            embeddings = p["relative_position_embeddings"][0]
+            if embeddings.shape != (1, new_heads, 2 * max_length - 1):
+                raise ValueError(
+                    f"relative_position_embeddings must have shape "
+                    f"{(1, new_heads, 2 * max_length - 1)}, got {embeddings.shape}"
+                )
+            logits = logits + _relative_position_bias(embeddings, query.shape[1], key.shape[1],
+                                                      max_length)
+        if attention_mask is not None:
+            keep = np.asarray(attention_mask) != 0
+            if keep.ndim > logits.ndim:
+                raise ValueError(f"attention_mask rank {keep.ndim} is above the scores' rank")
+            while keep.ndim < logits.ndim:
+                keep = np.expand_dims(keep, -2 * len(axes) - 1)
+            keep = _broadcast(keep, logits.shape, "attention_mask")
+            logits = logits + (1 - keep.astype(logits.dtype)) * logits.dtype.type(
+                _REUSE_MASK_ADDER)
+        new = _softmax(logits, key_attention_axes)
+    if reused_heads:
+        if reuse_attention_scores is None:
+            raise ValueError(f"reuse_attention={reuse_attention} needs reuse_attention_scores")
+        reused = _float_arrays(reuse_attention_scores)[0].astype(query.dtype)
+        expected = layout_shape(n_heads)
+        if new_heads == 0 and reused.shape != expected:
+            raise ValueError(
+                f"reuse_attention_scores must have shape {expected}, got {reused.shape}")
+        if new_heads and (reused.ndim != 4 or reused.shape[1] < reused_heads
+                          or reused.shape[:1] + reused.shape[2:] != expected[:1] + expected[2:]):
+            raise ValueError(
+                f"reuse_attention_scores must have shape (B, >= {reused_heads} heads, T, S) with "
+                f"(B, T, S) = {expected[:1] + expected[2:]}, got {reused.shape}"
+            )
+        if new_heads:
+            reused = reused[:, :reused_heads]
+
+    # Returned scores: [new heads, reused heads] on axis 1; dropout over that tensor.
+    sets = [w for w in (new, reused) if w is not None]
+    scores = np.concatenate(sets, axis=1) if len(sets) == 2 else sets[0]
+    used = _dropout(scores, rate, seed, stream) if training and rate > 0 else scores
+    if len(sets) == 2:
+        used_new, used_reused = used[:, :new_heads], used[:, new_heads:]
+    else:
+        used_new = used_reused = used
+    output = 0
+    for weights_used, present, value_name, output_name in (
+            (used_reused, reused is not None, "value_reuse", "attention_output_reuse"),
+            (used_new, new is not None, "value_new", "attention_output_new")):
+        if present:
+            attended = np.einsum(weights_used, scores_sub, _dense(value, *p[value_name], 1),
+                                 v_sub, out_sub)
+            output = output + _dense(attended, *p[output_name], 2)
+    return output, (scores if return_attention_scores else None)
