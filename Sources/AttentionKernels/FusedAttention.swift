@@ -28,6 +28,12 @@ public func attentionForward<T: KernelScalar>(
     let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias,
                            dropout: dropout, scores: scores,
                            placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0))
+    if let count = job.decodeStateElements {
+        withUnsafeTemporaryAllocation(of: T.self, capacity: count) { state in
+            if let base = state.baseAddress { job.decode(state: base) }
+        }
+        return
+    }
     parallelFor(job.workItems) { job.run($0) }
 }
 
@@ -74,7 +80,7 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
             withUnsafeTemporaryAllocation(of: Bool.self, capacity: tile) { keptBuffer in
                 guard let logits = buffer.baseAddress, let kept = keptBuffer.baseAddress else { return }
                 let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
-                if let flash {
+                if let flash, rows.count >= FlashTile.microRows / 2 {
                     row.flashBlock(rows, scale: flash, scratch: logits + tile + shape.valueDim)
                     return
                 }
@@ -133,23 +139,9 @@ struct Row<T: KernelScalar> {
         case .dot(let scale):
             for t in 0..<count { out[t] = dot(q, keyRow(j0 + t), h) * scale }
         case .concat(let scale, let weight):
-            for t in 0..<count {
-                let k = keyRow(j0 + t)
-                var s = T.zero
-                for d in 0..<h { s += T.tanh(scale * (q[d] + k[d])) }
-                out[t] = weight * s
-            }
+            for t in 0..<count { out[t] = weight * tanhSum(q, keyRow(j0 + t), h, inner: scale, outer: nil) }
         case .additive(let scale):
-            for t in 0..<count {
-                let k = keyRow(j0 + t)
-                var s = T.zero
-                if let scale {
-                    for d in 0..<h { s += scale[d] * T.tanh(q[d] + k[d]) }
-                } else {
-                    for d in 0..<h { s += T.tanh(q[d] + k[d]) }
-                }
-                out[t] = s
-            }
+            for t in 0..<count { out[t] = tanhSum(q, keyRow(j0 + t), h, inner: 1, outer: scale) }
         }
         addBias(i, j0, count, to: out)
     }
@@ -166,6 +158,25 @@ struct Row<T: KernelScalar> {
         case nil:
             break
         }
+    }
+
+    /// Σ_d outer_d · tanh(inner · (q_d + k_d)) (outer nil: all ones), SIMD across d.
+    func tanhSum(_ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ n: Int, inner: T, outer: UnsafePointer<T>?) -> T {
+        let lanes = T.Vector.scalarCount
+        let c = T.Vector(repeating: inner)
+        var acc = T.Vector()
+        var d = 0
+        while d + lanes <= n {
+            let th = T.tanh(c * (q.vector(at: d) + k.vector(at: d)))
+            acc = outer.map { acc.addingProduct($0.vector(at: d), th) } ?? acc + th
+            d += lanes
+        }
+        var s = acc.sum()
+        while d < n {
+            s += (outer?[d] ?? 1) * T.tanh(inner * (q[d] + k[d]))
+            d += 1
+        }
+        return s
     }
 
     /// kept[t] for keys j0 ..< j0 + count of row i (band included); returns whether any is kept.
@@ -224,10 +235,9 @@ struct Row<T: KernelScalar> {
                 scale(correction, acc, shape.valueDim)
             }
             m = newMax
+            l += exponentiate(count, shift: m)
             for t in 0..<count where kept[t] {
-                let p = T.exp(logits[t] - m)
-                l += p
-                axpy(p * keep(i, j0 + t), valueRow(j0 + t), acc, shape.valueDim)
+                axpy(logits[t] * keep(i, j0 + t), valueRow(j0 + t), acc, shape.valueDim)
             }
         }
         if anyKept {
@@ -235,6 +245,24 @@ struct Row<T: KernelScalar> {
         } else {
             fullyMaskedStreaming(i)
         }
+    }
+
+    /// logits[t] = e^(logits[t] − shift) for the tile's kept keys, 0 for the others (SIMD;
+    /// the tile buffer holds a whole number of vectors); returns their sum.
+    func exponentiate(_ count: Int, shift: T) -> T {
+        let lanes = T.Vector.scalarCount
+        let padded = (count + lanes - 1) / lanes * lanes
+        for t in 0..<padded where t >= count || !kept[t] { logits[t] = -T.infinity }
+        let s = T.Vector(repeating: shift)
+        var total = T.Vector()
+        var t = 0
+        while t < padded {
+            let p = T.exp(UnsafePointer(logits).vector(at: t) - s)
+            logits.store(p, at: t)
+            total += p
+            t += lanes
+        }
+        return total.sum()
     }
 
     /// A row with no kept key, by the mask's policy, over all keys.

@@ -1,0 +1,421 @@
+"""`make bench`: libattention's speed on this machine, float32, 2 threads, in one run.
+
+Every figure is measured in this run: the FMA peak (benchmarks/fma_probe), the memory copy
+bandwidth (numpy copyto of 256 MiB, read + write counted), our time, and the same workload as a
+plain numpy formula (matmul + softmax, or attention.reference) — and torch / onnxruntime when
+they are importable. Times are medians of >= 5 calls after a warm-up. "×numpy" (×torch, ×ort) is
+the other's time over ours: above 1 means libattention is faster. Each workload's output is also
+compared with numpy's (err = max |ours - numpy| / max |numpy|), so the timed work is the right one.
+
+    python3 benchmarks/bench.py [--fma-probe P] [--tiny-call P] [--gemm-bench P] [--json P]
+
+Prints the table and writes the same figures to benchmarks/results/latest.json.
+"""
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import timeit
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "python"))
+
+import attention  # noqa: E402
+from attention import reference  # noqa: E402
+
+THREADS = 2
+MIB = 2**20
+FLOP_MODELS = [
+    "sdpa: 4·B·N·Tq·S·H (q·kᵀ and p·v, 2 flops per multiply-add); causal counts half",
+    "mha: 2·B·T·D·(N·H)·3 (q, k, v projections) + 2·B·T·(N·H)·D (output) + 4·B·N·T²·H",
+    "additive: B·Tq·Tv·(4·dim + 2·dim) — q+k, tanh (as 1 flop), ×scale, + ; then p·v",
+    "concat: B·Tq·Tv·(3·dim + 2·dim) — q+k, tanh (as 1 flop), + ; then p·v",
+    "decode: GB/s = bytes of K and V read once (2·B·S·N·H·4) / time; copy counts read + write",
+]
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+def median_seconds(fn, min_repeats=5, budget=0.5, max_repeats=50):
+    """Median wall time of fn() over >= min_repeats calls (more, up to max_repeats, while the
+    calls take less than `budget` seconds in all), after one warm-up call."""
+    fn()
+    times = []
+    while len(times) < min_repeats or (sum(times) < budget and len(times) < max_repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def fma_peak(probe, threads):
+    """FLOP/s printed by the fma_probe binary for `threads` threads."""
+    return float(subprocess.run([str(probe), str(threads)], check=True, capture_output=True,
+                                text=True).stdout)
+
+
+def copy_bandwidth():
+    """Bytes/s of np.copyto on 256 MiB float32 arrays, counting the read and the write."""
+    source = np.ones(256 * MIB // 4, np.float32)
+    target = np.empty_like(source)
+    return 2 * source.nbytes / median_seconds(lambda: np.copyto(target, source), budget=0)
+
+
+def relative_error(ours, expected):
+    """max |ours - expected| / max |expected|."""
+    expected = np.asarray(expected, np.float64)
+    return float(np.max(np.abs(np.asarray(ours, np.float64) - expected)) / np.max(np.abs(expected)))
+
+
+def optional_module(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+torch = optional_module("torch")
+ort = optional_module("onnxruntime")
+onnx = optional_module("onnx") if ort is not None else None
+
+
+# -- the numpy formulas ---------------------------------------------------------------------
+
+def numpy_sdpa(q, k, v, causal, scale=None):
+    """softmax(scale · q·kᵀ, −∞ where j > i if causal) · v on (B, T, N, H) arrays, per (b, n)."""
+    t, s, h = q.shape[1], k.shape[1], q.shape[3]
+    logits = np.matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1))  # (B, N, T, S)
+    logits *= np.float32(1 / math.sqrt(h) if scale is None else scale)
+    if causal:
+        logits += np.triu(np.full((t, s), -np.inf, np.float32), 1)
+    logits -= logits.max(axis=-1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=-1, keepdims=True)
+    return np.matmul(logits, v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+
+
+def numpy_mha(x, weights, heads, key_dim):
+    """Keras's MultiHeadAttention on self-attention input x (B, T, D): dense q, k, v
+    projections (kernel (D, N, H), bias (N, H)), numpy_sdpa with q pre-scaled by 1/√H, output
+    projection (kernel (N, H, D), bias (D,))."""
+    wq, bq, wk, bk, wv, bv, wo, bo = weights
+    b, t, d = x.shape
+
+    def project(w, bias):
+        return (x.reshape(b * t, d) @ w.reshape(d, -1) + bias.reshape(-1)).reshape(b, t, heads, key_dim)
+
+    q = project(wq, bq) * np.float32(1 / math.sqrt(key_dim))
+    attended = numpy_sdpa(q, project(wk, bk), project(wv, bv), False, scale=1.0)
+    return attended.reshape(b * t, heads * key_dim) @ wo.reshape(heads * key_dim, d) + bo
+
+
+# -- peers (optional) -----------------------------------------------------------------------
+
+def torch_sdpa(q, k, v, causal):
+    """torch's scaled_dot_product_attention on (B, N, T, H) copies of the inputs, or None."""
+    if torch is None:
+        return None
+    tq, tk, tv = (torch.from_numpy(np.ascontiguousarray(a.transpose(0, 2, 1, 3))) for a in (q, k, v))
+
+    def run():
+        with torch.inference_mode():
+            return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+    return run
+
+
+def torch_mha(x, heads):
+    """torch.nn.MultiheadAttention (same sizes, need_weights=False) on x, or None."""
+    if torch is None:
+        return None
+    layer = torch.nn.MultiheadAttention(x.shape[-1], heads, batch_first=True).eval()
+    tx = torch.from_numpy(x)
+
+    def run():
+        with torch.inference_mode():
+            return layer(tx, tx, tx, need_weights=False)[0]
+    return run
+
+
+ORT_NOTES = []
+
+
+def ort_sdpa(q, k, v, causal):
+    """onnxruntime's com.microsoft MultiHeadAttention on (B, T, N·H) views, or None (with the
+    reason in ORT_NOTES) when onnxruntime or onnx is missing or the session fails."""
+    if ort is None or onnx is None:
+        return None
+    try:
+        from onnx import TensorProto, helper
+        b, t, n, h = q.shape
+        feeds = {name: a.reshape(a.shape[0], a.shape[1], -1) for name, a in (("q", q), ("k", k), ("v", v))}
+        attributes = {"num_heads": n, **({"unidirectional": 1} if causal else {})}
+        node = helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["o"], domain="com.microsoft",
+                                **attributes)
+        graph = helper.make_graph(
+            [node], "mha",
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(a.shape)) for name, a in feeds.items()],
+            [helper.make_tensor_value_info("o", TensorProto.FLOAT, [b, t, n * v.shape[3]])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        session.run(None, feeds)
+    except Exception as error:  # an old onnxruntime without the op or attribute: no column
+        ORT_NOTES.append(f"{'causal ' if causal else ''}MultiHeadAttention: {error}".splitlines()[0][:120])
+        return None
+    return lambda: session.run(None, feeds)[0]
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+def time_workload(name, ours, numpy_fn, *, flops=None, bytes_read=None, peers=None, scaling=True):
+    """Times ours (at THREADS and, if scaling, 1 thread), the numpy formula and the peers; checks
+    ours against numpy. Returns the row's figures."""
+    output, expected = ours(), numpy_fn()
+    row = {"name": name, "seconds": median_seconds(ours), "numpy_seconds": median_seconds(numpy_fn),
+           "error_vs_numpy": relative_error(output, expected)}
+    if flops is not None:
+        row["flops"] = flops
+    if bytes_read is not None:
+        row["bytes_read"] = bytes_read
+    if scaling:
+        attention.set_num_threads(1)
+        row["seconds_1_thread"] = median_seconds(ours)
+        attention.set_num_threads(THREADS)
+    for peer, fn in (peers or {}).items():
+        if fn is not None:
+            row[f"{peer}_seconds"] = median_seconds(fn)
+    print(f"  measured {name}", file=sys.stderr)
+    return row
+
+
+def sdpa_workload(b, n, t, h, causal=False, tq=None):
+    """keras.ops.dot_product_attention on random (B, Tq, N, H), (B, T, N, H) inputs."""
+    rng = np.random.default_rng(0)
+    tq = t if tq is None else tq
+    q = rng.standard_normal((b, tq, n, h), dtype=np.float32)
+    k, v = (rng.standard_normal((b, t, n, h), dtype=np.float32) for _ in range(2))
+    decode = tq != t
+    name = (f"decode_b{b}_h{n}_s{t}_d{h}" if decode else f"sdpa_b{b}_h{n}_t{t}_d{h}") + ("_causal" if causal else "")
+    flops = 4 * b * n * tq * t * h * (0.5 if causal else 1)
+    return time_workload(
+        name, lambda: attention.dot_product_attention(q, k, v, is_causal=causal),
+        lambda: numpy_sdpa(q, k, v, causal),
+        flops=None if decode else flops, bytes_read=k.nbytes + v.nbytes if decode else None,
+        peers={"torch": torch_sdpa(q, k, v, causal), "ort": ort_sdpa(q, k, v, causal)})
+
+
+def mha_workload(b=8, t=256, dim=512, heads=8, key_dim=64):
+    """The whole MultiHeadAttention layer (projections with biases) on self-attention input."""
+    x = np.random.default_rng(1).standard_normal((b, t, dim), dtype=np.float32)
+    layer = attention.MultiHeadAttention(num_heads=heads, key_dim=key_dim, seed=1)
+    layer.build(x.shape, x.shape)
+    weights = layer.get_weights()
+    nh = heads * key_dim
+    flops = 2 * b * t * dim * nh * 3 + 2 * b * t * nh * dim + 4 * b * heads * t * t * key_dim
+    return time_workload(f"mha_b{b}_t{t}_dim{dim}_h{heads}", lambda: layer(x, x),
+                         lambda: numpy_mha(x, weights, heads, key_dim), flops=flops,
+                         peers={"torch": torch_mha(x, heads)})
+
+
+def tanh_workload(kind, b=8, t=256, dim=128):
+    """AdditiveAttention (use_scale) or Attention(score_mode="concat") on (B, T, dim) inputs,
+    against attention.reference's formula with the layer's weights."""
+    rng = np.random.default_rng(2)
+    q, v = (rng.standard_normal((b, t, dim), dtype=np.float32) for _ in range(2))
+    additive = kind == "additive"
+    layer = attention.AdditiveAttention(seed=2) if additive else attention.Attention(score_mode="concat")
+    layer.build([q.shape, v.shape])
+    weight = layer.get_weights()[0]  # AdditiveAttention's scale (dim,), or concat_score_weight ()
+
+    def numpy_fn():
+        if additive:
+            return reference.additive_attention(q, v, scale=weight)[0]
+        return reference.attention(q, v, score_mode="concat", concat_score_weight=weight)[0]
+    per_pair = (4 if additive else 3) * dim + 2 * dim
+    return time_workload(f"{kind}_b{b}_t{t}_dim{dim}", lambda: layer([q, v]), numpy_fn,
+                         flops=b * t * t * per_pair)
+
+
+def tiny_workload(tiny_call):
+    """Per-call time of Attention on (1, 16, 64) through C (tiny_call) and through Python."""
+    rng = np.random.default_rng(3)
+    q, v = (rng.standard_normal((1, 16, 64), dtype=np.float32) for _ in range(2))
+    layer = attention.Attention()
+    layer([q, v])
+
+    def per_call(fn):
+        number = 2000
+        return statistics.median(timeit.repeat(fn, number=number, repeat=5)) / number
+    c_seconds = float(subprocess.run([str(tiny_call), str(THREADS)], check=True, capture_output=True,
+                                     text=True).stdout) * 1e-6
+    return {"name": "tiny_b1_t16_d64", "c_seconds_per_call": c_seconds,
+            "python_seconds_per_call": per_call(lambda: layer([q, v])),
+            "numpy_seconds_per_call": per_call(lambda: reference.attention(q, v)[0]),
+            "error_vs_numpy": relative_error(layer([q, v]), reference.attention(q, v)[0])}
+
+
+def peak_rss_child():
+    """In a fresh process: dot_product_attention on (1, 8192, 8, 64) causal without scores.
+    Prints JSON: the RSS before the inputs exist, the peak RSS, the inputs + output size."""
+    attention.set_num_threads(THREADS)
+    small = np.zeros((1, 4, 8, 64), np.float32)
+    attention.dot_product_attention(small, small, small, is_causal=True)  # load the library
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.standard_normal((1, 8192, 8, 64), dtype=np.float32) for _ in range(3))
+    start = time.perf_counter()
+    out = attention.dot_product_attention(q, k, v, is_causal=True)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"name": "sdpa_b1_h8_t8192_d64_causal", "baseline_rss_bytes": baseline,
+                      "peak_rss_bytes": peak, "inputs_outputs_bytes": q.nbytes * 3 + out.nbytes,
+                      "seconds": seconds}))
+
+
+def peak_rss():
+    result = subprocess.run([sys.executable, __file__, "--peak-rss-child"], check=True,
+                            capture_output=True, text=True)
+    return json.loads(result.stdout)
+
+
+def gemm_rows(gemm_bench):
+    """Our GEMM (AttentionBench) and numpy's float32 matmul on n × n, n = 512, 1024, 2048."""
+    report = json.loads(subprocess.run([str(gemm_bench)], check=True, capture_output=True,
+                                       text=True).stdout)
+    rows = []
+    for size, rate in report["gemm_flops"].items():
+        n = int(size)
+        rng = np.random.default_rng(n)
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        flops = 2 * n**3
+        rows.append({"name": f"gemm_{n}", "flops": flops, "seconds": flops / rate,
+                     "numpy_seconds": median_seconds(lambda: a @ b), "threads": report["threads"]})
+    return rows
+
+
+# -- the table ------------------------------------------------------------------------------
+
+def duration(seconds):
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale or unit == "µs":
+            return f"{seconds / scale:.3g} {unit}"
+
+
+def ratio(row, other):
+    """The other's time over ours (a speed ratio), or None."""
+    key = f"{other}_seconds"
+    return row[key] / row["seconds"] if key in row else None
+
+
+def times(x):
+    return "—" if x is None else f"{x:.2f}×"
+
+
+def table(results):
+    peak, copy = results["fma_peak_flops"], results["copy_bytes_per_second"]
+    lines = [
+        f"libattention {results['version']} bench — float32, att threads {THREADS}; numpy "
+        f"{np.__version__}; torch {results['peers']['torch']}; onnxruntime {results['peers']['onnxruntime']}",
+        f"FMA peak {peak / 1e9:.0f} GFLOP/s ({THREADS} threads; 1 thread "
+        f"{results['fma_peak_flops_1_thread'] / 1e9:.0f}); copy bandwidth {copy / 1e9:.1f} GB/s (read+write)",
+        f"{'workload':<28} {'time':>9} {'rate':>12} {'of peak':>8} {'numpy':>9} {'×numpy':>7} "
+        f"{'×torch':>7} {'×ort':>6} {'2T/1T':>6} {'err':>7}",
+    ]
+    for row in results["workloads"] + results["gemm"]:
+        if "bytes_read" in row:
+            rate = row["bytes_read"] / row["seconds"]
+            rate_text, share = f"{rate / 1e9:.1f} GB/s", f"{rate / copy:.0%} bw"
+        else:
+            rate = row["flops"] / row["seconds"]
+            rate_text, share = f"{rate / 1e9:.1f} GF/s", f"{rate / peak:.0%}"
+        scaling = row["seconds_1_thread"] / row["seconds"] if "seconds_1_thread" in row else None
+        error = f"{row['error_vs_numpy']:.0e}" if "error_vs_numpy" in row else ""
+        lines.append(f"{row['name']:<28} {duration(row['seconds']):>9} {rate_text:>12} {share:>8} "
+                     f"{duration(row['numpy_seconds']):>9} {times(ratio(row, 'numpy')):>7} "
+                     f"{times(ratio(row, 'torch')):>7} {times(ratio(row, 'ort')):>6} {times(scaling):>6} "
+                     f"{error:>7}")
+    tiny = results["tiny"]
+    lines.append(f"{'tiny_b1_t16_d64 C call':<28} {duration(tiny['c_seconds_per_call']):>9}")
+    lines.append(f"{'tiny_b1_t16_d64 Python call':<28} {duration(tiny['python_seconds_per_call']):>9} "
+                 f"{'':>12} {'':>8} {duration(tiny['numpy_seconds_per_call']):>9} "
+                 f"{times(tiny['numpy_seconds_per_call'] / tiny['python_seconds_per_call']):>7} "
+                 f"{'':>7} {'':>6} {'':>6} {tiny['error_vs_numpy']:>7.0e}")
+    memory = results["memory"]
+    extra = memory["peak_rss_bytes"] - memory["baseline_rss_bytes"] - memory["inputs_outputs_bytes"]
+    lines.append(f"{memory['name']} ({duration(memory['seconds'])}): peak RSS "
+                 f"{memory['peak_rss_bytes'] / MIB:.0f} MiB = {memory['baseline_rss_bytes'] / MIB:.0f} "
+                 f"before the inputs + {memory['inputs_outputs_bytes'] / MIB:.0f} inputs+outputs "
+                 f"+ {extra / MIB:.0f} MiB more")
+    lines += ["flops: " + model for model in FLOP_MODELS]
+    lines += [f"ort skipped: {note}" for note in ORT_NOTES]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fma-probe", default=ROOT / ".build/bench/fma_probe")
+    parser.add_argument("--tiny-call", default=ROOT / ".build/bench/tiny_call")
+    parser.add_argument("--gemm-bench", default=ROOT / ".build/release/AttentionBench")
+    parser.add_argument("--json", default=ROOT / "benchmarks/results/latest.json")
+    parser.add_argument("--peak-rss-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peak_rss_child:
+        return peak_rss_child()
+
+    attention.set_num_threads(THREADS)
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+    start = time.perf_counter()
+    first_probe = fma_peak(args.fma_probe, THREADS)
+    results = {
+        "version": attention.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": THREADS,
+        "peers": {"torch": getattr(torch, "__version__", "not importable"),
+                  "onnxruntime": getattr(ort, "__version__", "not importable")
+                  + ("" if ort is None or onnx is not None else " (onnx missing: no column)")},
+        "copy_bytes_per_second": copy_bandwidth(),
+        "workloads": [
+            sdpa_workload(4, 8, 512, 64),
+            sdpa_workload(4, 8, 512, 64, causal=True),
+            sdpa_workload(1, 8, 2048, 64),
+            sdpa_workload(1, 8, 4096, 64, causal=True),
+            sdpa_workload(1, 32, 4096, 128, tq=1),
+            mha_workload(),
+            tanh_workload("additive"),
+            tanh_workload("concat"),
+        ],
+        "tiny": tiny_workload(args.tiny_call),
+        "memory": peak_rss(),
+        "gemm": gemm_rows(args.gemm_bench),
+    }
+    # The peak is the better of two probes, one before and one after the workloads.
+    results["fma_peak_flops"] = max(first_probe, fma_peak(args.fma_probe, THREADS))
+    results["fma_peak_flops_1_thread"] = fma_peak(args.fma_probe, 1)
+    results["flop_models"] = FLOP_MODELS
+    results["ort_notes"] = ORT_NOTES
+    results["bench_seconds"] = time.perf_counter() - start
+    print(table(results))
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"({results['bench_seconds']:.0f} s; figures in {path})")
+
+
+if __name__ == "__main__":
+    main()
