@@ -117,7 +117,7 @@ def numpy_mha(x, weights, heads, key_dim):
 
     q = project(wq, bq) * np.float32(1 / math.sqrt(key_dim))
     attended = numpy_sdpa(q, project(wk, bk), project(wv, bv), False, scale=1.0)
-    return attended.reshape(b * t, heads * key_dim) @ wo.reshape(heads * key_dim, d) + bo
+    return (attended.reshape(b * t, heads * key_dim) @ wo.reshape(heads * key_dim, d) + bo).reshape(b, t, d)
 
 
 # -- peers (optional) -----------------------------------------------------------------------

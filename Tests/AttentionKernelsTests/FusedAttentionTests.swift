@@ -8,8 +8,9 @@ import Testing
         var causal = false, window = 0, padding = false, scores = false
         var policy = FullyMaskedRow.zero
         var dropout = 0.0
+        var bias = false
         var testDescription: String {
-            "g\(groups) n\(heads)/\(kvHeads) t\(t) s\(s) causal=\(causal) window=\(window) padding=\(padding) scores=\(scores) \(policy) dropout=\(dropout)"
+            "g\(groups) n\(heads)/\(kvHeads) t\(t) s\(s) h\(h) hv\(hv) causal=\(causal) window=\(window) padding=\(padding) scores=\(scores) \(policy) dropout=\(dropout) bias=\(bias)"
         }
     }
 
@@ -28,6 +29,16 @@ import Testing
         Case(padding: true, scores: true, policy: .uniform),
         Case(t: 150, s: 140, causal: true, padding: true, dropout: 0.25),
         Case(t: 150, s: 140, causal: true, padding: true, scores: true, dropout: 0.25),
+        // Odd sizes in every dim, through the decode (t ≤ 4), row and tiled block paths.
+        Case(groups: 1, heads: 1, kvHeads: 1, t: 1, s: 127, h: 65, hv: 63, padding: true),
+        Case(groups: 3, heads: 2, kvHeads: 1, t: 3, s: 300, h: 17, hv: 1, causal: true, dropout: 0.3),
+        Case(groups: 1, heads: 3, kvHeads: 3, t: 4, s: 65, h: 1, hv: 17, window: 2, bias: true),
+        Case(groups: 1, heads: 2, kvHeads: 2, t: 17, s: 65, h: 17, hv: 3, window: 5, policy: .uniform),
+        Case(groups: 2, heads: 4, kvHeads: 1, t: 63, s: 127, h: 63, hv: 65, causal: true, padding: true,
+             policy: .subtractLarge, bias: true),
+        Case(groups: 1, heads: 1, kvHeads: 1, t: 127, s: 1, h: 3, hv: 127, padding: true, policy: .uniform),
+        Case(groups: 1, heads: 2, kvHeads: 2, t: 65, s: 63, h: 127, hv: 17, causal: true, dropout: 0.5, bias: true),
+        Case(groups: 1, heads: 1, kvHeads: 1, t: 2, s: 63, h: 3, hv: 3, padding: true, policy: .subtractLarge),
     ]
 
     @Test(arguments: cases)
@@ -36,6 +47,8 @@ import Testing
         let q = (0..<(c.groups * c.heads * c.t * c.h)).map { _ in rng.uniform() * 2 - 1 }
         let k = (0..<(c.groups * c.kvHeads * c.s * c.h)).map { _ in rng.uniform() * 2 - 1 }
         let v = (0..<(c.groups * c.kvHeads * c.s * c.hv)).map { _ in rng.uniform() * 2 - 1 }
+        // A bias broadcast over groups: (heads, t, s).
+        let bias = (0..<(c.heads * c.t * c.s)).map { _ in c.bias ? rng.uniform() * 4 - 2 : 0 }
         // Padding masks out a random set of keys per group, and every key of group 0 for rows ≥ t−1.
         var keep = [UInt8](repeating: 1, count: c.groups * c.t * c.s)
         if c.padding {
@@ -53,6 +66,7 @@ import Testing
         var scores = [Double](repeating: .nan, count: c.groups * c.heads * c.t * c.s)
         let scale = 0.7
         q.withUnsafeBufferPointer { qp in k.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in
+          bias.withUnsafeBufferPointer { bp in
             keep.withUnsafeBufferPointer { mp in out.withUnsafeMutableBufferPointer { op in
                 scores.withUnsafeMutableBufferPointer { sp in
                     let shape = AttentionShape(groups: c.groups, heads: c.heads, keyValueHeads: c.kvHeads,
@@ -65,9 +79,11 @@ import Testing
                     let views = c.padding ? [MaskView(base: mp.baseAddress!, group: c.t * c.s, head: 0, row: c.s, column: 1)] : []
                     attentionForward(shape: shape, operands: operands, score: .dot(scale: scale),
                                      mask: AttentionMask(views: views, causal: c.causal, window: c.window, fullyMaskedRow: c.policy),
-                                     bias: nil, dropout: dropout, scores: c.scores ? sp.baseAddress! : nil)
+                                     bias: c.bias ? .strided(BiasView(base: bp.baseAddress!, group: 0, head: c.t * c.s, row: c.s, column: 1)) : nil,
+                                     dropout: dropout, scores: c.scores ? sp.baseAddress! : nil)
                 }
             } }
+          }
         } } }
         var worst = 0.0
         for g in 0..<c.groups {
@@ -79,7 +95,7 @@ import Testing
                     for j in 0..<c.s {
                         var d = 0.0
                         for e in 0..<c.h { d += q[((g * c.heads + n) * c.t + i) * c.h + e] * k[((g * c.kvHeads + kvn) * c.s + j) * c.h + e] }
-                        logits[j] = d * scale
+                        logits[j] = d * scale + bias[(n * c.t + i) * c.s + j]
                         if c.causal && j > i { kept[j] = false }
                         if c.window > 0 && abs(i - j) >= c.window { kept[j] = false }
                         if keep[(g * c.t + i) * c.s + j] == 0 { kept[j] = false }
