@@ -47,7 +47,7 @@ FLOP_MODELS = [
 
 # -- measuring ------------------------------------------------------------------------------
 
-def median_seconds(fn, min_repeats=5, budget=0.5, max_repeats=50):
+def median_seconds(fn, min_repeats=5, budget=1.0, max_repeats=50):
     """Median wall time of fn() over >= min_repeats calls (more, up to max_repeats, while the
     calls take less than `budget` seconds in all), after one warm-up call."""
     fn()
@@ -70,6 +70,15 @@ def copy_bandwidth():
     source = np.ones(256 * MIB // 4, np.float32)
     target = np.empty_like(source)
     return 2 * source.nbytes / median_seconds(lambda: np.copyto(target, source), budget=0)
+
+
+def cpu_seconds():
+    """(busy CPU seconds of the whole machine since boot, steal included, from /proc/stat;
+    CPU seconds of this process and its finished children)."""
+    user, nice, system, _, _, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    own = os.times()
+    return ((user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+            own.user + own.system + own.children_user + own.children_system)
 
 
 def relative_error(ours, expected):
@@ -287,6 +296,8 @@ def peak_rss_child():
 
 
 def peak_rss():
+    """peak_rss_child's figures. Run it while this process is small: Linux carries the
+    parent's RSS high-water mark into the child's ru_maxrss across fork and exec."""
     result = subprocess.run([sys.executable, __file__, "--peak-rss-child"], check=True,
                             capture_output=True, text=True)
     return json.loads(result.stdout)
@@ -360,6 +371,10 @@ def table(results):
                  f"{memory['peak_rss_bytes'] / MIB:.0f} MiB = {memory['baseline_rss_bytes'] / MIB:.0f} "
                  f"before the inputs + {memory['inputs_outputs_bytes'] / MIB:.0f} inputs+outputs "
                  f"+ {extra / MIB:.0f} MiB more")
+    lines.append(f"other processes used {results['other_cpu_share']:.0%} of the {results['cpus']} CPUs "
+                 f"during this {results['bench_seconds']:.0f} s run (figures are only as good as that is low)")
+    lines.append("×numpy, ×torch, ×ort: their time / ours (> 1: libattention faster); "
+                 "err: max |ours − numpy| / max |numpy|")
     lines += ["flops: " + model for model in FLOP_MODELS]
     lines += [f"ort skipped: {note}" for note in ORT_NOTES]
     return "\n".join(lines)
@@ -379,7 +394,8 @@ def main():
     attention.set_num_threads(THREADS)
     if torch is not None:
         torch.set_num_threads(THREADS)
-    start = time.perf_counter()
+    start, (machine_start, own_start) = time.perf_counter(), cpu_seconds()
+    memory = peak_rss()
     first_probe = fma_peak(args.fma_probe, THREADS)
     results = {
         "version": attention.__version__,
@@ -401,7 +417,7 @@ def main():
             tanh_workload("concat"),
         ],
         "tiny": tiny_workload(args.tiny_call),
-        "memory": peak_rss(),
+        "memory": memory,
         "gemm": gemm_rows(args.gemm_bench),
     }
     # The peak is the better of two probes, one before and one after the workloads.
@@ -410,11 +426,14 @@ def main():
     results["flop_models"] = FLOP_MODELS
     results["ort_notes"] = ORT_NOTES
     results["bench_seconds"] = time.perf_counter() - start
+    machine_end, own_end = cpu_seconds()
+    results["other_cpu_share"] = max(0.0, (machine_end - machine_start) - (own_end - own_start)) / (
+        results["bench_seconds"] * os.cpu_count())
     print(table(results))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"({results['bench_seconds']:.0f} s; figures in {path})")
+    print(f"figures in {path}")
 
 
 if __name__ == "__main__":

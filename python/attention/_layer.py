@@ -130,6 +130,7 @@ class Layer:
         check(_lib.lib().att_layer_build(
             self._handle, _shape_ref(query_shape), _shape_ref(value_shape), _shape_ref(key_shape)
         ))
+        self._build_count = getattr(self, "_build_count", 0) + 1
 
     def _weight_specs(self):
         """[(Keras name, shape)] of the weights, in get_weights() order; [] before build."""
@@ -203,19 +204,26 @@ class Layer:
         return self._forward(query, value, key, masks=tensors, training=training,
                              use_causal_mask=use_causal_mask, return_scores=return_scores)
 
+    def _output_shapes(self, query_shape, value_shape, key_shape):
+        """att_layer_output_shape for these input shapes, remembered for the layer's current
+        build (the last shapes asked for: a loop over one shape asks the library once)."""
+        request = (query_shape, value_shape, key_shape, getattr(self, "_build_count", 0))
+        if getattr(self, "_last_shapes", (None,))[0] != request:
+            out_shape, scores_shape = _lib.Shape(), _lib.Shape()
+            check(_lib.lib().att_layer_output_shape(
+                self._handle, _shape_ref(query_shape), _shape_ref(value_shape),
+                None if key_shape is None else _shape_ref(key_shape),
+                ctypes.byref(out_shape), ctypes.byref(scores_shape)))
+            self._last_shapes = (request, _lib.shape_tuple(out_shape), _lib.shape_tuple(scores_shape))
+        return self._last_shapes[1], self._last_shapes[2]
+
     def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores):
         """att_layer_call on converted inputs; `masks` maps optional CallArgs tensor fields
         (the masks, reuse_attention_scores) to arrays. Returns output, or (output, scores)
         when return_scores."""
-        out_shape, scores_shape = _lib.Shape(), _lib.Shape()
-        check(_lib.lib().att_layer_output_shape(
-            self._handle,
-            _shape_ref(query.shape), _shape_ref(value.shape),
-            None if key is None else _shape_ref(key.shape),
-            ctypes.byref(out_shape), ctypes.byref(scores_shape) if return_scores else None,
-        ))
-        output = np.empty(_lib.shape_tuple(out_shape), self._np_dtype)
-        scores = np.empty(_lib.shape_tuple(scores_shape), self._np_dtype) if return_scores else None
+        out_dims, scores_dims = self._output_shapes(query.shape, value.shape, None if key is None else key.shape)
+        output = np.empty(out_dims, self._np_dtype)
+        scores = np.empty(scores_dims, self._np_dtype) if return_scores else None
         training = bool(training)
         args = _lib.CallArgs(
             struct_size=ctypes.sizeof(_lib.CallArgs),

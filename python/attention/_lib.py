@@ -326,16 +326,16 @@ def version():
 def make_shape(dims):
     """An att_shape from a sequence of integers (values are checked by the library, except
     that the rank must fit ATT_MAX_RANK and each dim an int64)."""
-    dims = tuple(dims)
+    dims = tuple(map(operator.index, dims))
     if len(dims) > MAX_RANK:
         raise ValueError(f"rank {len(dims)} exceeds the largest supported rank {MAX_RANK}: {dims}")
-    shape = Shape(rank=len(dims))
-    for i, d in enumerate(dims):
-        d = operator.index(d)
+    for d in dims:
         if not -(2**63) <= d < 2**63:
             raise ValueError(f"dimension {d} of shape {dims} does not fit a 64-bit integer")
-        shape.dims[i] = d
-    return shape
+    return Shape(len(dims), _Dims(*dims))
+
+
+_Dims = ctypes.c_int64 * MAX_RANK
 
 
 def shape_tuple(shape):
