@@ -17,7 +17,7 @@ LDLIBS  := -L$(BUILD) -lattention -Wl,-rpath,$(abspath $(BUILD)) -lm
 C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
-.PHONY: all lib demo test test-swift test-c test-python python-deps golden clean
+.PHONY: all lib demo test test-swift test-c test-python python-deps golden bench clean
 
 all: lib
 
@@ -50,6 +50,21 @@ test-c: lib $(C_TESTS)
 
 test-python: lib python-deps
 	$(PYTHON) -m pytest Tests/python -q
+
+BENCH := .build/bench
+
+$(BENCH)/fma_probe: benchmarks/fma_probe.c
+	@mkdir -p $(BENCH)
+	$(CC) -O2 -march=native -pthread $< -o $@
+
+$(BENCH)/tiny_call: benchmarks/tiny_call.c include/attention.h lib
+	@mkdir -p $(BENCH)
+	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
+
+bench: lib python-deps $(BENCH)/fma_probe $(BENCH)/tiny_call
+	$(SWIFT) build -c release --product AttentionBench
+	$(PYTHON) benchmarks/bench.py --fma-probe $(BENCH)/fma_probe --tiny-call $(BENCH)/tiny_call \
+		--gemm-bench $(BUILD)/AttentionBench
 
 golden:
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_golden.py

@@ -166,10 +166,16 @@ struct Row<T: KernelScalar> {
         let c = T.Vector(repeating: inner)
         var acc = T.Vector()
         var d = 0
-        while d + lanes <= n {
-            let th = T.tanh(c * (q.vector(at: d) + k.vector(at: d)))
-            acc = outer.map { acc.addingProduct($0.vector(at: d), th) } ?? acc + th
-            d += lanes
+        if let outer {
+            while d + lanes <= n {
+                acc = acc.addingProduct(outer.vector(at: d), T.tanh(c * (q.vector(at: d) + k.vector(at: d))))
+                d += lanes
+            }
+        } else {
+            while d + lanes <= n {
+                acc += T.tanh(c * (q.vector(at: d) + k.vector(at: d)))
+                d += lanes
+            }
         }
         var s = acc.sum()
         while d < n {
