@@ -63,7 +63,12 @@ public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>,
         var p0 = 0
         while p0 < k {
             let d = min(depth, k - p0)
-            job.packB(p0, d, j0, width)
+            let strips = (width + sizes.strip - 1) / sizes.strip
+            let (packRow, packColumn) = (p0, j0)
+            parallelFor(min(workers, strips)) { w in
+                let share = (strips + workers - 1) / workers
+                job.packB(packRow, d, packColumn, width, strips: (w * share)..<min(strips, (w + 1) * share))
+            }
             let (panelRow, panelColumn) = (p0, j0)
             parallelFor(workers) { w in
                 var block = w
@@ -102,9 +107,8 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
 
     /// B[p0..<p0+depth, j0..<j0+width] into strips of `strip` columns, zero-padded:
     /// element (p, j) of strip s at s·depth·strip + p·strip + (j mod strip).
-    func packB(_ p0: Int, _ depth: Int, _ j0: Int, _ width: Int) {
-        let strips = (width + strip - 1) / strip
-        for s in 0..<strips {
+    func packB(_ p0: Int, _ depth: Int, _ j0: Int, _ width: Int, strips: Range<Int>) {
+        for s in strips {
             let columns = min(strip, width - s * strip)
             var dst = bPanel + s * depth * strip
             for p in 0..<depth {

@@ -31,7 +31,7 @@ func gemmRate(_ n: Int) -> Double {
     var scratch = [Float](repeating: 0, count: gemmScratchCount(Float.self, m: n, n: n, k: n))
     let seconds = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
         c.withUnsafeMutableBufferPointer { cp in scratch.withUnsafeMutableBufferPointer { sp in
-            median(5) {
+            median(n <= 1024 ? 31 : 7) {
                 gemm(m: n, n: n, k: n, GemmOperands(a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n,
                                                      c: cp.baseAddress!, ldc: n), scratch: sp.baseAddress!)
             }
