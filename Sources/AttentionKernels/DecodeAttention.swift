@@ -45,15 +45,17 @@ extension AttentionJob {
             withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { one in
                 withUnsafeTemporaryAllocation(of: Bool.self, capacity: 1) { keptOne in
                     guard let logit = one.baseAddress, let kept = keptOne.baseAddress else { return }
-                    let heads = (0..<shape.heads).map { Row(job: self, g: g, n: $0, logits: logit, acc: logit, kept: kept) }
+                    let ops = operands, group = headsPerKeyValueHead
                     for j in keys {
-                        for (n, row) in heads.enumerated() {
-                            let k = row.keyRow(j), v = row.valueRow(j)
+                        for n in 0..<shape.heads {
+                            let k = ops.key + ops.keyLayout.offset(g, n / group, j)
+                            let v = ops.value + ops.valueLayout.offset(g, n / group, j)
                             for i in 0..<shape.queryLength {
                                 let x: T
                                 if plain {
-                                    x = dot(row.queryRow(i), k, shape.keyDim) * scale
+                                    x = dot(ops.query + ops.queryLayout.offset(g, n, i), k, shape.keyDim) * scale
                                 } else {
+                                    let row = Row(job: self, g: g, n: n, logits: logit, acc: logit, kept: kept)
                                     guard row.computeKept(i, j, 1) else { continue }
                                     row.computeLogits(i, j, 1, into: logit)
                                     x = logit[0]
@@ -68,7 +70,8 @@ extension AttentionJob {
                                 s[0] = newMax
                                 let p = T.exp(x - newMax)
                                 s[1] += p
-                                axpy(dropout == nil ? p : p * row.keep(i, j), v, s + 2, hv)
+                                let kept: T = dropout.map { $0.mask.keeps(flatIndex(g, n, i, j)) ? 1 : 0 } ?? 1
+                                axpy(p * kept, v, s + 2, hv)
                             }
                         }
                     }
