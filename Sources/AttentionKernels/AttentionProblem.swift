@@ -54,9 +54,26 @@ public enum ScoreFunction<T: KernelScalar>: @unchecked Sendable {
     /// (q·k) · scale — Luong, and multi-head attention.
     case dot(scale: T)
     /// weight · Σ_d tanh(scale · (q_d + k_d)) — Luong's concat mode.
-    case concat(scale: T, weight: T)
+    case concat(scale: T, weight: T, tanh: TanhRows<T>? = nil)
     /// Σ_d scale_d · tanh(q_d + k_d) — Bahdanau; a nil scale means all ones.
-    case additive(scale: UnsafePointer<T>?)
+    case additive(scale: UnsafePointer<T>?, tanh: TanhRows<T>? = nil)
+}
+
+/// tanh(c·q) and tanh(c·k) of every query and key row (c: concat's scale, or 1) as a sign
+/// s = ±1 and a complement γ = 1 − |tanh| = 2 / (e^{2|x|} + 1) (exact also where tanh
+/// rounds to ±1), laid out as the query and the key. A concat/additive logit then needs no
+/// tanh per pair: with σ = s_x·s_y, the addition theorem
+///     tanh(x + y) = s_x · ((1 + σ) − γ_x − σ·γ_y) / ((1 + σ) − σ·(γ_x + γ_y − γ_x·γ_y))
+/// cancels no leading digits. Where both complements underflow (0/0), the pair is computed
+/// from tanh(c·(q + k)) directly.
+public struct TanhRows<T: KernelScalar>: @unchecked Sendable {
+    public var querySign: UnsafePointer<T>, queryComplement: UnsafePointer<T>
+    public var keySign: UnsafePointer<T>, keyComplement: UnsafePointer<T>
+    public init(querySign: UnsafePointer<T>, queryComplement: UnsafePointer<T>,
+                keySign: UnsafePointer<T>, keyComplement: UnsafePointer<T>) {
+        self.querySign = querySign; self.queryComplement = queryComplement
+        self.keySign = keySign; self.keyComplement = keyComplement
+    }
 }
 
 /// A broadcast view of a uint8 mask over (g, n, i, j): stride 0 on broadcast axes.

@@ -138,10 +138,10 @@ struct Row<T: KernelScalar> {
         switch job.score {
         case .dot(let scale):
             for t in 0..<count { out[t] = dot(q, keyRow(j0 + t), h) * scale }
-        case .concat(let scale, let weight):
-            for t in 0..<count { out[t] = weight * tanhSum(q, keyRow(j0 + t), h, inner: scale, outer: nil) }
-        case .additive(let scale):
-            for t in 0..<count { out[t] = tanhSum(q, keyRow(j0 + t), h, inner: 1, outer: scale) }
+        case .concat(let scale, let weight, let tanh):
+            for t in 0..<count { out[t] = weight * tanhSum(i, j0 + t, inner: scale, outer: nil, tanh) }
+        case .additive(let scale, let tanh):
+            for t in 0..<count { out[t] = tanhSum(i, j0 + t, inner: 1, outer: scale, tanh) }
         }
         addBias(i, j0, count, to: out)
     }
@@ -158,6 +158,37 @@ struct Row<T: KernelScalar> {
         case nil:
             break
         }
+    }
+
+    /// Σ_d outer_d · tanh(inner · (q_d + k_d)) of query row i and key row j, from the tanh
+    /// tables when given and well conditioned for the pair (see `TanhRows`).
+    func tanhSum(_ i: Int, _ j: Int, inner: T, outer: UnsafePointer<T>?, _ tanh: TanhRows<T>?) -> T {
+        let dim = shape.keyDim
+        guard let tanh else { return tanhSum(queryRow(i), keyRow(j), dim, inner: inner, outer: outer) }
+        let qo = job.operands.queryLayout.offset(g, n, i), ko = job.operands.keyLayout.offset(g, kvHead, j)
+        let sx = tanh.querySign + qo, gx = tanh.queryComplement + qo
+        let sy = tanh.keySign + ko, gy = tanh.keyComplement + ko
+        let lanes = T.Vector.scalarCount
+        let one = T.Vector(repeating: 1)
+        var acc = T.Vector()
+        var d = 0
+        while d + lanes <= dim {
+            let sxv = sx.vector(at: d), gxv = gx.vector(at: d), gyv = gy.vector(at: d)
+            let sigma = sxv * sy.vector(at: d), both = one + sigma
+            let numerator = both - gxv - sigma * gyv
+            let denominator = both - sigma * (gxv + gyv - gxv * gyv)
+            let th = sxv * numerator / denominator
+            if let outer { acc = acc.addingProduct(outer.vector(at: d), th) } else { acc += th }
+            d += lanes
+        }
+        var s = acc.sum()
+        while d < dim {
+            let sigma = sx[d] * sy[d], both = 1 + sigma
+            let th = sx[d] * (both - gx[d] - sigma * gy[d]) / (both - sigma * (gx[d] + gy[d] - gx[d] * gy[d]))
+            s += (outer?[d] ?? 1) * th
+            d += 1
+        }
+        return s.isNaN ? tanhSum(queryRow(i), keyRow(j), dim, inner: inner, outer: outer) : s
     }
 
     /// Σ_d outer_d · tanh(inner · (q_d + k_d)) (outer nil: all ones), SIMD across d.

@@ -46,6 +46,30 @@ public func scale<T: KernelScalar>(_ alpha: T, _ y: UnsafeMutablePointer<T>, _ n
     while d < n { y[d] *= alpha; d += 1 }
 }
 
+/// sign[e] = ±1 (the sign of c·x[e]; +1 for zero) and complement[e] = 1 − |tanh(c·x[e])|
+/// = 2 / (e^{2|c·x[e]|} + 1), for e in 0..<count (see `TanhRows`).
+@_specialize(where T == Float)
+@_specialize(where T == Double)
+public func tanhSignAndComplement<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
+                                                   sign: UnsafeMutablePointer<T>, complement: UnsafeMutablePointer<T>) {
+    let lanes = T.Vector.scalarCount
+    let cv = T.Vector(repeating: c), two = T.Vector(repeating: 2), one = T.Vector(repeating: 1)
+    var e = 0
+    while e + lanes <= count {
+        let t = cv * x.vector(at: e)
+        let negative = t .< 0
+        sign.store(one.replacing(with: -1, where: negative), at: e)
+        complement.store(two / (T.exp(two * t.replacing(with: -t, where: negative)) + one), at: e)
+        e += lanes
+    }
+    while e < count {
+        let t = c * x[e]
+        sign[e] = t < 0 ? -1 : 1
+        complement[e] = 2 / (T.exp(2 * abs(t)) + 1)
+        e += 1
+    }
+}
+
 /// x[e] *= sigmoid(gate[e]) for e in 0..<count — the gate of gated attention.
 @_specialize(where T == Float)
 @_specialize(where T == Double)

@@ -71,18 +71,40 @@ struct DenseAttention {
             value: v, valueLayout: RowLayout(group: tv * dv, head: 0, row: dv),
             output: out, outputLayout: RowLayout(group: tq * dv, head: 0, row: dv))
         let mask = AttentionMask(views: views, causal: causal || a.useCausalMask, fullyMaskedRow: .subtractLarge)
+        let workspace = Workspace<T>()
+        let score = try withTanhTables(score, query: q, key: k, queries: b * tq * d, keys: b * tv * d, workspace)
         let dropout = a.training && dropoutRate > 0
             ? AttentionDropout(mask: DropoutMask(rate: dropoutRate, seed: a.dropoutSeed, stream: a.dropoutStream),
                                scoresAfterDropout: true)
             : nil
-        attentionForward(shape: shape, operands: operands, score: score, mask: mask, bias: nil,
-                         dropout: dropout, scores: scores)
+        withExtendedLifetime(workspace) {
+            attentionForward(shape: shape, operands: operands, score: score, mask: mask, bias: nil,
+                             dropout: dropout, scores: scores)
+        }
         if let queryMask {
             for row in 0..<(b * tq) where queryMask[row] == 0 {
                 UnsafeMutableRawPointer(out + row * dv).initializeMemory(as: UInt8.self, repeating: 0,
                                                                           count: dv * MemoryLayout<T>.stride)
             }
         }
+    }
+}
+
+/// Concat and additive scores with tanh(c·q) and tanh(c·k) precomputed for every row (the
+/// workspace keeps them alive as long as the caller keeps it).
+func withTanhTables<T: KernelScalar>(_ score: ScoreFunction<T>, query: UnsafePointer<T>, key: UnsafePointer<T>,
+                                     queries: Int, keys: Int, _ workspace: Workspace<T>) throws(AttentionError) -> ScoreFunction<T> {
+    func tables(_ c: T) throws(AttentionError) -> TanhRows<T> {
+        let qs = try workspace.buffer(queries, "tanh of the query"), qg = try workspace.buffer(queries, "tanh of the query")
+        let ks = try workspace.buffer(keys, "tanh of the key"), kg = try workspace.buffer(keys, "tanh of the key")
+        tanhSignAndComplement(query, c, queries, sign: qs, complement: qg)
+        tanhSignAndComplement(key, c, keys, sign: ks, complement: kg)
+        return TanhRows(querySign: qs, queryComplement: qg, keySign: ks, keyComplement: kg)
+    }
+    switch score {
+    case .dot: return score
+    case .concat(let scale, let weight, _): return .concat(scale: scale, weight: weight, tanh: try tables(scale))
+    case .additive(let scale, _): return .additive(scale: scale, tanh: try tables(1))
     }
 }
 
