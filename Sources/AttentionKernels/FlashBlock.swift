@@ -117,9 +117,26 @@ extension Row {
             }
             for t in 0..<width where t >= keys || !kept[t] { x[t] = -T.infinity }
         }
+        let x0 = UnsafePointer(x).vector(at: 0), x1 = UnsafePointer(x).vector(at: lanes)
+        // Lazy rescaling: with the running max m as the shift, the weights e^(x − m) are
+        // exact up to rounding whatever the tile's own max, as long as they stay moderate;
+        // only a tile that raises them past e^20 pays for a new max and a rescale.
+        if m.pointee > -T.infinity {
+            let shift = T.Vector(repeating: m.pointee)
+            let p0 = T.exp(x0 - shift), p1 = T.exp(x1 - shift)
+            let total = (p0 + p1).sum()
+            if total < 4.8e8 {
+                l.pointee += total
+                x.store(p0, at: 0)
+                x.store(p1, at: lanes)
+                if job.dropout != nil {
+                    for t in 0..<keys { x[t] *= keep(i, j0 + t) }
+                }
+                return
+            }
+        }
         var tileMax = -T.infinity
         for t in 0..<width { tileMax = maxPropagatingNaN(tileMax, x[t]) }
-        let x0 = UnsafePointer(x).vector(at: 0), x1 = UnsafePointer(x).vector(at: lanes)
         let newMax = maxPropagatingNaN(m.pointee, tileMax)
         if newMax != m.pointee && l.pointee != 0 {
             let correction = T.exp(m.pointee - newMax)
