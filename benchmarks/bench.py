@@ -305,6 +305,9 @@ def peak_rss():
 
 def gemm_rows(gemm_bench):
     """Our GEMM (AttentionBench) and numpy's float32 matmul on n × n, n = 512, 1024, 2048."""
+    # OpenBLAS's worker threads in this process spin for a while after numpy's last matmul;
+    # let them sleep before the subprocess measures, or they take its cores.
+    time.sleep(1.0)
     report = json.loads(subprocess.run([str(gemm_bench)], check=True, capture_output=True,
                                        text=True).stdout)
     rows = []
