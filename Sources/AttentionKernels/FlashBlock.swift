@@ -35,6 +35,12 @@ extension Row {
             var r0 = 0
             while r0 < count {
                 let micro = min(FlashTile.microRows, count - r0)
+                // Skip a micro-block whose rows' bands all miss this tile.
+                let first = band(rows.lowerBound + r0), last = band(rows.lowerBound + r0 + micro - 1)
+                if j0 >= max(first.upperBound, last.upperBound) || j0 + keys <= min(first.lowerBound, last.lowerBound) {
+                    r0 += micro
+                    continue
+                }
                 tileLogits(rows.lowerBound + r0, micro, j0, keys, packed, scale: scale, into: logits)
                 for r in 0..<micro {
                     softmaxUpdate(rows.lowerBound + r0 + r, j0, keys, logits + r * width,
