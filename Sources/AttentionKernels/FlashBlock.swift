@@ -66,7 +66,9 @@ extension Row {
     /// packed[d · width + t] = key[j0 + t][d], zero beyond `keys`.
     private func packTransposedKeys(_ j0: Int, _ keys: Int, into packed: UnsafeMutablePointer<T>) {
         let width = 2 * T.Vector.scalarCount, h = shape.keyDim
-        if keys < width { packed.update(repeating: 0, count: h * width) }
+        if keys < width {
+            for d in 0..<h { (packed + d * width + keys).update(repeating: 0, count: width - keys) }
+        }
         for t in 0..<keys {
             let k = keyRow(j0 + t)
             for d in 0..<h { packed[d * width + t] = k[d] }
@@ -115,8 +117,10 @@ extension Row {
                                out: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = 2 * lanes
         let band = band(i)
-        let allKept = keys == width && job.mask.views.isEmpty && band.lowerBound <= j0 && j0 + keys <= band.upperBound
-        if !allKept {
+        let allKept = job.mask.views.isEmpty && band.lowerBound <= j0 && j0 + keys <= band.upperBound
+        if allKept {
+            for t in keys..<width { x[t] = -T.infinity }
+        } else {
             guard computeKept(i, j0, keys) else {
                 x.update(repeating: 0, count: width)
                 return
