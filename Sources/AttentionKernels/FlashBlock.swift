@@ -134,7 +134,7 @@ extension Row {
         if m.pointee > -T.infinity {
             let shift = T.Vector(repeating: m.pointee)
             let p0 = T.exp(x0 - shift), p1 = T.exp(x1 - shift)
-            let total = (p0 + p1).sum()
+            let total = T.sum(p0 + p1)
             if total < 4.8e8 {
                 l.pointee += total
                 x.store(p0, at: 0)
@@ -157,7 +157,7 @@ extension Row {
         let shift = T.Vector(repeating: newMax)
         // Excluded keys hold −∞, so e^(x − m) = 0 for them (m is finite once a key is kept).
         let p0 = T.exp(x0 - shift), p1 = T.exp(x1 - shift)
-        l.pointee += (p0 + p1).sum()
+        l.pointee += T.sum(p0 + p1)
         x.store(p0, at: 0)
         x.store(p1, at: lanes)
         if job.dropout != nil {

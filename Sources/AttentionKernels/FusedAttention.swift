@@ -181,7 +181,7 @@ struct Row<T: KernelScalar> {
             if let outer { acc = acc.addingProduct(outer.vector(at: d), th) } else { acc += th }
             d += lanes
         }
-        var s = acc.sum()
+        var s = T.sum(acc)
         while d < dim {
             let sigma = sx[d] * sy[d], both = 1 + sigma
             let th = sx[d] * (both - gx[d] - sigma * gy[d]) / (both - sigma * (gx[d] + gy[d] - gx[d] * gy[d]))
@@ -208,7 +208,7 @@ struct Row<T: KernelScalar> {
                 d += lanes
             }
         }
-        var s = acc.sum()
+        var s = T.sum(acc)
         while d < n {
             s += (outer?[d] ?? 1) * T.tanh(inner * (q[d] + k[d]))
             d += 1
@@ -299,7 +299,7 @@ struct Row<T: KernelScalar> {
             total += p
             t += lanes
         }
-        return total.sum()
+        return T.sum(total)
     }
 
     /// A row with no kept key, by the mask's policy, over all keys.

@@ -27,6 +27,9 @@ where Vector.Scalar == Self, Vector: Sendable {
     static func exp(_ x: Vector) -> Vector
     /// tanh(x) lane by lane.
     static func tanh(_ x: Vector) -> Vector
+    /// The sum of the lanes, added pairwise as a tree (halves, quarters, …), which keeps it
+    /// in vector registers; `SIMD.sum()` adds the lanes one after another.
+    static func sum(_ v: Vector) -> Self
 }
 
 extension Float: KernelScalar {
@@ -37,6 +40,11 @@ extension Float: KernelScalar {
     @inlinable public static func squareRoot(_ x: Float) -> Float { x.squareRoot() }
     @inlinable public static func log(_ x: Float) -> Float { logf(x) }
     @inlinable public static func cos(_ x: Float) -> Float { cosf(x) }
+    @inlinable @inline(__always)
+    public static func sum(_ v: SIMD16<Float>) -> Float {
+        let h8 = v.lowHalf + v.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
+        return h2.x + h2.y
+    }
 }
 
 extension Double: KernelScalar {
@@ -47,6 +55,11 @@ extension Double: KernelScalar {
     @inlinable public static func squareRoot(_ x: Double) -> Double { x.squareRoot() }
     @inlinable public static func log(_ x: Double) -> Double { Glibc.log(x) }
     @inlinable public static func cos(_ x: Double) -> Double { Glibc.cos(x) }
+    @inlinable @inline(__always)
+    public static func sum(_ v: SIMD8<Double>) -> Double {
+        let h4 = v.lowHalf + v.highHalf, h2 = h4.lowHalf + h4.highHalf
+        return h2.x + h2.y
+    }
 }
 
 extension UnsafePointer where Pointee: KernelScalar {

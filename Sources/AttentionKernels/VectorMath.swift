@@ -15,7 +15,7 @@ public func dot<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _
         s0 = s0.addingProduct(a.vector(at: d), b.vector(at: d))
         d += lanes
     }
-    var s = (s0 + s1).sum()
+    var s = T.sum(s0 + s1)
     while d < n { s += a[d] * b[d]; d += 1 }
     return s
 }
