@@ -117,9 +117,15 @@ extension Row {
                                out: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = 2 * lanes
         let band = band(i)
-        let allKept = job.mask.views.isEmpty && band.lowerBound <= j0 && j0 + keys <= band.upperBound
-        if allKept {
-            for t in keys..<width { x[t] = -T.infinity }
+        if job.mask.views.isEmpty {
+            // Only the band masks: keep the tile's keys inside it, one run of lanes.
+            let first = max(band.lowerBound - j0, 0), end = min(band.upperBound - j0, keys)
+            guard first < end else {
+                x.update(repeating: 0, count: width)
+                return
+            }
+            for t in 0..<first { x[t] = -T.infinity }
+            for t in end..<width { x[t] = -T.infinity }
         } else {
             guard computeKept(i, j0, keys) else {
                 x.update(repeating: 0, count: width)
