@@ -94,6 +94,7 @@ def optional_module(name):
         return None
 
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's OpenMP threads sleep when idle
 torch = optional_module("torch")
 ort = optional_module("onnxruntime")
 onnx = optional_module("onnx") if ort is not None else None
@@ -193,17 +194,21 @@ def ort_sdpa(q, k, v, causal):
 def time_workload(name, ours, numpy_fn, *, flops=None, bytes_read=None, peers=None, scaling=True):
     """Times ours (at THREADS and, if scaling, 1 thread), the numpy formula and the peers; checks
     ours against numpy. Returns the row's figures."""
-    output, expected = ours(), numpy_fn()
-    row = {"name": name, "seconds": median_seconds(ours), "numpy_seconds": median_seconds(numpy_fn),
-           "error_vs_numpy": relative_error(output, expected)}
-    if flops is not None:
-        row["flops"] = flops
-    if bytes_read is not None:
-        row["bytes_read"] = bytes_read
+    # Ours first, after a pause: OpenBLAS's and OpenMP's worker threads spin for a while
+    # after numpy's or torch's last call and would take our cores.
+    time.sleep(0.5)
+    row = {"name": name, "seconds": median_seconds(ours)}
     if scaling:
         attention.set_num_threads(1)
         row["seconds_1_thread"] = median_seconds(ours)
         attention.set_num_threads(THREADS)
+    output, expected = ours(), numpy_fn()
+    row["numpy_seconds"] = median_seconds(numpy_fn)
+    row["error_vs_numpy"] = relative_error(output, expected)
+    if flops is not None:
+        row["flops"] = flops
+    if bytes_read is not None:
+        row["bytes_read"] = bytes_read
     for peer, fn in (peers or {}).items():
         if fn is not None:
             row[f"{peer}_seconds"] = median_seconds(fn)
