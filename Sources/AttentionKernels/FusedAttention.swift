@@ -10,7 +10,7 @@
 /// Keys per logits tile, and query rows per unit of parallel work.
 public enum AttentionTile {
     public static let keys = 128
-    public static let queryRows = 128
+    public static let queryRows = 256
 }
 
 /// Runs attention for every (group, head, query row) of `shape`.
