@@ -273,9 +273,10 @@ struct Row<T: KernelScalar> {
             }
             m = newMax
             l += exponentiate(count, shift: m)
-            for t in 0..<count where kept[t] {
-                axpy(logits[t] * keep(i, j0 + t), valueRow(j0 + t), acc, shape.valueDim)
+            if job.dropout != nil {
+                for t in 0..<count { logits[t] *= keep(i, j0 + t) }
             }
+            accumulateTile(j0, count)
         }
         if anyKept {
             writeOutput(i, dropoutScale / l)
@@ -300,6 +301,31 @@ struct Row<T: KernelScalar> {
             t += lanes
         }
         return T.sum(total)
+    }
+
+    /// acc += Σ_t logits[t] · v[j0 + t] (excluded keys carry weight 0): two vectors of the
+    /// accumulator stay in registers while the tile's keys stream past.
+    func accumulateTile(_ j0: Int, _ count: Int) {
+        let lanes = T.Vector.scalarCount, hv = shape.valueDim
+        let values = job.operands.value + job.operands.valueLayout.offset(g, kvHead, j0)
+        let stride = job.operands.valueLayout.row
+        var c = 0
+        while c + 2 * lanes <= hv {
+            var a0 = UnsafePointer(acc).vector(at: c), a1 = UnsafePointer(acc).vector(at: c + lanes)
+            var v = values + c
+            for t in 0..<count {
+                let p = T.Vector(repeating: logits[t])
+                a0 = a0.addingProduct(p, v.vector(at: 0))
+                a1 = a1.addingProduct(p, v.vector(at: lanes))
+                v += stride
+            }
+            acc.store(a0, at: c)
+            acc.store(a1, at: c + lanes)
+            c += 2 * lanes
+        }
+        if c < hv {
+            for t in 0..<count { axpy(logits[t], values + t * stride + c, acc + c, hv - c) }
+        }
     }
 
     /// A row with no kept key, by the mask's policy, over all keys.

@@ -52,6 +52,23 @@ public func scale<T: KernelScalar>(_ alpha: T, _ y: UnsafeMutablePointer<T>, _ n
 @_specialize(where T == Double)
 public func tanhSignAndComplement<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
                                                    sign: UnsafeMutablePointer<T>, complement: UnsafeMutablePointer<T>) {
+    let chunk = 1 << 14
+    let job = Buffers(x: x, sign: sign, complement: complement)
+    parallelFor((count + chunk - 1) / chunk) { k in
+        let start = k * chunk
+        tanhSignAndComplementRun(job.x + start, c, min(chunk, count - start),
+                                 sign: job.sign + start, complement: job.complement + start)
+    }
+}
+
+/// The pointers of one `tanhSignAndComplement` call, for its workers.
+private struct Buffers<T>: @unchecked Sendable {
+    let x: UnsafePointer<T>, sign: UnsafeMutablePointer<T>, complement: UnsafeMutablePointer<T>
+}
+
+@inline(__always)
+private func tanhSignAndComplementRun<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
+                                                       sign: UnsafeMutablePointer<T>, complement: UnsafeMutablePointer<T>) {
     let lanes = T.Vector.scalarCount
     let cv = T.Vector(repeating: c), two = T.Vector(repeating: 2), one = T.Vector(repeating: 1)
     var e = 0
