@@ -308,13 +308,14 @@ def peak_rss():
     return json.loads(result.stdout)
 
 
-def gemm_rows(gemm_bench):
-    """Our GEMM (AttentionBench) and numpy's float32 matmul on n × n, n = 512, 1024, 2048."""
-    # OpenBLAS's worker threads in this process spin for a while after numpy's last matmul;
-    # let them sleep before the subprocess measures, or they take its cores.
-    time.sleep(1.0)
-    report = json.loads(subprocess.run([str(gemm_bench)], check=True, capture_output=True,
-                                       text=True).stdout)
+def gemm_report(gemm_bench):
+    """Our GEMM's FLOP/s from AttentionBench. Run before this process does any numpy work:
+    OpenBLAS's worker threads spin for a while after a matmul and would take its cores."""
+    return json.loads(subprocess.run([str(gemm_bench)], check=True, capture_output=True, text=True).stdout)
+
+
+def gemm_rows(report):
+    """Our GEMM (from gemm_report) and numpy's float32 matmul on n × n, n = 512, 1024, 2048."""
     rows = []
     for size, rate in report["gemm_flops"].items():
         n = int(size)
@@ -405,6 +406,7 @@ def main():
     start, (machine_start, own_start) = time.perf_counter(), cpu_seconds()
     memory = peak_rss()
     first_probe = fma_peak(args.fma_probe, THREADS)
+    our_gemm = gemm_report(args.gemm_bench)
     results = {
         "version": attention.__version__,
         "machine": platform.machine(),
@@ -426,7 +428,7 @@ def main():
         ],
         "tiny": tiny_workload(args.tiny_call),
         "memory": memory,
-        "gemm": gemm_rows(args.gemm_bench),
+        "gemm": gemm_rows(our_gemm),
     }
     # The peak is the better of two probes, one before and one after the workloads.
     results["fma_peak_flops"] = max(first_probe, fma_peak(args.fma_probe, THREADS))
