@@ -42,6 +42,8 @@ struct DenseAttention {
         }
     }
 
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     func call<T: KernelScalar>(_ a: CallArguments, _: T.Type, score: ScoreFunction<T>, causal: Bool,
                                dropoutRate: Double) throws(AttentionError) {
         try checkLayerTakesNo(a)
