@@ -80,31 +80,17 @@ extension Row {
                             scale: T, into logits: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = 2 * lanes
         func q(_ r: Int) -> UnsafePointer<T> { queryRow(i0 + min(r, micro - 1)) }
-        let (r0, r1, r2, r3, r4, r5, r6, r7) = (q(0), q(1), q(2), q(3), q(4), q(5), q(6), q(7))
-        var x00 = T.Vector(), x01 = T.Vector(), x10 = T.Vector(), x11 = T.Vector()
-        var x20 = T.Vector(), x21 = T.Vector(), x30 = T.Vector(), x31 = T.Vector()
-        var x40 = T.Vector(), x41 = T.Vector(), x50 = T.Vector(), x51 = T.Vector()
-        var x60 = T.Vector(), x61 = T.Vector(), x70 = T.Vector(), x71 = T.Vector()
-        var kp = UnsafePointer(packed)
-        for d in 0..<shape.keyDim {
-            let k0 = kp.vector(at: 0), k1 = kp.vector(at: lanes)
-            var v = T.Vector(repeating: r0[d]); x00 = x00.addingProduct(v, k0); x01 = x01.addingProduct(v, k1)
-            v = T.Vector(repeating: r1[d]); x10 = x10.addingProduct(v, k0); x11 = x11.addingProduct(v, k1)
-            v = T.Vector(repeating: r2[d]); x20 = x20.addingProduct(v, k0); x21 = x21.addingProduct(v, k1)
-            v = T.Vector(repeating: r3[d]); x30 = x30.addingProduct(v, k0); x31 = x31.addingProduct(v, k1)
-            v = T.Vector(repeating: r4[d]); x40 = x40.addingProduct(v, k0); x41 = x41.addingProduct(v, k1)
-            v = T.Vector(repeating: r5[d]); x50 = x50.addingProduct(v, k0); x51 = x51.addingProduct(v, k1)
-            v = T.Vector(repeating: r6[d]); x60 = x60.addingProduct(v, k0); x61 = x61.addingProduct(v, k1)
-            v = T.Vector(repeating: r7[d]); x70 = x70.addingProduct(v, k0); x71 = x71.addingProduct(v, k1)
-            kp += width
-        }
+        var tile = Tile8x2<T>()
+        tile.accumulate(q, aStep: 1, UnsafePointer(packed), bStep: width, depth: shape.keyDim)
         let s = T.Vector(repeating: scale)
         func put(_ r: Int, _ a: T.Vector, _ b: T.Vector) {
             logits.store(a * s, at: r * width)
             logits.store(b * s, at: r * width + lanes)
         }
-        put(0, x00, x01); put(1, x10, x11); put(2, x20, x21); put(3, x30, x31)
-        put(4, x40, x41); put(5, x50, x51); put(6, x60, x61); put(7, x70, x71)
+        for r in 0..<FlashTile.microRows {
+            let (a, b) = tile.row(r)
+            put(r, a, b)
+        }
         if job.bias != nil {
             for r in 0..<micro { addBias(i0 + r, j0, keys, to: logits + r * width) }
         }
@@ -178,38 +164,18 @@ extension Row {
         let lanes = T.Vector.scalarCount, width = 2 * lanes, hv = shape.valueDim
         func o(_ r: Int) -> UnsafeMutablePointer<T> { out + min(r, micro - 1) * hv }
         func w(_ r: Int) -> UnsafePointer<T> { UnsafePointer(weights + min(r, micro - 1) * width) }
-        let (o0, o1, o2, o3, o4, o5, o6, o7) = (o(0), o(1), o(2), o(3), o(4), o(5), o(6), o(7))
-        let (w0, w1, w2, w3, w4, w5, w6, w7) = (w(0), w(1), w(2), w(3), w(4), w(5), w(6), w(7))
         let values = job.operands.value + job.operands.valueLayout.offset(g, kvHead, j0)
         let valueStride = job.operands.valueLayout.row
         var c = 0
         while c + 2 * lanes <= hv {
-            func load(_ p: UnsafeMutablePointer<T>) -> (T.Vector, T.Vector) {
-                (UnsafePointer(p).vector(at: c), UnsafePointer(p).vector(at: c + lanes))
+            var tile = Tile8x2<T>(loading: { UnsafePointer(o($0) + c) })
+            tile.accumulate(w, aStep: 1, values + c, bStep: valueStride, depth: keys)
+            // Rows past `micro` alias the last real row: store only the real rows.
+            for r in 0..<micro {
+                let (x0, x1) = tile.row(r)
+                o(r).store(x0, at: c)
+                o(r).store(x1, at: c + lanes)
             }
-            var (a00, a01) = load(o0), (a10, a11) = load(o1), (a20, a21) = load(o2), (a30, a31) = load(o3)
-            var (a40, a41) = load(o4), (a50, a51) = load(o5), (a60, a61) = load(o6), (a70, a71) = load(o7)
-            var v = values + c
-            for t in 0..<keys {
-                let v0 = v.vector(at: 0), v1 = v.vector(at: lanes)
-                var p = T.Vector(repeating: w0[t]); a00 = a00.addingProduct(p, v0); a01 = a01.addingProduct(p, v1)
-                p = T.Vector(repeating: w1[t]); a10 = a10.addingProduct(p, v0); a11 = a11.addingProduct(p, v1)
-                p = T.Vector(repeating: w2[t]); a20 = a20.addingProduct(p, v0); a21 = a21.addingProduct(p, v1)
-                p = T.Vector(repeating: w3[t]); a30 = a30.addingProduct(p, v0); a31 = a31.addingProduct(p, v1)
-                p = T.Vector(repeating: w4[t]); a40 = a40.addingProduct(p, v0); a41 = a41.addingProduct(p, v1)
-                p = T.Vector(repeating: w5[t]); a50 = a50.addingProduct(p, v0); a51 = a51.addingProduct(p, v1)
-                p = T.Vector(repeating: w6[t]); a60 = a60.addingProduct(p, v0); a61 = a61.addingProduct(p, v1)
-                p = T.Vector(repeating: w7[t]); a70 = a70.addingProduct(p, v0); a71 = a71.addingProduct(p, v1)
-                v += valueStride
-            }
-            // Rows past `micro` alias the last real row: store from the last row down, so the
-            // real row's own sums are written last.
-            func store(_ r: Int, _ p: UnsafeMutablePointer<T>, _ x0: T.Vector, _ x1: T.Vector) {
-                guard r < micro else { return }
-                p.store(x0, at: c); p.store(x1, at: c + lanes)
-            }
-            store(7, o7, a70, a71); store(6, o6, a60, a61); store(5, o5, a50, a51); store(4, o4, a40, a41)
-            store(3, o3, a30, a31); store(2, o2, a20, a21); store(1, o1, a10, a11); store(0, o0, a00, a01)
             c += 2 * lanes
         }
         for r in 0..<micro where c < hv {

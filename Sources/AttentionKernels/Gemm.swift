@@ -163,24 +163,9 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
     func microKernel(_ a: UnsafeMutablePointer<T>, _ b: UnsafeMutablePointer<T>, _ depth: Int,
                      c: UnsafeMutablePointer<T>, rows: Int, columns: Int) {
         let lanes = T.Vector.scalarCount
-        var x00 = T.Vector(), x01 = T.Vector(), x10 = T.Vector(), x11 = T.Vector()
-        var x20 = T.Vector(), x21 = T.Vector(), x30 = T.Vector(), x31 = T.Vector()
-        var x40 = T.Vector(), x41 = T.Vector(), x50 = T.Vector(), x51 = T.Vector()
-        var x60 = T.Vector(), x61 = T.Vector(), x70 = T.Vector(), x71 = T.Vector()
-        var ap = UnsafePointer(a), bp = UnsafePointer(b)
-        for _ in 0..<depth {
-            let b0 = bp.vector(at: 0), b1 = bp.vector(at: lanes)
-            var v = T.Vector(repeating: ap[0]); x00 = x00.addingProduct(v, b0); x01 = x01.addingProduct(v, b1)
-            v = T.Vector(repeating: ap[1]); x10 = x10.addingProduct(v, b0); x11 = x11.addingProduct(v, b1)
-            v = T.Vector(repeating: ap[2]); x20 = x20.addingProduct(v, b0); x21 = x21.addingProduct(v, b1)
-            v = T.Vector(repeating: ap[3]); x30 = x30.addingProduct(v, b0); x31 = x31.addingProduct(v, b1)
-            v = T.Vector(repeating: ap[4]); x40 = x40.addingProduct(v, b0); x41 = x41.addingProduct(v, b1)
-            v = T.Vector(repeating: ap[5]); x50 = x50.addingProduct(v, b0); x51 = x51.addingProduct(v, b1)
-            v = T.Vector(repeating: ap[6]); x60 = x60.addingProduct(v, b0); x61 = x61.addingProduct(v, b1)
-            v = T.Vector(repeating: ap[7]); x70 = x70.addingProduct(v, b0); x71 = x71.addingProduct(v, b1)
-            ap += GemmTile.microRows
-            bp += 2 * lanes
-        }
+        var tile = Tile8x2<T>()
+        tile.accumulate({ UnsafePointer(a + $0) }, aStep: GemmTile.microRows, UnsafePointer(b), bStep: 2 * lanes,
+                        depth: depth)
         func add(_ r: Int, _ v0: T.Vector, _ v1: T.Vector) {
             guard r < rows else { return }
             let row = c + r * op.ldc
@@ -191,7 +176,9 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
                 for j in 0..<columns { row[j] += j < lanes ? v0[j] : v1[j - lanes] }
             }
         }
-        add(0, x00, x01); add(1, x10, x11); add(2, x20, x21); add(3, x30, x31)
-        add(4, x40, x41); add(5, x50, x51); add(6, x60, x61); add(7, x70, x71)
+        for r in 0..<GemmTile.microRows {
+            let (v0, v1) = tile.row(r)
+            add(r, v0, v1)
+        }
     }
 }

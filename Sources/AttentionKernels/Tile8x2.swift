@@ -1,0 +1,61 @@
+/// An 8-row × 2-vector block of accumulators — 16 SIMD registers — and the rank-1 update
+/// that the register-blocked kernels (GEMM, the flash block's Q·Kᵀ and P·V) are made of:
+///     acc[r] += a_r[k] · b[k]   for k in 0..<depth,
+/// a_r[k] a scalar of row r broadcast to all lanes, b[k] two vectors.
+struct Tile8x2<T: KernelScalar> {
+    var x00: T.Vector, x01: T.Vector, x10: T.Vector, x11: T.Vector
+    var x20: T.Vector, x21: T.Vector, x30: T.Vector, x31: T.Vector
+    var x40: T.Vector, x41: T.Vector, x50: T.Vector, x51: T.Vector
+    var x60: T.Vector, x61: T.Vector, x70: T.Vector, x71: T.Vector
+
+    /// Zero accumulators.
+    @inline(__always) init() {
+        let z = T.Vector()
+        (x00, x01, x10, x11, x20, x21, x30, x31) = (z, z, z, z, z, z, z, z)
+        (x40, x41, x50, x51, x60, x61, x70, x71) = (z, z, z, z, z, z, z, z)
+    }
+
+    /// Accumulators loaded from 2 vectors at `row(r)` for each row r.
+    @inline(__always) init(loading row: (Int) -> UnsafePointer<T>) {
+        let lanes = T.Vector.scalarCount
+        func pair(_ r: Int) -> (T.Vector, T.Vector) { (row(r).vector(at: 0), row(r).vector(at: lanes)) }
+        (x00, x01) = pair(0); (x10, x11) = pair(1); (x20, x21) = pair(2); (x30, x31) = pair(3)
+        (x40, x41) = pair(4); (x50, x51) = pair(5); (x60, x61) = pair(6); (x70, x71) = pair(7)
+    }
+
+    /// acc[r] += Σ_k a_r[k · aStep] · (b + k · bStep)[0 ..< 2 vectors], a_r = rows(r).
+    @inline(__always)
+    mutating func accumulate(_ rows: (Int) -> UnsafePointer<T>, aStep: Int, _ b: UnsafePointer<T>, bStep: Int,
+                             depth: Int) {
+        let lanes = T.Vector.scalarCount
+        let (a0, a1, a2, a3, a4, a5, a6, a7) = (rows(0), rows(1), rows(2), rows(3), rows(4), rows(5), rows(6), rows(7))
+        var bp = b, k = 0
+        for _ in 0..<depth {
+            let b0 = bp.vector(at: 0), b1 = bp.vector(at: lanes)
+            var v = T.Vector(repeating: a0[k]); x00 = x00.addingProduct(v, b0); x01 = x01.addingProduct(v, b1)
+            v = T.Vector(repeating: a1[k]); x10 = x10.addingProduct(v, b0); x11 = x11.addingProduct(v, b1)
+            v = T.Vector(repeating: a2[k]); x20 = x20.addingProduct(v, b0); x21 = x21.addingProduct(v, b1)
+            v = T.Vector(repeating: a3[k]); x30 = x30.addingProduct(v, b0); x31 = x31.addingProduct(v, b1)
+            v = T.Vector(repeating: a4[k]); x40 = x40.addingProduct(v, b0); x41 = x41.addingProduct(v, b1)
+            v = T.Vector(repeating: a5[k]); x50 = x50.addingProduct(v, b0); x51 = x51.addingProduct(v, b1)
+            v = T.Vector(repeating: a6[k]); x60 = x60.addingProduct(v, b0); x61 = x61.addingProduct(v, b1)
+            v = T.Vector(repeating: a7[k]); x70 = x70.addingProduct(v, b0); x71 = x71.addingProduct(v, b1)
+            bp += bStep
+            k += aStep
+        }
+    }
+
+    /// The two accumulator vectors of row r (0 ..< 8).
+    @inline(__always) func row(_ r: Int) -> (T.Vector, T.Vector) {
+        switch r {
+        case 0: (x00, x01)
+        case 1: (x10, x11)
+        case 2: (x20, x21)
+        case 3: (x30, x31)
+        case 4: (x40, x41)
+        case 5: (x50, x51)
+        case 6: (x60, x61)
+        default: (x70, x71)
+        }
+    }
+}
