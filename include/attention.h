@@ -372,7 +372,8 @@ att_status att_layer_output_shape(const att_layer *layer, const att_shape *query
  *   (philox4x32_10((f, f>>32, stream, stream>>32), (seed, seed>>32))[0] >> 8) * 2^-24 >= rate,
  *   and divides kept elements by 1 - rate.
  * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE,
- *   INVALID_ARGUMENT (a mask the layer kind does not take), OUT_OF_MEMORY. Thread-safe. */
+ *   INVALID_ARGUMENT (a mask or reuse_attention_scores the layer kind does not take;
+ *   reuse_attention_scores missing when the layer reuses heads), OUT_OF_MEMORY. Thread-safe. */
 att_status att_layer_call(const att_layer *layer, const att_call_args *args);
 
 /* ---------------------------------------------------------------------------------------- */
