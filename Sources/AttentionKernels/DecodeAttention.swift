@@ -60,18 +60,8 @@ extension AttentionJob {
                                     row.computeLogits(i, j, 1, into: logit)
                                     x = logit[0]
                                 }
-                                let s = slot(g, c, i, n)
-                                let newMax = maxPropagatingNaN(s[0], x)
-                                if newMax != s[0] && s[1] != 0 {
-                                    let correction = T.exp(s[0] - newMax)
-                                    s[1] *= correction
-                                    AttentionKernels.scale(correction, s + 2, hv)
-                                }
-                                s[0] = newMax
-                                let p = T.exp(x - newMax)
-                                s[1] += p
                                 let kept: T = dropout.map { $0.mask.keeps(flatIndex(g, n, i, j)) ? 1 : 0 } ?? 1
-                                axpy(p * kept, v, s + 2, hv)
+                                states.update(slot(g, c, i, n), logit: x, keep: kept, value: v, hv)
                             }
                         }
                     }
@@ -113,5 +103,23 @@ struct DecodeStates<T>: @unchecked Sendable {
 
     @Sendable func slot(_ g: Int, _ c: Int, _ i: Int, _ n: Int) -> UnsafeMutablePointer<T> {
         base + (((g * chunks + c) * rows + i) * heads + n) * stride
+    }
+}
+
+extension DecodeStates where T: KernelScalar {
+    /// One key of the online softmax: m' = max(m, x); l, o rescaled by e^(m − m');
+    /// l += e^(x − m'); o += keep · e^(x − m') · v.
+    @inline(__always)
+    func update(_ s: UnsafeMutablePointer<T>, logit x: T, keep: T, value v: UnsafePointer<T>, _ hv: Int) {
+        let newMax = maxPropagatingNaN(s[0], x)
+        if newMax != s[0] && s[1] != 0 {
+            let correction = T.exp(s[0] - newMax)
+            s[1] *= correction
+            scale(correction, s + 2, hv)
+        }
+        s[0] = newMax
+        let p = T.exp(x - newMax)
+        s[1] += p
+        axpy(p * keep, v, s + 2, hv)
     }
 }

@@ -65,33 +65,53 @@ public enum Initializer: Sendable, Equatable {
         }
     }
 
-    /// The initial values of a weight of `shape`, row-major. Deterministic: the same
-    /// (self, shape, seed, stream) always gives the same values. A shape refused by
-    /// `validate(shape:)` for its dims gives []; `orthogonal` of rank < 2 treats the shape
-    /// as one row (rank 1) or one element (rank 0). `inputAxes`, when given, makes the fans
-    /// those of an EinsumDense kernel (as Keras 3 does): fan_in = product of the first
-    /// `inputAxes` dims (the contracted ones), fan_out = product of the rest.
+    /// The initial values of a weight of `shape`, row-major: `fill`'s values in one array.
     public func values(shape: [Int], seed: UInt64, stream: UInt64, inputAxes: Int? = nil) -> [Double] {
-        guard let count = try? elementCount(shape, "initializer shape") else { return [] }
+        var out: [Double] = []
+        fill(shape: shape, seed: seed, stream: stream, inputAxes: inputAxes) { _, v in out.append(v) }
+        return out
+    }
+
+    /// Calls `write(k, value)` with the initial value of element k of a weight of `shape`
+    /// (row-major), for k = 0, 1, … in order. Deterministic: the same (self, shape, seed,
+    /// stream) always gives the same values. A shape refused by `validate(shape:)` for its
+    /// dims writes nothing; `orthogonal` of rank < 2 treats the shape as one row (rank 1) or
+    /// one element (rank 0). `inputAxes`, when given, makes the fans those of an EinsumDense
+    /// kernel (as Keras 3 does): fan_in = product of the first `inputAxes` dims (the
+    /// contracted ones), fan_out = product of the rest. Only `orthogonal` holds the whole
+    /// weight (and more: `scratchBytes`); the others compute each element on its own.
+    public func fill(shape: [Int], seed: UInt64, stream: UInt64, inputAxes: Int? = nil,
+                     _ write: (_ index: Int, _ value: Double) -> Void) {
+        guard let count = try? elementCount(shape, "initializer shape") else { return }
         let draws = Draws(generator: Philox4x32(seed: seed), stream: stream)
+        let element: (Int) -> Double
         switch self {
-        case .glorotUniform: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanAvg, uniform: true)
-        case .glorotNormal: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanAvg, uniform: false)
-        case .heUniform: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 2, mode: .fanIn, uniform: true)
-        case .heNormal: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 2, mode: .fanIn, uniform: false)
-        case .lecunUniform: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanIn, uniform: true)
-        case .lecunNormal: return Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanIn, uniform: false)
-        case .randomNormal(let mean, let stddev):
-            return (0..<count).map { mean + stddev * draws.normal(UInt64($0)) }
-        case .randomUniform(let min, let max):
-            return (0..<count).map { min + (max - min) * draws.uniform(UInt64($0)) }
-        case .truncatedNormal(let mean, let stddev):
-            return draws.truncatedNormal(count).map { mean + stddev * $0 }
-        case .zeros: return [Double](repeating: 0, count: count)
-        case .ones: return [Double](repeating: 1, count: count)
-        case .constant(let value): return [Double](repeating: value, count: count)
-        case .orthogonal(let gain): return Self.orthogonal(shape, count, draws, gain: gain)
+        case .glorotUniform: element = Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanAvg, uniform: true)
+        case .glorotNormal: element = Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanAvg, uniform: false)
+        case .heUniform: element = Self.varianceScaling(shape, inputAxes, count, draws, scale: 2, mode: .fanIn, uniform: true)
+        case .heNormal: element = Self.varianceScaling(shape, inputAxes, count, draws, scale: 2, mode: .fanIn, uniform: false)
+        case .lecunUniform: element = Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanIn, uniform: true)
+        case .lecunNormal: element = Self.varianceScaling(shape, inputAxes, count, draws, scale: 1, mode: .fanIn, uniform: false)
+        case .randomNormal(let mean, let stddev): element = { mean + stddev * draws.normal(UInt64($0)) }
+        case .randomUniform(let min, let max): element = { min + (max - min) * draws.uniform(UInt64($0)) }
+        case .truncatedNormal(let mean, let stddev): element = { mean + stddev * draws.truncatedNormal($0, of: count) }
+        case .zeros: element = { _ in 0 }
+        case .ones: element = { _ in 1 }
+        case .constant(let value): element = { _ in value }
+        case .orthogonal(let gain):
+            let q = Self.orthogonal(shape, count, draws, gain: gain)
+            element = { q[$0] }
         }
+        for k in 0..<count { write(k, element(k)) }
+    }
+
+    /// The bytes `fill` allocates for a weight of `count` elements beyond the weight itself:
+    /// `orthogonal` holds its matrix, the QR's reflectors and Q, and the result (at most 5
+    /// arrays of `count` Doubles at once); the others nothing. Saturates instead of overflowing.
+    public func scratchBytes(count: Int) -> Int {
+        guard case .orthogonal = self else { return 0 }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: 5 * MemoryLayout<Double>.stride)
+        return overflow ? Int.max : bytes
     }
 
     /// Keras's name for the initializer, for messages.
@@ -137,7 +157,7 @@ public enum Initializer: Sendable, Equatable {
     enum FanMode { case fanIn, fanOut, fanAvg }
 
     private static func varianceScaling(_ shape: [Int], _ inputAxes: Int?, _ count: Int, _ draws: Draws,
-                                        scale: Double, mode: FanMode, uniform: Bool) -> [Double] {
+                                        scale: Double, mode: FanMode, uniform: Bool) -> (Int) -> Double {
         let (fanIn, fanOut) = inputAxes.map { einsumFans(shape, inputAxes: $0) } ?? fans(shape)
         let n = switch mode {
         case .fanIn: fanIn
@@ -147,10 +167,10 @@ public enum Initializer: Sendable, Equatable {
         let variance = scale / Swift.max(1, n)
         if uniform {
             let limit = (3 * variance).squareRoot()
-            return (0..<count).map { -limit + 2 * limit * draws.uniform(UInt64($0)) }
+            return { -limit + 2 * limit * draws.uniform(UInt64($0)) }
         }
         let stddev = variance.squareRoot() / 0.87962566103423978
-        return draws.truncatedNormal(count).map { stddev * $0 }
+        return { stddev * draws.truncatedNormal($0, of: count) }
     }
 
     /// Keras's Orthogonal: a unit-normal matrix A of shape (max(r, c), min(r, c)) (draw i =
@@ -238,17 +258,15 @@ struct Draws {
         return (-2 * Double.log(1 - u1)).squareRoot() * Double.cos(2 * Double.pi * u2)
     }
 
-    /// `count` unit normals cut at ±2: element e takes the normal of draw e + k·count for the
+    /// Element e of `count` unit normals cut at ±2: the normal of draw e + k·count for the
     /// first k = 0, 1, … with |z| <= 2 (as if the whole tensor were redrawn, keeping the good ones).
-    func truncatedNormal(_ count: Int) -> [Double] {
-        (0..<count).map { e in
-            var draw = UInt64(e)
-            var z = normal(draw)
-            while Swift.abs(z) > 2 {
-                draw &+= UInt64(count)
-                z = normal(draw)
-            }
-            return z
+    func truncatedNormal(_ e: Int, of count: Int) -> Double {
+        var draw = UInt64(e)
+        var z = normal(draw)
+        while Swift.abs(z) > 2 {
+            draw &+= UInt64(count)
+            z = normal(draw)
         }
+        return z
     }
 }

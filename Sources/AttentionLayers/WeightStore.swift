@@ -10,7 +10,8 @@ final class WeightStore<T: KernelScalar>: @unchecked Sendable {
     private let offsets: [Int]
     private let storage: UnsafeMutablePointer<T>
 
-    /// Allocates and initialises the weights; `initializers[i]` fills weight i.
+    /// Allocates and initialises the weights; `initializers[i]` fills weight i, element by
+    /// element (no copy of a whole weight in Double).
     init(_ specs: [WeightSpec], initializers: [Initializer], seed: UInt64) throws(AttentionError) {
         var offsets: [Int] = []
         var total = 0
@@ -18,23 +19,20 @@ final class WeightStore<T: KernelScalar>: @unchecked Sendable {
             try initializer.validate(shape: spec.shape)
             offsets.append(total)
             let count = try elementCount(spec.shape, elementSize: MemoryLayout<T>.stride, "weight \(spec.name)")
+            try checkMemoryRequest(initializer.scratchBytes(count: count),
+                                   "the \(initializer.name) initializer's matrices for weight \(spec.name)")
             let (sum, overflow) = total.addingReportingOverflow(count)
             guard !overflow else { throw .shape("the weights need more elements than fit in 64 bits") }
             total = sum
         }
-        let bytes = max(1, total).multipliedReportingOverflow(by: MemoryLayout<T>.stride)
-        guard !bytes.overflow else { throw .shape("the weights need more bytes than fit in 64 bits") }
-        guard let raw = malloc(bytes.partialValue) else {
-            throw AttentionError(.outOfMemory, "cannot allocate \(bytes.partialValue) bytes of weights")
-        }
+        let raw = try allocateMemory(total, elementSize: MemoryLayout<T>.stride, "the weights")
         storage = raw.bindMemory(to: T.self, capacity: max(1, total))
         self.specs = specs
         self.offsets = offsets
         for (index, spec) in specs.enumerated() {
-            let values = initializers[index].values(shape: spec.shape, seed: seed, stream: UInt64(index),
-                                                     inputAxes: spec.inputAxes)
-            let p = pointer(index)
-            for (k, v) in values.enumerated() where k < spec.count { p[k] = T(v) }
+            let p = storage + offsets[index]
+            initializers[index].fill(shape: spec.shape, seed: seed, stream: UInt64(index),
+                                     inputAxes: spec.inputAxes) { k, v in p[k] = T(v) }
         }
     }
 

@@ -4,29 +4,58 @@ import Glibc
 #endif
 
 /// Scratch buffers for one call, freed when the workspace goes away. Sizes are checked for
-/// overflow and allocation failure is an error, never a trap.
+/// overflow and against physical memory, and allocation failure is an error, never a trap.
 final class Workspace<T: KernelScalar> {
     private var buffers: [UnsafeMutableRawPointer] = []
 
     /// A buffer of `count` elements of `T`, uninitialised.
     func buffer(_ count: Int, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<T> {
-        try allocate(count, elementSize: MemoryLayout<T>.stride, what).assumingMemoryBound(to: T.self)
+        try keep(allocateMemory(count, elementSize: MemoryLayout<T>.stride, what)).assumingMemoryBound(to: T.self)
     }
 
     /// A buffer of `count` bytes, uninitialised.
     func bytes(_ count: Int, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<UInt8> {
-        try allocate(count, elementSize: 1, what).assumingMemoryBound(to: UInt8.self)
+        try keep(allocateMemory(count, elementSize: 1, what)).assumingMemoryBound(to: UInt8.self)
     }
 
-    private func allocate(_ count: Int, elementSize: Int, _ what: String) throws(AttentionError) -> UnsafeMutableRawPointer {
-        let (size, overflow) = max(1, count).multipliedReportingOverflow(by: elementSize)
-        guard !overflow else { throw .shape("\(what) needs more bytes than fit in 64 bits") }
-        guard let p = malloc(size) else {
-            throw AttentionError(.outOfMemory, "cannot allocate \(size) bytes for \(what)")
-        }
+    private func keep(_ p: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
         buffers.append(p)
         return p
     }
 
     deinit { for p in buffers { free(p) } }
+}
+
+/// This machine's physical memory in bytes (sysconf: pages × page size; Int.max if unknown).
+let physicalMemory: Int = {
+    #if canImport(Glibc)
+    let pages = sysconf(Int32(_SC_PHYS_PAGES)), pageSize = sysconf(Int32(_SC_PAGESIZE))
+    if pages > 0, pageSize > 0 {
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: pageSize)
+        if !overflow { return bytes }
+    }
+    #endif
+    return Int.max
+}()
+
+/// Refuses, as outOfMemory, a request of `bytes` for `what` larger than physical memory: it
+/// could only fail, or be granted by overcommit and get the process killed once touched.
+func checkMemoryRequest(_ bytes: Int, _ what: String) throws(AttentionError) {
+    guard bytes > physicalMemory else { return }
+    func gib(_ n: Int) -> String { "\((Double(n) / 0x1p30 * 10).rounded() / 10) GiB" }
+    throw AttentionError(.outOfMemory, "cannot allocate \(bytes) bytes (\(gib(bytes))) for \(what): more than "
+                         + "this machine's \(physicalMemory) bytes (\(gib(physicalMemory))) of physical memory")
+}
+
+/// `malloc` of max(1, count) × elementSize bytes for `what`, uninitialised; the caller frees it.
+/// A size that overflows is a shape error; one refused by `checkMemoryRequest`, or that malloc
+/// cannot give, is outOfMemory.
+func allocateMemory(_ count: Int, elementSize: Int, _ what: String) throws(AttentionError) -> UnsafeMutableRawPointer {
+    let (size, overflow) = max(1, count).multipliedReportingOverflow(by: elementSize)
+    guard !overflow else { throw .shape("\(what) needs more bytes than fit in 64 bits") }
+    try checkMemoryRequest(size, what)
+    guard let p = malloc(size) else {
+        throw AttentionError(.outOfMemory, "cannot allocate \(size) bytes for \(what)")
+    }
+    return p
 }
