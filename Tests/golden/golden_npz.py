@@ -31,11 +31,12 @@ def rows_masked(shape, index):
 
 
 def write_case(group, name, dtype, layer, config, call, weights, inputs, outputs, *, stamps,
-               softmax_in_float32, float32_compute, notes=()):
+               softmax_in_float32, float32_compute, notes=(), finite=True):
     """Write OUT/<group>/<name>_<dtype>.npz. stamps: {key: str} naming the upstream versions
     (keras_version, backend, ...). The two flags describe the case's path, the same for both
     dtypes: with float64 inputs upstream would compute its softmax (softmax_in_float32) or some
-    step (float32_compute) in float32; the notes say which. None inputs/outputs are left out."""
+    step (float32_compute) in float32; the notes say which. None inputs/outputs are left out.
+    finite: refuse NaN/Inf outputs (a case that should have been finite)."""
     arrays = {
         "layer": np.array(layer),
         "config": np.array(json.dumps(config)),
@@ -50,7 +51,7 @@ def write_case(group, name, dtype, layer, config, call, weights, inputs, outputs
     for key, value in {**inputs, **outputs}.items():
         if value is not None:
             arrays[key] = np.asarray(value)
-    for key in ("output", "scores"):
+    for key in ("output", "scores") if finite else ():
         if key in arrays and not np.all(np.isfinite(arrays[key])):
             raise RuntimeError(f"{group}/{name}_{dtype}: upstream returned non-finite {key}")
     if any(notes):

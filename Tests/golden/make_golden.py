@@ -48,16 +48,21 @@ FUSED_NOTE = (
 DOT_PRODUCT_NOTE = (
     "keras.ops.dot_product_attention on JAX casts float64 query, key, value and bias to float32: "
     "the whole computation and the returned output are float32.")
+EXTREMES = "extremes"
+# A subnormal number of each dtype, for the extremes group.
+DENORMAL = {"float32": 1e-40, "float64": 1e-310}
+NAN, INF = float("nan"), float("inf")
 VALUE_DIM_NOTE = (
     "value_dim != key_dim fails on Keras-JAX's fused path (rank 3, no scores, dropout 0); "
     "this case uses a path that works.")
 
 
 def save(group, name, dtype, layer, config, call, weights, inputs, outputs, **flags):
-    """Write one case (golden_npz.write_case) stamped with the Keras version and backend."""
+    """Write one case (golden_npz.write_case) stamped with the Keras version and backend.
+    Only the extremes group may hold non-finite outputs."""
     write_case(group, name, dtype, layer, config, call, weights, inputs, outputs,
                stamps={"keras_version": keras.__version__, "backend": keras.backend.backend()},
-               **flags)
+               finite=group != EXTREMES, **flags)
 
 
 def set_random_weights(layer, rng, dtype, draw):
@@ -67,18 +72,51 @@ def set_random_weights(layer, rng, dtype, draw):
     return [np.asarray(w) for w in layer.get_weights()]
 
 
+def with_changes(changes, dtype, layer, weights, **inputs):
+    """Copies of the inputs and weights with `changes` applied: (target, index, value), target
+    an input name or "weight_<i>", value a number or "denormal" (DENORMAL[dtype]). Changed
+    weights are set on the layer (None for dot_product_attention). Returns the inputs in the
+    order given, then the weights."""
+    inputs = {name: None if x is None else np.array(x) for name, x in inputs.items()}
+    weights = [np.array(w) for w in weights]
+    for target, index, value in changes:
+        value = DENORMAL[dtype] if value == "denormal" else value
+        if target.startswith("weight_"):
+            weights[int(target[len("weight_"):])][index] = value
+        else:
+            inputs[target][index] = value
+    if layer is not None and weights:
+        layer.set_weights(weights)
+        weights = [np.asarray(w) for w in layer.get_weights()]
+    return (*inputs.values(), weights)
+
+
+def changes_note(changes, magnitude):
+    """What an extremes case did to its inputs and weights, for its note."""
+    def entry(target, index):
+        index = index if isinstance(index, tuple) else (index,)
+        return target + (f"[{', '.join('...' if i is ... else str(i) for i in index)}]"
+                         if index else "")
+
+    parts = [f"inputs scaled by {magnitude:g}"] if magnitude != 1 else []
+    parts += [f"{entry(target, index)} = {value}" for target, index, value in changes]
+    return "extremes: " + "; ".join(parts) + "."
+
+
 # --------------------------------------------------------------------------------------------
 # keras.layers.Attention and keras.layers.AdditiveAttention
 # --------------------------------------------------------------------------------------------
 
 def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=False,
                query_mask=None, value_mask=None, causal=False, scores=True, magnitude=1.0,
-               gain=1.0):
+               gain=1.0, layer_name=None, changes=()):
     """One Attention/AdditiveAttention case. Weights: uniform(0.5, 1.5) * gain (never 1);
-    inputs: normal * magnitude; masks: arrays or True for a random mask."""
-    layer_name = {"attention": "Attention", "additive_attention": "AdditiveAttention"}[group]
-    tanh = group == "additive_attention" or config["score_mode"] == "concat"
-    no_scale_additive = group == "additive_attention" and not config["use_scale"]
+    inputs: normal * magnitude; masks: arrays or True for a random mask; changes: see
+    with_changes (layer_name then names the layer)."""
+    layer_name = layer_name or {"attention": "Attention",
+                                "additive_attention": "AdditiveAttention"}[group]
+    tanh = layer_name == "AdditiveAttention" or config["score_mode"] == "concat"
+    no_scale_additive = layer_name == "AdditiveAttention" and not config["use_scale"]
     for dtype in DTYPES:
         rng = generator(group, name)
         q = rng.normal(size=(B, tq, dim)) * magnitude
@@ -92,6 +130,9 @@ def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=Fa
         layer.build([q.shape, v.shape] + ([k.shape] if key else []))
         weights = set_random_weights(
             layer, rng, dtype, lambda r, shape: r.uniform(0.5, 1.5, size=shape) * gain)
+        if changes:
+            q, v, k, weights = with_changes(changes, dtype, layer, weights, query=q, value=v,
+                                            key=k)
         masks = None if qm is None and vm is None else [qm, vm]
         result = layer([q, v] + ([k] if key else []), mask=masks, training=False,
                        return_attention_scores=scores, use_causal_mask=causal)
@@ -101,7 +142,8 @@ def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=Fa
              {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm},
              {"output": output, "scores": attention_scores},
              softmax_in_float32=no_scale_additive, float32_compute=tanh,
-             notes=(tanh and TANH_NOTE, no_scale_additive and ADDITIVE_NO_SCALE_NOTE))
+             notes=(group == EXTREMES and changes_note(changes, magnitude), tanh and TANH_NOTE,
+                    no_scale_additive and ADDITIVE_NO_SCALE_NOTE))
 
 
 def value_row_masked(tv, batch=1):
@@ -177,17 +219,20 @@ MHA_DEFAULTS = {"num_heads": 2, "key_dim": 3, "value_dim": None, "dropout": 0.0,
 
 def mha_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, self_attention=False,
              query_mask=None, value_mask=None, key_mask=None, attention_mask=None, causal=False,
-             scores=False, note=None, **config):
+             scores=False, note=None, group="multi_head_attention", magnitude=1.0, changes=(),
+             **config):
     """One MultiHeadAttention case. Masks: arrays, or True for a random mask of Keras's shape
-    (query_mask: q_shape[:-1]; value/key_mask: v_shape[:-1]; attention_mask: (B, T, S))."""
+    (query_mask: q_shape[:-1]; value/key_mask: v_shape[:-1]; attention_mask: (B, T, S)).
+    Inputs: normal * magnitude; changes: see with_changes."""
     config = {**MHA_DEFAULTS, **config}
     # Keras-JAX's fused path (keras.ops.dot_product_attention) runs in float32.
     fused = len(q_shape) == 3 and not scores and config["dropout"] == 0
     for dtype in DTYPES:
-        rng = generator("multi_head_attention", name)
-        q = rng.normal(size=q_shape).astype(dtype)
-        v = q if self_attention else rng.normal(size=v_shape).astype(dtype)
-        k = None if k_dim is None else rng.normal(size=v.shape[:-1] + (k_dim,)).astype(dtype)
+        rng = generator(group, name)
+        q = (rng.normal(size=q_shape) * magnitude).astype(dtype)
+        v = q if self_attention else (rng.normal(size=v_shape) * magnitude).astype(dtype)
+        k = (None if k_dim is None
+             else (rng.normal(size=v.shape[:-1] + (k_dim,)) * magnitude).astype(dtype))
         qm = bool_mask(rng, q.shape[:-1]) if query_mask is True else query_mask
         vm = bool_mask(rng, v.shape[:-1]) if value_mask is True else value_mask
         km = bool_mask(rng, v.shape[:-1]) if key_mask is True else key_mask
@@ -197,6 +242,9 @@ def mha_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, self_att
         layer.build(q.shape, v.shape, None if k is None else k.shape)
         weights = set_random_weights(layer, rng, dtype,
                                      lambda r, shape: r.normal(size=shape) * 0.5)
+        if changes:
+            q, v, k, weights = with_changes(changes, dtype, layer, weights, query=q, value=v,
+                                            key=k)
 
         def call(query, attention_mask):
             return layer(query, v, key=k, value_mask=vm, key_mask=km,
@@ -209,15 +257,17 @@ def mha_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, self_att
         output, attention_scores = call(query, am) if scores else (call(query, am), None)
         if qm is not None:
             equivalent = call(q, qm[..., None] if am is None else am & qm[..., None])
-            if not np.array_equal(equivalent[0] if scores else equivalent, output):
+            if not np.array_equal(equivalent[0] if scores else equivalent, output,
+                                  equal_nan=True):
                 raise RuntimeError(f"{name}: Keras did not apply the carried query mask")
-        save("multi_head_attention", name, dtype, "MultiHeadAttention", config,
+        save(group, name, dtype, "MultiHeadAttention", config,
              {"use_causal_mask": causal, "return_attention_scores": scores}, weights,
              {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm,
               "key_mask": km, "attention_mask": am},
              {"output": output, "scores": attention_scores}, softmax_in_float32=fused,
              float32_compute=fused,
-             notes=(note, fused and FUSED_NOTE, qm is not None and QUERY_MASK_NOTE))
+             notes=(group == EXTREMES and changes_note(changes, magnitude), note,
+                    fused and FUSED_NOTE, qm is not None and QUERY_MASK_NOTE))
 
 
 def both_paths(name, **kwargs):
@@ -314,25 +364,30 @@ def multi_head_attention_cases():
 # --------------------------------------------------------------------------------------------
 
 def dpa_case(name, *, t=3, s=3, heads=4, kv_heads=4, head_dim=4, bias_shape=None,
-             mask=None, scale=None, is_causal=False):
+             mask=None, scale=None, is_causal=False, group="dot_product_attention",
+             magnitude=1.0, changes=()):
     """One keras.ops.dot_product_attention case: query (B,T,N,H), key/value (B,S,K,H).
     mask: an array, or a shape for a random bool mask (bool: Keras passes non-bool masks to
-    a fallback that broadcasts rank < 4 masks differently)."""
+    a fallback that broadcasts rank < 4 masks differently). query, key and value: normal *
+    magnitude; changes: see with_changes."""
     config = {"scale": scale, "is_causal": is_causal}
     for dtype in DTYPES:
-        rng = generator("dot_product_attention", name)
-        q = rng.normal(size=(B, t, heads, head_dim)).astype(dtype)
-        k = rng.normal(size=(B, s, kv_heads, head_dim)).astype(dtype)
-        v = rng.normal(size=(B, s, kv_heads, head_dim)).astype(dtype)
+        rng = generator(group, name)
+        q = (rng.normal(size=(B, t, heads, head_dim)) * magnitude).astype(dtype)
+        k = (rng.normal(size=(B, s, kv_heads, head_dim)) * magnitude).astype(dtype)
+        v = (rng.normal(size=(B, s, kv_heads, head_dim)) * magnitude).astype(dtype)
         bias = None if bias_shape is None else rng.normal(size=bias_shape).astype(dtype)
         m = bool_mask(rng, mask) if isinstance(mask, tuple) else mask
+        if changes:
+            q, k, v, bias, _ = with_changes(changes, dtype, None, [], query=q, key=k, value=v,
+                                            bias=bias)
         output = keras.ops.dot_product_attention(q, k, v, bias=bias, mask=m, scale=scale,
                                                  is_causal=is_causal)
-        save("dot_product_attention", name, dtype, "dot_product_attention", config,
+        save(group, name, dtype, "dot_product_attention", config,
              {"use_causal_mask": False, "return_attention_scores": False}, [],
              {"query": q, "key": k, "value": v, "bias": bias, "mask": m},
              {"output": output}, softmax_in_float32=True, float32_compute=True,
-             notes=(DOT_PRODUCT_NOTE,))
+             notes=(group == EXTREMES and changes_note(changes, magnitude), DOT_PRODUCT_NOTE))
 
 
 def dot_product_attention_cases():
@@ -373,18 +428,18 @@ GQA_FUSED_NOTE = (
 
 def gqa_case(name, *, t=4, s=5, dq=4, dv=None, dk=None, query_mask=None, value_mask=None,
              key_mask=None, attention_mask=None, causal=False, scores=False, note=None,
-             **config):
+             group="group_query_attention", magnitude=1.0, changes=(), **config):
     """One GroupQueryAttention case: query (B, t, dq), value (B, s, dv or dq), key (B, s, dk)
     when dk is given. Masks: arrays, or True for a random mask of Keras's shape (query_mask
-    (B, t); value/key_mask (B, s); attention_mask (B, t, s)). GQA takes query_mask as given."""
+    (B, t); value/key_mask (B, s); attention_mask (B, t, s)). GQA takes query_mask as given.
+    Inputs: normal * magnitude; changes: see with_changes."""
     config = {**GQA_DEFAULTS, **config}
     fused = not scores and config["dropout"] == 0
-    group = "group_query_attention"
     for dtype in DTYPES:
         rng = generator(group, name)
-        q = rng.normal(size=(B, t, dq)).astype(dtype)
-        v = rng.normal(size=(B, s, dv or dq)).astype(dtype)
-        k = None if dk is None else rng.normal(size=(B, s, dk)).astype(dtype)
+        q = (rng.normal(size=(B, t, dq)) * magnitude).astype(dtype)
+        v = (rng.normal(size=(B, s, dv or dq)) * magnitude).astype(dtype)
+        k = None if dk is None else (rng.normal(size=(B, s, dk)) * magnitude).astype(dtype)
         qm = bool_mask(rng, (B, t)) if query_mask is True else query_mask
         vm = bool_mask(rng, (B, s)) if value_mask is True else value_mask
         km = bool_mask(rng, (B, s)) if key_mask is True else key_mask
@@ -393,6 +448,9 @@ def gqa_case(name, *, t=4, s=5, dq=4, dv=None, dk=None, query_mask=None, value_m
         layer.build(q.shape, v.shape, None if k is None else k.shape)
         weights = set_random_weights(layer, rng, dtype,
                                      lambda r, shape: r.normal(size=shape) * 0.5)
+        if changes:
+            q, v, k, weights = with_changes(changes, dtype, layer, weights, query=q, value=v,
+                                            key=k)
         result = layer(q, v, key=k, query_mask=qm, value_mask=vm, key_mask=km,
                        attention_mask=am, use_causal_mask=causal,
                        return_attention_scores=scores, training=False)
@@ -402,7 +460,9 @@ def gqa_case(name, *, t=4, s=5, dq=4, dv=None, dk=None, query_mask=None, value_m
              {"query": q, "value": v, "key": k, "query_mask": qm, "value_mask": vm,
               "key_mask": km, "attention_mask": am},
              {"output": output, "scores": attention_scores}, softmax_in_float32=fused,
-             float32_compute=fused, notes=(note, fused and GQA_FUSED_NOTE))
+             float32_compute=fused,
+             notes=(group == EXTREMES and changes_note(changes, magnitude), note,
+                    fused and GQA_FUSED_NOTE))
 
 
 def gqa_both_paths(name, **kwargs):
@@ -450,12 +510,172 @@ def group_query_attention_cases():
     gqa_both_paths("dropout_inference", dropout=0.3, num_key_value_heads=1)
 
 
+# --------------------------------------------------------------------------------------------
+# Numeric extremes: NaN, ±Inf, denormals, huge scores, in inputs and weights, with masks
+# --------------------------------------------------------------------------------------------
+
+def extremes_cases():
+    """Keras's results recorded as they are, NaN and Inf included (write_case(finite=False)).
+    Indices are of the arrays of the case's shapes; "denormal" is DENORMAL[dtype]."""
+    g = EXTREMES
+    dot = {"use_scale": False, "score_mode": "dot", "dropout": 0.0}
+    dot_s = {**dot, "use_scale": True}
+    concat = {**dot, "score_mode": "concat"}
+    concat_s = {**concat, "use_scale": True}
+
+    def attention(name, config, *changes, **kwargs):
+        luong_case(g, "attention_" + name, config, layer_name="Attention", changes=changes,
+                   **kwargs)
+
+    # query (2, 3, 4), value (2, 4, 4) or (2, 5, 4) with a masked value row, key like value.
+    attention("dot_nan_query", dot, ("query", (0, 1, 2), NAN))
+    attention("dot_inf_query", dot, ("query", (0, 1, 2), INF))
+    attention("dot_neginf_query", dot, ("query", (0, 1, 2), -INF))
+    attention("dot_nan_key", dot, ("key", (1, 2, 0), NAN), key=True)
+    attention("dot_inf_value", dot, ("value", (0, 2, 1), INF))
+    attention("dot_inf_and_neginf_value", dot, ("value", (0, 2, 1), INF),
+              ("value", (0, 3, 1), -INF))
+    attention("dot_denormal_query", dot, ("query", ..., "denormal"))
+    attention("dot_denormal_value", dot, ("value", ..., "denormal"))
+    attention("dot_scale_scores_1e30", dot_s, magnitude=1e15)
+    # |q·k| up to about 1e38, below the float32 maximum (3.4e38) even summed in any order.
+    attention("dot_scores_1e38", dot, magnitude=2e18)
+    attention("dot_scores_overflow", dot, magnitude=1e19)
+    attention("dot_scale_nan", dot_s, ("weight_0", (), NAN))
+    attention("dot_scale_inf", dot_s, ("weight_0", (), INF))
+    attention("dot_scale_neginf", dot_s, ("weight_0", (), -INF))
+    attention("dot_scale_denormal", dot_s, ("weight_0", (), "denormal"))
+    attention("dot_scale_zero_inf_query", dot_s, ("weight_0", (), 0.0),
+              ("query", (1, 0, 3), INF))
+    # Subnormal times -Inf: -Inf in IEEE arithmetic; XLA on CPU flushes subnormals to 0 (NaN).
+    attention("dot_denormal_query_neginf_key", dot, ("query", 0, "denormal"),
+              ("key", (0, 2), -INF), key=True)
+    attention("concat_nan_query", concat, ("query", (0, 1, 2), NAN))
+    attention("concat_inf_query", concat, ("query", (0, 1, 2), INF))
+    attention("concat_neginf_key", concat, ("key", (1, 2, 0), -INF), key=True)
+    attention("concat_inf_and_neginf", concat, ("query", (0, 1, 2), INF),
+              ("value", (0, 3, 2), -INF))
+    attention("concat_weight_1e30", concat, ("weight_0", (), 1e30))
+    attention("concat_weight_1e38", concat, ("weight_0", (), 1e38))
+    attention("concat_weight_nan", concat, ("weight_0", (), NAN))
+    attention("concat_weight_inf", concat, ("weight_0", (), INF))
+    attention("concat_scale_denormal", concat_s, ("weight_0", (), "denormal"))
+    attention("concat_scale_inf", concat_s, ("weight_0", (), INF))
+    # Fully masked value rows (batch 1; value (0, 1) masked too) with extreme values.
+    masked = {"tv": 5, "value_mask": value_row_masked(5)}
+    attention("dot_fully_masked_nan_key", dot, ("key", (1, 2, 0), NAN), key=True, **masked)
+    attention("dot_masked_nan_key", dot, ("key", (0, 1, 0), NAN), key=True, **masked)
+    attention("dot_masked_inf_value", dot, ("value", (0, 1, 3), INF), ("value", (1, 2, 0), INF),
+              key=True, **masked)
+    attention("dot_masked_inf_value_output_only", dot, ("value", (0, 1, 3), INF),
+              ("value", (1, 2, 0), INF), key=True, scores=False, **masked)
+    attention("dot_fully_masked_scores_1e30", dot, magnitude=1e15, **masked)
+    attention("concat_fully_masked_weight_1e30", concat, ("weight_0", (), 1e30), **masked)
+    # Key 3 is causally masked for every query (Tq = 3) and each row keeps key 0.
+    attention("dot_causal_nan_key", dot, ("key", (0, 3, 1), NAN), key=True, tq=3, tv=4,
+              causal=True)
+    attention("dot_query_masked_nan_query", dot, ("query", (0, 1, 2), NAN),
+              query_mask=rows_masked((B, 3), (0, 1)))
+
+    def additive(name, config, *changes, **kwargs):
+        luong_case(g, "additive_attention_" + name, config, layer_name="AdditiveAttention",
+                   changes=changes, **kwargs)
+
+    scale = {"use_scale": True, "dropout": 0.0}
+    plain = {"use_scale": False, "dropout": 0.0}
+    additive("nan_query", scale, ("query", (0, 1, 2), NAN))
+    additive("inf_query", scale, ("query", (0, 1, 2), INF))
+    additive("neginf_key", scale, ("key", (1, 2, 0), -INF), key=True)
+    additive("nan_value", scale, ("value", (0, 2, 1), NAN))
+    additive("no_scale_inf_value", plain, ("value", (0, 2, 1), INF))
+    additive("scale_nan", scale, ("weight_0", (1,), NAN))
+    additive("scale_inf", scale, ("weight_0", (2,), INF))
+    additive("scale_1e30", scale, ("weight_0", ..., 1e30))
+    additive("scale_1e38", scale, ("weight_0", ..., 1e38))
+    additive("scale_denormal", scale, ("weight_0", ..., "denormal"))
+    additive("denormal_inputs", scale, ("query", ..., "denormal"), ("value", ..., "denormal"))
+    additive("fully_masked_nan_value", scale, ("value", (1, 2, 0), NAN), **masked)
+    additive("masked_inf_value", scale, ("value", (0, 1, 3), INF), **masked)
+    additive("no_scale_fully_masked_neginf_query", plain, ("query", (1, 0, 1), -INF), **masked)
+
+    def mha(name, *changes, **kwargs):
+        both_paths("mha_" + name, group=g, changes=changes, **kwargs)
+
+    # query (2, 4, 4), value (2, 5, 3), key (2, 5, 2); 2 heads of 3. Weights: 0/1 query,
+    # 2/3 key, 4/5 value, 6/7 attention_output (kernel/bias).
+    mha("nan_query", ("query", (0, 1, 2), NAN))
+    mha("inf_query", ("query", (0, 1, 2), INF))
+    mha("neginf_key", ("key", (1, 3, 0), -INF), k_dim=2)
+    mha("inf_value", ("value", (0, 2, 1), INF))
+    mha("denormal_inputs", ("query", ..., "denormal"), ("value", ..., "denormal"))
+    mha("scores_1e30", magnitude=1e15)
+    # Logits about 1e40: finite in float64, beyond float32 (Keras's fused path is float32).
+    mha("scores_1e40", magnitude=1e20)
+    mha("nan_query_kernel", ("weight_0", (1, 0, 2), NAN))
+    mha("inf_value_bias", ("weight_5", (1, 0), INF))
+    mha("neginf_output_bias", ("weight_7", (2,), -INF))
+    mha("denormal_kernels", ("weight_2", ..., "denormal"), ("weight_4", ..., "denormal"))
+    mha_masked = {"k_dim": 2, "value_mask": value_row_masked(5)}
+    mha("fully_masked_nan_key", ("key", (1, 2, 0), NAN), **mha_masked)
+    mha("masked_nan_key", ("key", (0, 1, 0), NAN), **mha_masked)
+    mha("masked_nan_value", ("value", (0, 1, 0), NAN), **mha_masked)
+    mha("fully_masked_inf_value", ("value", (1, 2, 0), INF), **mha_masked)
+    mha("query_masked_nan_query", ("query", (0, 1, 2), NAN),
+        query_mask=rows_masked((B, 4), (0, 1)))
+
+    def gqa(name, *changes, **kwargs):
+        gqa_both_paths("gqa_" + name, group=g, changes=changes, **kwargs)
+
+    # query (2, 4, 4), value (2, 5, 4), key (2, 5, 3); 4 query heads, 2 kv heads of 3.
+    # Weights: 0/1 query, 2/3 key, [4/5 gate,] then value, attention_output.
+    gqa("nan_query", ("query", (0, 1, 2), NAN))
+    gqa("inf_key", ("key", (1, 3, 0), INF), dk=3)
+    gqa("neginf_value", ("value", (0, 2, 1), -INF))
+    gqa("denormal_inputs", ("query", ..., "denormal"), ("value", ..., "denormal"))
+    gqa("scores_1e30", magnitude=1e15)
+    gqa("nan_key_kernel", ("weight_2", (0, 1, 1), NAN))
+    gqa("gate_inf_bias", ("weight_5", (0, 0), INF), ("weight_5", (1, 0), -INF), use_gate=True)
+    gqa("gate_nan_kernel", ("weight_4", (3, 2, 1), NAN), use_gate=True)
+    gqa_masked = {"dk": 3, "value_mask": value_row_masked(5)}
+    gqa("fully_masked_nan_key", ("key", (1, 2, 0), NAN), **gqa_masked)
+    gqa("masked_nan_key", ("key", (0, 1, 0), NAN), **gqa_masked)
+    gqa("masked_nan_value", ("value", (0, 1, 0), NAN), **gqa_masked)
+    gqa("query_masked_nan_query", ("query", (0, 1, 2), NAN),
+        query_mask=rows_masked((B, 4), (0, 1)))
+
+    def dpa(name, *changes, **kwargs):
+        dpa_case("dot_product_attention_" + name, group=g, changes=changes,
+                 **{"s": 5, "kv_heads": 2, **kwargs})
+
+    # query (2, 3, 4, 4), key and value (2, 5, 2, 4); bias (3, 5) where given.
+    key_masked = np.ones((B, 1, 3, 5), bool)
+    key_masked[1, :, :, 1] = False      # key 1 of batch 1 masked for every query
+    row_masked = key_masked.copy()
+    row_masked[1, :, 2] = False         # and query 2 of batch 1 fully masked
+    dpa("nan_query", ("query", (0, 1, 2, 3), NAN))
+    dpa("inf_key", ("key", (1, 3, 0, 2), INF))
+    dpa("neginf_value", ("value", (0, 2, 1, 1), -INF))
+    dpa("denormal_inputs", ("query", ..., "denormal"), ("value", ..., "denormal"))
+    dpa("scores_1e30", magnitude=1.4e15)
+    dpa("scores_1e38", magnitude=3e18)
+    dpa("scores_1e40", magnitude=1e20)
+    dpa("nan_bias", ("bias", (1, 2), NAN), bias_shape=(3, 5))
+    dpa("inf_bias", ("bias", (1, 2), INF), bias_shape=(3, 5))
+    dpa("neginf_bias", ("bias", (0,), -INF), ("bias", (1, 3), -INF), bias_shape=(3, 5))
+    # Kept logits below the fill value -0.7 * float32 max: masked entries take the weight.
+    dpa("bias_below_mask_fill", ("bias", ..., -3e38), bias_shape=(3, 5), mask=row_masked)
+    dpa("masked_nan_key", ("key", (1, 1, 0, 0), NAN), mask=row_masked)
+    dpa("masked_nan_value", ("value", (1, 1, 0, 0), NAN), mask=key_masked)
+    dpa("masked_inf_bias", ("bias", (2,), INF), bias_shape=(3, 5), mask=row_masked)
+
+
 GROUPS = {
     "attention": attention_cases,
     "additive_attention": additive_attention_cases,
     "multi_head_attention": multi_head_attention_cases,
     "dot_product_attention": dot_product_attention_cases,
     "group_query_attention": group_query_attention_cases,
+    EXTREMES: extremes_cases,
 }
 
 

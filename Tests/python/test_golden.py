@@ -13,7 +13,8 @@ import attention
 from conftest import assert_close
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-FILES = sorted(GOLDEN.glob("**/*.npz"))
+# The extremes group (NaN/Inf results) is checked by test_extremes.py.
+FILES = sorted(f for f in GOLDEN.glob("**/*.npz") if f.parent.name != "extremes")
 FLOAT32_FLAGS = ("softmax_in_float32", "float32_compute")
 
 

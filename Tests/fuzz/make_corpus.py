@@ -1,0 +1,209 @@
+"""Writes the seed corpus of fuzz_api.c into Tests/fuzz/corpus/: small programs, in the byte
+format README.md describes, that reach every layer kind, build, call (with masks, scores,
+dropout, causal), weights set/get, destroy and reuse, foreign handles, the functional
+dot-product attention and att_set_num_threads. Run: python3 Tests/fuzz/make_corpus.py"""
+import pathlib
+
+OPS = ["create", "build", "call", "set_weight", "get_weight", "info", "destroy", "foreign",
+       "dot_product", "threads"]
+KINDS = ["attention", "additive", "mha", "gqa", "reuse"]
+DOUBLES = [0, 0.1, 0.5, 0.9, 0.99999, 1, -0.1, 2, "nan", "inf", "-inf"]
+F32, F64 = 0, 1  # pick_layer_dtype bytes
+
+
+def op(name, slot=0):
+    """The code byte whose value % 10 is the op and (value >> 4) % 4 the slot."""
+    return next(c for c in range(256) if c % 10 == OPS.index(name) and (c >> 4) % 4 == slot)
+
+
+def dim(d):
+    """pick_dim: 1..5 are bytes 0..4, 6..29 are 200..223; 0 and -1 are 224, 225."""
+    if 1 <= d <= 5:
+        return [d - 1]
+    if 6 <= d <= 29:
+        return [200 + d - 6]
+    return [{0: 224, -1: 225}[d]]
+
+
+def shape(*dims):
+    """pick_shape: rank 3 is byte 0; other ranks r are 130 + r; then the dims."""
+    out = [0 if len(dims) == 3 else 130 + len(dims)]
+    for d in dims:
+        out += dim(d)
+    return out
+
+
+def double(v):
+    return [DOUBLES.index(v)]
+
+
+def dropout(v):
+    return [0] if v == 0 else [160, DOUBLES.index(v)]
+
+
+def small_list(values, encode):
+    """pick_axes: count 0 is byte 0; count c is the byte >= 128 with byte % 11 == c + 1."""
+    if not values:
+        return [0]
+    out = [next(b for b in range(128, 256) if b % 11 == len(values) + 1)]
+    for v in values:
+        out += encode(v)
+    return out
+
+
+def axis(a):
+    return [a + 5]
+
+
+def tensor(content=0, seed=1):
+    """make_tensor, natural shape and dtype, present: mode 100, content, seed."""
+    return [100, content, seed]
+
+
+ABSENT = [0]
+
+
+def create(kind, slot=0, **f):
+    """op_create; f holds the config fields the seeds vary (nulls 250/251: NULL config/out;
+    size 240: struct_size 0)."""
+    out = [op("create", slot), KINDS.index(kind), f.get("nulls", 0), f.get("size", 0), f.get("dtype", F32)]
+    if kind == "attention":
+        out += [f.get("use_scale", 0), f.get("score_mode", 0), *dropout(f.get("dropout", 0)), f.get("causal", 0)]
+    elif kind == "additive":
+        out += [f.get("use_scale", 1), *dropout(f.get("dropout", 0)), 7]
+    elif kind == "mha":
+        out += dim(f.get("heads", 2)) + dim(f.get("key_dim", 3))
+        out += [0] if "value_dim" not in f else [200] + dim(f["value_dim"])
+        out += dropout(f.get("dropout", 0)) + [f.get("use_bias", 1)]
+        out += small_list(f.get("output_shape", []), dim) + small_list(f.get("axes", []), axis)
+        out += [0] if "window" not in f else [200] + dim(f["window"])
+        out += [f.get("gate", 0), 5, f.get("options", 0)]
+    elif kind == "gqa":
+        out += dim(f.get("head_dim", 2)) + dim(f.get("q_heads", 4)) + dim(f.get("kv_heads", 2))
+        out += dropout(f.get("dropout", 0)) + [f.get("use_bias", 1)]
+        out += [0] if "window" not in f else [200] + dim(f["window"])
+        out += [f.get("gate", 0), 5, f.get("options", 0)]
+    else:
+        out += dim(f.get("heads", 2)) + dim(f.get("key_dim", 3)) + [0] + dropout(f.get("dropout", 0))
+        out += [f.get("reuse", 0) + 2, f.get("relative_pe", 0), 0, f.get("pe_max", 4), f.get("use_bias", 1)]
+        out += small_list(f.get("output_shape", []), dim) + small_list(f.get("axes", []), axis)
+        out += [5, f.get("options", 0)]
+    return out
+
+
+def build(q, v=None, k=None, slot=0):
+    """op_build with v (default q) and an optional key whose last dim differs."""
+    out = [op("build", slot)] + shape(*q)
+    if v is None and k is None:
+        return out + [0, 0]
+    flags = 96 | (2 | 4 if k else 0)
+    out += [flags] + shape(*(v or q))
+    if k:
+        out += dim(k)
+    return out + [0]
+
+
+def call(has_key=False, scores=False, masks=(), reuse_scores=False, training=0, causal=0, slot=0, vary=None):
+    """op_call on the built shapes: q, v, [k], output, [scores], masks, flags."""
+    out = [op("call", slot)]
+    out += [0] if vary is None else [128] + vary
+    out += tensor(0, 1) + tensor(0, 2) + (tensor(0, 3) if has_key else []) + tensor(0, 4)
+    out += tensor(0, 5) if scores else ABSENT
+    names = ["query", "value", "key", "attention"]
+    bits = sum(1 << names.index(m) for m in masks) | (16 if reuse_scores else 0)
+    out += [bits]
+    for m in names:
+        if m in masks:
+            out += tensor(100, 9)  # content 100: random 0/1 keep flags
+    if reuse_scores:
+        out += tensor(0, 6)
+    return out + [0, training, causal, 3, 4]
+
+
+def weight(which, index=0, content=0, slot=0):
+    return [op(which, slot), index] + tensor(content, 8)
+
+
+def dot_product(dtype=0, B=2, T=3, S=4, H=2, Hv=3, K=1, group=2, broadcast=0, bias=False, mask=False,
+                scale=None, causal=0):
+    out = [op("dot_product"), dtype] + dim(B) + dim(T) + dim(S) + dim(H) + dim(Hv) + dim(K)
+    out += [0, group - 1, broadcast] + tensor(0, 1) + tensor(0, 2) + tensor(0, 3) + tensor(0, 4)
+    out += (tensor(0, 5) if bias else ABSENT) + (tensor(100, 6) if mask else ABSENT)
+    return out + [0, int(scale is not None), *double(scale if scale is not None else 0), causal]
+
+
+def program(*steps, threads=0):
+    out = [threads]
+    for s in steps:
+        out += s
+    return bytes(out)
+
+
+Q3 = (2, 3, 4)
+V3 = (2, 5, 3)
+SEEDS = {
+    "attention_dot": program(create("attention"), build(Q3, (2, 5, 4)), call(scores=True)),
+    "attention_concat_scale_f64": program(create("attention", dtype=F64, use_scale=1, score_mode=1),
+                                          build(Q3, (2, 5, 4)), call(scores=True, masks=("query", "value"))),
+    "attention_causal_dropout": program(create("attention", causal=1, dropout=0.5), build(Q3),
+                                        call(training=1, scores=True)),
+    "attention_key": program(create("attention"), build(Q3, (2, 5, 4), 4), call(has_key=True, causal=1)),
+    "attention_weights": program(create("attention", use_scale=1, score_mode=1), build(Q3),
+                                 weight("set_weight", 0, 200), weight("get_weight", 1), call()),
+    "additive": program(create("additive"), build(Q3, (2, 5, 4)), call(scores=True, masks=("value",))),
+    "additive_f64_dropout": program(create("additive", dtype=F64, dropout=0.1), build(Q3),
+                                    call(training=1, masks=("query", "value"))),
+    "additive_weights_nan": program(create("additive"), build(Q3), weight("set_weight", 0, 250), call()),
+    "mha": program(create("mha"), build(Q3, V3), call(scores=True)),
+    "mha_key_masks": program(create("mha"), build(Q3, V3, 2),
+                             call(has_key=True, scores=True, masks=("query", "value", "key", "attention"))),
+    "mha_f64_gate_window": program(create("mha", dtype=F64, gate=1, window=2, value_dim=2), build(Q3, V3),
+                                   call(causal=1)),
+    "mha_output_shape": program(create("mha", output_shape=[2, 3], use_bias=0), build(Q3, V3), call()),
+    "mha_axes_4d": program(create("mha", axes=[1, 2]), build((1, 2, 3, 4), (1, 2, 2, 3)), call(scores=True)),
+    "mha_axes_negative": program(create("mha", axes=[-2]), build((1, 2, 3, 4)), call(scores=True)),
+    "mha_dropout": program(create("mha", dropout=0.5), build(Q3), call(training=1, scores=True)),
+    "mha_weights": program(create("mha"), build(Q3, V3), weight("get_weight", 0), weight("set_weight", 2, 250),
+                           weight("set_weight", 7), call()),
+    "mha_vary_sequence": program(create("mha"), build(Q3, V3), call(vary=[1, 3, 1, 2])),
+    "gqa": program(create("gqa"), build(Q3, V3), call(scores=True)),
+    "gqa_masks_causal": program(create("gqa", window=2), build(Q3, V3, 2),
+                                call(has_key=True, masks=("query", "value", "attention"), causal=1)),
+    "gqa_f64_gate_dropout": program(create("gqa", dtype=F64, gate=1, dropout=0.5, use_bias=0), build(Q3),
+                                    call(training=1)),
+    "gqa_weights": program(create("gqa"), build(Q3), weight("set_weight", 1), weight("get_weight", 3), call()),
+    "reuse_none": program(create("reuse"), build(Q3, V3), call(scores=True, masks=("attention",))),
+    "reuse_all": program(create("reuse", reuse=-1), build(Q3, V3), call(reuse_scores=True)),
+    "reuse_partial_pe": program(create("reuse", heads=3, reuse=1, relative_pe=1), build(Q3, V3),
+                                call(scores=True, reuse_scores=True)),
+    "reuse_output_shape_f64": program(create("reuse", dtype=F64, output_shape=[3], reuse=2), build(Q3, V3),
+                                      call(reuse_scores=True)),
+    "reuse_weights": program(create("reuse", relative_pe=1), build(Q3), weight("set_weight", 0, 210), call()),
+    "dot_product": program(dot_product()),
+    "dot_product_f64_bias_mask": program(dot_product(dtype=1, bias=True, mask=True, broadcast=0x05)),
+    "dot_product_scale_causal": program(dot_product(scale=0.5, causal=1, K=2, group=1)),
+    "dot_product_scale_nan": program(dot_product(scale="nan")),
+    "dot_product_broadcast_rank2": program(dot_product(bias=True, mask=True, broadcast=0x20)),
+    "destroy_reuse": program(create("mha"), build(Q3), [op("destroy")], call(), [op("destroy")],
+                             build(Q3), [op("info"), 0, 3]),
+    "not_built": program(create("gqa"), call(), weight("get_weight"), [op("info"), 0, 3]),
+    "rebuild": program(create("attention", use_scale=1), build(Q3), build((1, 2, 6)), call()),
+    "slots": program(create("mha", slot=1), create("attention", slot=2), build(Q3, slot=1),
+                     build(Q3, slot=2), call(slot=1), call(slot=2), [op("destroy", 1)], call(slot=2)),
+    "foreign": program([op("foreign"), 1, 0, 0, 0, 0, 0, 0, 0], [op("foreign"), 0, 0, 0, 0, 0, 0, 0, 0],
+                       [op("foreign"), 0, 0x10, 0x10, 0, 0, 0, 0, 0]),
+    "threads": program([op("threads"), 3, 1], create("mha"), build(Q3), call(), [op("threads"), 5, 200],
+                       [op("threads"), 0, 9], call(), threads=2),
+    "bad_configs": program(create("mha", size=240), create("attention", nulls=250), create("gqa", nulls=251),
+                           create("mha", heads=0), create("gqa", q_heads=3, kv_heads=2),
+                           create("attention", score_mode=2), create("reuse", reuse=5)),
+}
+
+if __name__ == "__main__":
+    corpus = pathlib.Path(__file__).resolve().parent / "corpus"
+    corpus.mkdir(exist_ok=True)
+    for old in corpus.iterdir():
+        old.unlink()
+    for name, data in SEEDS.items():
+        (corpus / name).write_bytes(data)
+    print(f"wrote {len(SEEDS)} seeds to {corpus}")
