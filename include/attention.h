@@ -254,7 +254,8 @@ typedef struct att_group_query_attention_config {
  * take their attention weights from an earlier layer (att_call_args.reuse_attention_scores);
  * the other n = N - r compute them, with an optional relative position bias
  * E[0, h, clamp(j - i + P - 1, 0, 2P - 2)] (P = pe_max_seq_length; attention over axis 1
- * only). Masked logits get -1e9 added. Weights, in upstream's get_weights() order:
+ * only). Masking as Keras's (−1e9 added; see att_layer_call). Weights, in upstream's
+ * get_weights() order:
  *   [relative_position_embeddings (1,n,2P-1) if use_relative_pe and n > 0]
  *   query/kernel (Dq,n,Hk) [+bias (n,Hk)], key/kernel (Dk,n,Hk) [+bias]     if n > 0
  *   value_reuse/kernel (Dv,r,Hv) [+bias (r,Hv)]                             if r > 0
@@ -360,14 +361,22 @@ att_status att_layer_output_shape(const att_layer *layer, const att_shape *query
                                   att_shape *output_shape, att_shape *scores_shape);
 
 /* Run the layer forward. Writes args->output and, when given, args->scores.
+ * Masking, every layer: in a row that keeps at least one key, a masked key gets weight
+ *   exactly 0 — what Keras's arithmetic (−1e9 added, or −0.7·FLT_MAX filled in) gives
+ *   whenever the kept scores are finite and well inside ±1e9. A row whose every key is
+ *   masked follows Keras's arithmetic exactly (below). Tiles of keys that a causal band or
+ *   sliding window masks for every row are not read at all, so NaN/Inf stored at such
+ *   positions of the key or value does not reach the output (Keras's unfused paths would
+ *   propagate it as 0·NaN).
  * Attention / AdditiveAttention: returned scores are the weights after masking, softmax
- *   and dropout; a query-masked row of the output is 0; masked scores get -1e9 added.
+ *   and dropout; a query-masked row of the output is 0; a fully masked row is
+ *   softmax(s − 1e9) computed in the dtype (uniform in float32 when |s| < 32).
  * MultiHeadAttention, GroupQueryAttention: scores (B, <other axes>, N, <query attention
  *   axes>, <key attention axes>) are the weights before dropout; a fully masked row is
  *   uniform when Keras would take its fused path (rank 3, no scores, dropout 0) and zero
  *   otherwise.
  * ReuseMultiHeadAttention: scores as MultiHeadAttention's, new heads then reused heads;
- *   masked logits get -1e9 added; only attention_mask masks.
+ *   a fully masked row is softmax(s + bias − 1e9); only attention_mask masks.
  * Dropout keeps score element f (its flat index in the scores tensor) iff
  *   (philox4x32_10((f, f>>32, stream, stream>>32), (seed, seed>>32))[0] >> 8) * 2^-24 >= rate,
  *   and divides kept elements by 1 - rate.
@@ -393,7 +402,8 @@ typedef struct att_dot_product_attention_args {
     att_tensor *output;          /* (B, T, N, Hv) */
 } att_dot_product_attention_args;
 
-/* softmax(scale · q·kᵀ + bias, masked entries filled with -0.7·FLT_MAX) · v, per (b, n).
+/* softmax(scale · q·kᵀ + bias) · v per (b, n), masked keys at weight 0 (a fully masked row
+ * is uniform, as Keras's fill with -0.7·FLT_MAX makes it).
  * Bias and mask broadcast numpy-style against (B, N, T, S) (lower ranks get leading 1s).
  * Errors: NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE, INVALID_ARGUMENT (a scale that is not
  * finite). Thread-safe. */

@@ -538,8 +538,9 @@ def extremes_cases():
     attention("dot_denormal_query", dot, ("query", ..., "denormal"))
     attention("dot_denormal_value", dot, ("value", ..., "denormal"))
     attention("dot_scale_scores_1e30", dot_s, magnitude=1e15)
-    # |q·k| up to about 1e38, below the float32 maximum (3.4e38) even summed in any order.
-    attention("dot_scores_1e38", dot, magnitude=2e18)
+    # Scores up to ±1e38; the sums of |q_d k_d| stay below the float32 maximum (3.4e38), so
+    # no order of summation overflows. Then up to ±4e38: Inf in float32.
+    attention("dot_scores_1e38", dot, magnitude=3.8e18)
     attention("dot_scores_overflow", dot, magnitude=1e19)
     attention("dot_scale_nan", dot_s, ("weight_0", (), NAN))
     attention("dot_scale_inf", dot_s, ("weight_0", (), INF))
@@ -657,7 +658,8 @@ def extremes_cases():
     dpa("neginf_value", ("value", (0, 2, 1, 1), -INF))
     dpa("denormal_inputs", ("query", ..., "denormal"), ("value", ..., "denormal"))
     dpa("scores_1e30", magnitude=1.4e15)
-    dpa("scores_1e38", magnitude=3e18)
+    # Logits up to ±1e38: q·k up to 2e38 (scale 1/2), its sums of |terms| as large.
+    dpa("scores_1e38", magnitude=5e18)
     dpa("scores_1e40", magnitude=1e20)
     dpa("nan_bias", ("bias", (1, 2), NAN), bias_shape=(3, 5))
     dpa("inf_bias", ("bias", (1, 2), INF), bias_shape=(3, 5))
