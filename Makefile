@@ -1,6 +1,7 @@
 # libattention — the README's commands: `make demo`, `make test`. Others: `make lib`,
-# `make bench`, `make golden`, `make clean`. TARGET_CPU selects the CPU the kernels are
-# compiled for (default: this machine; e.g. TARGET_CPU=x86-64-v3 for portable binaries).
+# `make bench`, `make golden`, `make fuzz`, `make test-sanitize`, `make clean`. TARGET_CPU
+# selects the CPU the kernels are compiled for (default: this machine; an LLVM CPU name such
+# as TARGET_CPU=haswell builds for any AVX2 + FMA machine).
 
 SWIFT      ?= swift
 PYTHON     ?= python3
@@ -17,7 +18,7 @@ LDLIBS  := -L$(BUILD) -lattention -Wl,-rpath,$(abspath $(BUILD)) -lm
 C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
-.PHONY: all lib demo test test-swift test-c test-python python-deps golden bench clean
+.PHONY: all lib demo test test-swift test-c test-python python-deps golden bench fuzz test-sanitize clean
 
 all: lib
 
@@ -65,6 +66,33 @@ bench: lib python-deps $(BENCH)/fma_probe $(BENCH)/tiny_call
 	$(SWIFT) build -c release --product AttentionBench
 	$(PYTHON) benchmarks/bench.py --fma-probe $(BENCH)/fma_probe --tiny-call $(BENCH)/tiny_call \
 		--gemm-bench $(BUILD)/AttentionBench
+
+# Sanitizers: the library with Swift's AddressSanitizer (C tests with clang's ASan + UBSan +
+# LeakSanitizer, Python tests under ASan), and ThreadSanitizer on the thread test (TSan needs
+# the shared Swift runtime: a static Dispatch is invisible to its interceptors).
+SAN_BIN    := $(dir $(realpath $(shell command -v $(SWIFT))))
+SAN_CC     := $(SAN_BIN)clang
+SAN_CFLAGS := -std=c11 -O1 -g -fno-omit-frame-pointer -fuse-ld=lld -Wall -Wextra -Werror -Iinclude -ITests/c
+SWIFT_RT   := $(abspath $(SAN_BIN)../lib/swift/linux)
+ASAN_LIB   := $(abspath .build-asan/release)
+TSAN_LIB   := $(abspath .build-tsan/release)
+
+test-sanitize: python-deps
+	$(SWIFT) build -c release --product attention --build-path .build-asan -Xswiftc -sanitize=address
+	@mkdir -p .build-asan/c
+	@for t in Tests/c/test_*.c; do p=.build-asan/c/$$(basename $$t .c); \
+		$(SAN_CC) $(SAN_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all $$t -o $$p \
+			-L$(ASAN_LIB) -lattention -Wl,-rpath,$(ASAN_LIB) -lm || exit 1; \
+		echo "== $$p (ASan + UBSan + LSan)"; ASAN_OPTIONS=detect_leaks=1 $$p || exit 1; done
+	ATTENTION_LIB=$(ASAN_LIB)/libattention.so ASAN_OPTIONS=detect_leaks=0 \
+		LD_PRELOAD=$$($(SAN_CC) -print-file-name=libclang_rt.asan-x86_64.so) $(PYTHON) -m pytest Tests/python -q
+	$(SWIFT) build -c release --product attention --build-path .build-tsan -Xswiftc -sanitize=thread \
+		-Xswiftc -no-static-stdlib
+	@mkdir -p .build-tsan/c
+	$(SAN_CC) $(SAN_CFLAGS) -fsanitize=thread Tests/c/test_threads.c -o .build-tsan/c/test_threads \
+		-L$(TSAN_LIB) -lattention -Wl,-rpath,$(TSAN_LIB) -L$(SWIFT_RT) -ldispatch -lBlocksRuntime \
+		-Wl,-rpath,$(SWIFT_RT) -lm
+	@echo "== .build-tsan/c/test_threads (TSan)"; .build-tsan/c/test_threads
 
 golden:
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_golden.py

@@ -2,7 +2,7 @@
 // libattention: Keras's attention layers in Swift, exported as a C library (libattention.so).
 import PackageDescription
 
-/// The CPU the kernels are compiled for; `make TARGET_CPU=x86-64-v3` (or any LLVM CPU name)
+/// The CPU the kernels are compiled for; `make TARGET_CPU=haswell` (or any LLVM CPU name)
 /// sets it through the environment. Without FMA in the target CPU, SIMD fused multiply-adds
 /// become library calls, so the default is the machine that builds.
 let targetCPU = Context.environment["ATTENTION_TARGET_CPU"] ?? "native"

@@ -128,7 +128,7 @@ struct Row<T: KernelScalar> {
             lo = max(lo, i - job.mask.window + 1)
             hi = min(hi, i + job.mask.window)
         }
-        return lo..<max(lo, hi)
+        return min(lo, hi)..<hi
     }
 
     /// out[0 ..< count] = logits of query row i against keys j0 ..< j0 + count, bias added.

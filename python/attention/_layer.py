@@ -208,14 +208,16 @@ class Layer:
         """att_layer_output_shape for these input shapes, remembered for the layer's current
         build (the last shapes asked for: a loop over one shape asks the library once)."""
         request = (query_shape, value_shape, key_shape, getattr(self, "_build_count", 0))
-        if getattr(self, "_last_shapes", (None,))[0] != request:
+        last = getattr(self, "_last_shapes", (None,))  # one read: other threads may replace it
+        if last[0] != request:
             out_shape, scores_shape = _lib.Shape(), _lib.Shape()
             check(_lib.lib().att_layer_output_shape(
                 self._handle, _shape_ref(query_shape), _shape_ref(value_shape),
                 None if key_shape is None else _shape_ref(key_shape),
                 ctypes.byref(out_shape), ctypes.byref(scores_shape)))
-            self._last_shapes = (request, _lib.shape_tuple(out_shape), _lib.shape_tuple(scores_shape))
-        return self._last_shapes[1], self._last_shapes[2]
+            last = (request, _lib.shape_tuple(out_shape), _lib.shape_tuple(scores_shape))
+            self._last_shapes = last
+        return last[1], last[2]
 
     def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores):
         """att_layer_call on converted inputs; `masks` maps optional CallArgs tensor fields
