@@ -39,6 +39,8 @@ import Testing
         Case(groups: 1, heads: 1, kvHeads: 1, t: 127, s: 1, h: 3, hv: 127, padding: true, policy: .uniform),
         Case(groups: 1, heads: 2, kvHeads: 2, t: 65, s: 63, h: 127, hv: 17, causal: true, dropout: 0.5, bias: true),
         Case(groups: 1, heads: 1, kvHeads: 1, t: 2, s: 63, h: 3, hv: 3, padding: true, policy: .subtractLarge),
+        // A window that passes the last key: later rows see no key at all.
+        Case(groups: 1, heads: 2, kvHeads: 2, t: 40, s: 3, h: 5, hv: 4, window: 2, policy: .uniform),
     ]
 
     @Test(arguments: cases)
