@@ -12,17 +12,15 @@ private func create(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ dtype: DType
 }
 
 /// The config behind `p`, after checking it is non-NULL and of the size this library knows.
-private func config<C>(_ p: UnsafePointer<C>?, _ name: String, size: (C) -> Int) throws -> C {
-    guard let p else { throw Failure.null("config") }
-    try checkStructSize(size(p.pointee), C.self, name)
-    return p.pointee
+private func config<C>(_ p: UnsafePointer<C>?, _ name: String) throws -> C {
+    try versionedStruct(p, name, nullName: "config")
 }
 
 @_cdecl("att_attention_create")
 public func att_attention_create(_ cfg: UnsafePointer<att_attention_config>?,
                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
     withStatus {
-        let c = try config(cfg, "att_attention_config") { $0.struct_size }
+        let c = try config(cfg, "att_attention_config")
         let mode: ScoreMode
         switch c.score_mode {
         case ATT_SCORE_DOT: mode = .dot
@@ -44,7 +42,7 @@ public func att_attention_create(_ cfg: UnsafePointer<att_attention_config>?,
 public func att_additive_attention_create(_ cfg: UnsafePointer<att_additive_attention_config>?,
                                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
     withStatus {
-        let c = try config(cfg, "att_additive_attention_config") { $0.struct_size }
+        let c = try config(cfg, "att_additive_attention_config")
         let swiftConfig = AdditiveAttentionConfig(useScale: c.use_scale != 0, dropout: c.dropout, seed: c.seed)
         try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
             switch dtype {
@@ -59,7 +57,7 @@ public func att_additive_attention_create(_ cfg: UnsafePointer<att_additive_atte
 public func att_multi_head_attention_create(_ cfg: UnsafePointer<att_multi_head_attention_config>?,
                                             _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
     withStatus {
-        let c = try config(cfg, "att_multi_head_attention_config") { $0.struct_size }
+        let c = try config(cfg, "att_multi_head_attention_config")
         let swiftConfig = try multiHeadConfig(c)
         try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
             switch dtype {
@@ -74,7 +72,7 @@ public func att_multi_head_attention_create(_ cfg: UnsafePointer<att_multi_head_
 public func att_group_query_attention_create(_ cfg: UnsafePointer<att_group_query_attention_config>?,
                                              _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
     withStatus {
-        let c = try config(cfg, "att_group_query_attention_config") { $0.struct_size }
+        let c = try config(cfg, "att_group_query_attention_config")
         let swiftConfig = try groupQueryConfig(c)
         try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
             switch dtype {
@@ -89,7 +87,7 @@ public func att_group_query_attention_create(_ cfg: UnsafePointer<att_group_quer
 public func att_reuse_multi_head_attention_create(_ cfg: UnsafePointer<att_reuse_multi_head_attention_config>?,
                                                   _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
     withStatus {
-        let c = try config(cfg, "att_reuse_multi_head_attention_config") { $0.struct_size }
+        let c = try config(cfg, "att_reuse_multi_head_attention_config")
         let swiftConfig = try reuseConfig(c)
         try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
             switch dtype {

@@ -4,9 +4,7 @@ import CAttention
 @_cdecl("att_dot_product_attention")
 public func att_dot_product_attention(_ args: UnsafePointer<att_dot_product_attention_args>?) -> att_status {
     withStatus {
-        guard let args else { throw Failure.null("args") }
-        let a = args.pointee
-        try checkStructSize(a.struct_size, att_dot_product_attention_args.self, "att_dot_product_attention_args")
+        let a = try versionedStruct(args, "att_dot_product_attention_args", nullName: "args")
         let query = try tensor(a.query, "args->query")
         let arguments = DotProductAttentionArguments(
             query: query, key: try tensor(a.key, "args->key"), value: try tensor(a.value, "args->value"),

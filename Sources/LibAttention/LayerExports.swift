@@ -116,9 +116,7 @@ public func att_layer_output_shape(_ layer: OpaquePointer?, _ query: UnsafePoint
 public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_call_args>?) -> att_status {
     withStatus {
         let l = try Handles.layer(layer)
-        guard let args else { throw Failure.null("args") }
-        let a = args.pointee
-        try checkStructSize(a.struct_size, att_call_args.self, "att_call_args")
+        let a = try versionedStruct(args, "att_call_args", nullName: "args")
         guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
         let arguments = CallArguments(
             query: try tensor(a.query, "args->query"),

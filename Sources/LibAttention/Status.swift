@@ -71,9 +71,14 @@ func cString(_ s: StaticString) -> UnsafePointer<CChar> {
     UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
-/// Throws `ATT_ERR_STRUCT_SIZE` unless `size` is the size of `T` this library was built with.
-func checkStructSize<T>(_ size: Int, _: T.Type, _ name: String) throws {
+/// The versioned struct behind `p` (its first field is `size_t struct_size`), read only
+/// after that field shows the caller's struct is the size this library knows — a shorter
+/// struct from an older caller is never read past its end.
+func versionedStruct<T>(_ p: UnsafePointer<T>?, _ name: String, nullName: String) throws -> T {
+    guard let p else { throw Failure.null(nullName) }
+    let size = UnsafeRawPointer(p).load(as: Int.self)
     guard size == MemoryLayout<T>.size else {
         throw Failure(ATT_ERR_STRUCT_SIZE, "\(name).struct_size is \(UInt(bitPattern: size)) but this library knows \(name) as \(MemoryLayout<T>.size) bytes")
     }
+    return p.pointee
 }
