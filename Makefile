@@ -18,7 +18,7 @@ LDLIBS  := -L$(BUILD) -lattention -Wl,-rpath,$(abspath $(BUILD)) -lm
 C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
-.PHONY: all lib demo test test-swift test-c test-python python-deps golden bench fuzz test-sanitize clean
+.PHONY: all lib demo test test-swift test-c test-python python-deps golden bench fuzz fuzz-lib test-sanitize clean
 
 all: lib
 
@@ -93,6 +93,31 @@ test-sanitize: python-deps
 		-L$(TSAN_LIB) -lattention -Wl,-rpath,$(TSAN_LIB) -L$(SWIFT_RT) -ldispatch -lBlocksRuntime \
 		-Wl,-rpath,$(SWIFT_RT) -lm
 	@echo "== .build-tsan/c/test_threads (TSan)"; .build-tsan/c/test_threads
+
+# Fuzzing: a libFuzzer harness (Tests/fuzz/fuzz_api.c) driving the C API, against the library
+# built with AddressSanitizer and coverage; replays Tests/fuzz/crashes/ first (regressions),
+# then fuzzes a copy of the seed corpus for FUZZ_SECONDS.
+FUZZ_SECONDS ?= 120
+FUZZ_BUILD   := .build-fuzz
+FUZZ_BIN     := $(FUZZ_BUILD)/fuzz/fuzz_api
+FUZZ_SWIFTFLAGS := -Xswiftc -sanitize=address -Xswiftc -O \
+	-Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp \
+	-Xcc -fsanitize=address,undefined,fuzzer-no-link -Xcc -fno-sanitize-recover=all
+
+fuzz-lib:
+	$(SWIFT) build -c release --product attention --scratch-path $(FUZZ_BUILD) $(FUZZ_SWIFTFLAGS)
+
+$(FUZZ_BIN): Tests/fuzz/fuzz_api.c include/attention.h fuzz-lib
+	@mkdir -p $(dir $@)
+	$(SAN_CC) -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+		-fuse-ld=lld -Iinclude $< -o $@ -L$(FUZZ_BUILD)/release -lattention \
+		-Wl,-rpath,$(abspath $(FUZZ_BUILD))/release -lm
+
+fuzz: $(FUZZ_BIN)
+	$(FUZZ_BIN) Tests/fuzz/crashes/*
+	rm -rf $(FUZZ_BUILD)/corpus && cp -r Tests/fuzz/corpus $(FUZZ_BUILD)/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus
 
 golden:
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_golden.py
