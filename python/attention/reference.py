@@ -391,6 +391,26 @@ def _keras_attention_weights(logits, mask, axes, fused_path):
     return _softmax_over_kept(logits, mask, axes)
 
 
+def _multi_head_inputs(query, value, key, num_heads, key_dim, value_dim):
+    """Float arrays of query, value and key (None: value) of one rank >= 3, value and key
+    equal but in the last axis; and (num_heads, key_dim, value_dim) as positive ints."""
+    key = value if key is None else key
+    query, value, key = _float_arrays(query, value, key)
+    rank = query.ndim
+    if rank < 3 or value.ndim != rank or key.ndim != rank:
+        raise ValueError(
+            f"query, value and key must have one rank >= 3, got {query.shape}, {value.shape}, "
+            f"{key.shape}"
+        )
+    if value.shape[:-1] != key.shape[:-1]:
+        raise ValueError(f"value {value.shape} and key {key.shape} differ before the last axis")
+    n_heads, key_dim = int(num_heads), int(key_dim)
+    value_dim = key_dim if value_dim is None else int(value_dim)
+    if n_heads < 1 or key_dim < 1 or value_dim < 1:
+        raise ValueError("num_heads, key_dim and value_dim must be positive")
+    return query, value, key, n_heads, key_dim, value_dim
+
+
 def multi_head_attention(query, value, key=None, *, weights, num_heads, key_dim, value_dim=None,
                          use_bias=True, output_shape=None, attention_axes=None, use_gate=False,
                          sliding_window=None, query_mask=None, value_mask=None, key_mask=None,
@@ -406,20 +426,9 @@ def multi_head_attention(query, value, key=None, *, weights, num_heads, key_dim,
     out = sum over key attention axes of dropout(scores) * v, times sigmoid(query W_g + b_g) with
     use_gate, then projected: out W_o + b_o of shape query.shape[:-1] + output_shape.
     """
-    key = value if key is None else key
-    query, value, key = _float_arrays(query, value, key)
+    query, value, key, n_heads, key_dim, value_dim = _multi_head_inputs(
+        query, value, key, num_heads, key_dim, value_dim)
     rank = query.ndim
-    if rank < 3 or value.ndim != rank or key.ndim != rank:
-        raise ValueError(
-            f"query, value and key must have one rank >= 3, got {query.shape}, {value.shape}, "
-            f"{key.shape}"
-        )
-    if value.shape[:-1] != key.shape[:-1]:
-        raise ValueError(f"value {value.shape} and key {key.shape} differ before the last axis")
-    n_heads, key_dim = int(num_heads), int(key_dim)
-    value_dim = key_dim if value_dim is None else int(value_dim)
-    if n_heads < 1 or key_dim < 1 or value_dim < 1:
-        raise ValueError("num_heads, key_dim and value_dim must be positive")
     if isinstance(output_shape, (int, np.integer)):
         output_shape = (int(output_shape),)
     output_shape = (query.shape[-1],) if output_shape is None else tuple(output_shape)
@@ -661,20 +670,9 @@ def reuse_multi_head_attention(query, value, key=None, *, weights, num_heads, ke
     (T, S the axis-1 lengths): that is the heads layout only for rank-3 inputs attending over
     axis 1, so partial reuse and the relative position bias are accepted only there.
     """
-    key = value if key is None else key
-    query, value, key = _float_arrays(query, value, key)
+    query, value, key, n_heads, key_dim, value_dim = _multi_head_inputs(
+        query, value, key, num_heads, key_dim, value_dim)
     rank = query.ndim
-    if rank < 3 or value.ndim != rank or key.ndim != rank:
-        raise ValueError(
-            f"query, value and key must have one rank >= 3, got {query.shape}, {value.shape}, "
-            f"{key.shape}"
-        )
-    if value.shape[:-1] != key.shape[:-1]:
-        raise ValueError(f"value {value.shape} and key {key.shape} differ before the last axis")
-    n_heads, key_dim = int(num_heads), int(key_dim)
-    value_dim = key_dim if value_dim is None else int(value_dim)
-    if n_heads < 1 or key_dim < 1 or value_dim < 1:
-        raise ValueError("num_heads, key_dim and value_dim must be positive")
     if not -1 <= int(reuse_attention) <= n_heads:
         raise ValueError(f"reuse_attention must be in -1..{n_heads}, got {reuse_attention}")
     reused_heads = n_heads if int(reuse_attention) == -1 else int(reuse_attention)
