@@ -100,6 +100,18 @@ class Constraint(ctypes.Structure):
     ]
 
 
+# The weight options every multi-head config ends with, in header order.
+_WEIGHT_OPTION_FIELDS = [
+    ("kernel_initializer", Initializer),
+    ("bias_initializer", Initializer),
+    ("kernel_regularizer", Regularizer),
+    ("bias_regularizer", Regularizer),
+    ("activity_regularizer", Regularizer),
+    ("kernel_constraint", Constraint),
+    ("bias_constraint", Constraint),
+]
+
+
 class MultiHeadAttentionConfig(ctypes.Structure):
     """The header's att_multi_head_attention_config, field for field."""
 
@@ -118,14 +130,7 @@ class MultiHeadAttentionConfig(ctypes.Structure):
         ("sliding_window", ctypes.c_int64),
         ("use_gate", ctypes.c_int32),
         ("seed", ctypes.c_uint64),
-        ("kernel_initializer", Initializer),
-        ("bias_initializer", Initializer),
-        ("kernel_regularizer", Regularizer),
-        ("bias_regularizer", Regularizer),
-        ("activity_regularizer", Regularizer),
-        ("kernel_constraint", Constraint),
-        ("bias_constraint", Constraint),
-    ]
+    ] + _WEIGHT_OPTION_FIELDS
 
 
 class GroupQueryAttentionConfig(ctypes.Structure):
@@ -142,14 +147,7 @@ class GroupQueryAttentionConfig(ctypes.Structure):
         ("sliding_window", ctypes.c_int64),
         ("use_gate", ctypes.c_int32),
         ("seed", ctypes.c_uint64),
-        ("kernel_initializer", Initializer),
-        ("bias_initializer", Initializer),
-        ("kernel_regularizer", Regularizer),
-        ("bias_regularizer", Regularizer),
-        ("activity_regularizer", Regularizer),
-        ("kernel_constraint", Constraint),
-        ("bias_constraint", Constraint),
-    ]
+    ] + _WEIGHT_OPTION_FIELDS
 
 
 class ReuseMultiHeadAttentionConfig(ctypes.Structure):
@@ -171,14 +169,7 @@ class ReuseMultiHeadAttentionConfig(ctypes.Structure):
         ("num_attention_axes", ctypes.c_int32),
         ("attention_axes", ctypes.c_int64 * MAX_RANK),
         ("seed", ctypes.c_uint64),
-        ("kernel_initializer", Initializer),
-        ("bias_initializer", Initializer),
-        ("kernel_regularizer", Regularizer),
-        ("bias_regularizer", Regularizer),
-        ("activity_regularizer", Regularizer),
-        ("kernel_constraint", Constraint),
-        ("bias_constraint", Constraint),
-    ]
+    ] + _WEIGHT_OPTION_FIELDS
 
 
 _TensorP = ctypes.POINTER(Tensor)
