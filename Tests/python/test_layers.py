@@ -234,8 +234,9 @@ def _attention_mask_shape(case, rng):
     return tuple(shape[drop:])
 
 
-@given(mha_cases())
-def test_multi_head_attention_matches_reference(case):
+def _check_multi_head_case(case, layer_class, formula):
+    """One hypothesis case (shapes, masks, flags, dtype, config) through `layer_class` with
+    random weights, against `formula` of attention.reference."""
     rng = np.random.default_rng(case["seed"])
     dtype = case["dtype"]
     q = rng.normal(size=case["query_shape"]).astype(dtype)
@@ -248,17 +249,22 @@ def test_multi_head_attention_matches_reference(case):
         "key_mask": _mask(rng, v.shape[:-1]) if case["key_mask"] else None,
         "attention_mask": _mask(rng, _attention_mask_shape(case, rng)) if case["attention_mask"] else None,
     }
-    layer = attention.MultiHeadAttention(**case["config"], seed=case["seed"], dtype=dtype)
+    layer = layer_class(**case["config"], seed=case["seed"], dtype=dtype)
     layer.build(q.shape, v.shape, None if k is None else k.shape)
     weights = _random_weights(layer, rng, -1.0, 1.0)
     result = layer(q, v, k, **masks, return_attention_scores=case["scores"],
                    training=case["training"], use_causal_mask=case["causal"])
     output, scores = result if case["scores"] else (result, None)
-    expected = reference.multi_head_attention(
+    expected = formula(
         q, v, k, weights=weights, **case["config"], **masks, use_causal_mask=case["causal"],
         training=case["training"], seed=case["seed"], stream=0,
         return_attention_scores=case["scores"])
     _check((output, scores), expected, dtype)
+
+
+@given(mha_cases())
+def test_multi_head_attention_matches_reference(case):
+    _check_multi_head_case(case, attention.MultiHeadAttention, reference.multi_head_attention)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -346,29 +352,7 @@ def gqa_cases(draw):
 
 @given(gqa_cases())
 def test_group_query_attention_matches_reference(case):
-    rng = np.random.default_rng(case["seed"])
-    dtype = case["dtype"]
-    q = rng.normal(size=case["query_shape"]).astype(dtype)
-    v = rng.normal(size=case["value_shape"]).astype(dtype)
-    k = None if case["key_dim_in"] is None else rng.normal(
-        size=case["value_shape"][:-1] + (case["key_dim_in"],)).astype(dtype)
-    masks = {
-        "query_mask": _mask(rng, q.shape[:-1]) if case["query_mask"] else None,
-        "value_mask": _mask(rng, v.shape[:-1]) if case["value_mask"] else None,
-        "key_mask": _mask(rng, v.shape[:-1]) if case["key_mask"] else None,
-        "attention_mask": _mask(rng, _attention_mask_shape(case, rng)) if case["attention_mask"] else None,
-    }
-    layer = attention.GroupQueryAttention(**case["config"], seed=case["seed"], dtype=dtype)
-    layer.build(q.shape, v.shape, None if k is None else k.shape)
-    weights = _random_weights(layer, rng, -1.0, 1.0)
-    result = layer(q, v, k, **masks, return_attention_scores=case["scores"],
-                   training=case["training"], use_causal_mask=case["causal"])
-    output, scores = result if case["scores"] else (result, None)
-    expected = reference.group_query_attention(
-        q, v, k, weights=weights, **case["config"], **masks, use_causal_mask=case["causal"],
-        training=case["training"], seed=case["seed"], stream=0,
-        return_attention_scores=case["scores"])
-    _check((output, scores), expected, dtype)
+    _check_multi_head_case(case, attention.GroupQueryAttention, reference.group_query_attention)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
