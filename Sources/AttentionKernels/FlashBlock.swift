@@ -56,6 +56,7 @@ extension Row {
             if sums[r] == 0 && !maxes[r].isNaN {
                 fullyMaskedStreaming(i)
             } else {
+                recordLogSumExp(i, max: maxes[r], sum: sums[r])
                 let factor = dropoutScale / sums[r]
                 let o = outputRow(i), src = out + r * hv
                 for d in 0..<hv { o[d] = src[d] * factor }

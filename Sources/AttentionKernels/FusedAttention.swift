@@ -18,17 +18,23 @@ public enum AttentionTile {
 ///   keyLength) buffer that receives the attention weights (after dropout iff
 ///   `dropout.scoresAfterDropout`) of heads placement.firstHead ..< + shape.heads.
 /// - Parameter placement: where the heads sit in the scores tensor (default: all of it).
+/// - Parameter logSumExp: when non-nil, (groups, heads, queryLength) entries that receive
+///   each row's log Σ_j e^(x_j) over its kept keys — what `attentionBackward` recomputes the
+///   weights from (a fully masked row: over all keys shifted by −1e9 for `.subtractLarge`,
+///   unspecified for the other policies).
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func attentionForward<T: KernelScalar>(
     shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
     mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
-    scores: UnsafeMutablePointer<T>?, placement: ScoresPlacement? = nil
+    scores: UnsafeMutablePointer<T>?, placement: ScoresPlacement? = nil,
+    logSumExp: UnsafeMutablePointer<T>? = nil
 ) {
     let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias,
                            dropout: dropout, scores: scores,
-                           placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0))
-    if let count = job.decodeStateElements {
+                           placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0),
+                           logSumExp: logSumExp)
+    if logSumExp == nil, let count = job.decodeStateElements {
         withUnsafeTemporaryAllocation(of: T.self, capacity: count) { state in
             if let base = state.baseAddress { job.decode(state: base) }
         }
@@ -46,14 +52,16 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     let dropout: AttentionDropout?
     let scores: UnsafeMutablePointer<T>?
     let placement: ScoresPlacement
+    let logSumExp: UnsafeMutablePointer<T>?
     let queryBlocks: Int
     let headsPerKeyValueHead: Int
 
     init(shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
          mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
-         scores: UnsafeMutablePointer<T>?, placement: ScoresPlacement) {
+         scores: UnsafeMutablePointer<T>?, placement: ScoresPlacement, logSumExp: UnsafeMutablePointer<T>? = nil) {
         self.shape = shape; self.operands = operands; self.score = score; self.mask = mask
         self.bias = bias; self.dropout = dropout; self.scores = scores; self.placement = placement
+        self.logSumExp = logSumExp
         queryBlocks = (shape.queryLength + AttentionTile.queryRows - 1) / AttentionTile.queryRows
         headsPerKeyValueHead = max(1, shape.heads / max(1, shape.keyValueHeads))
     }
@@ -241,6 +249,13 @@ struct Row<T: KernelScalar> {
         return 1 / T(1 - dropout.mask.rate)
     }
 
+    /// Records row i's log-sum-exp m + log l, when the caller asked for them.
+    @inline(__always)
+    func recordLogSumExp(_ i: Int, max m: T, sum l: T) {
+        guard let lse = job.logSumExp else { return }
+        lse[(g * shape.heads + n) * shape.queryLength + i] = m + T.log(l)
+    }
+
     func clearAccumulator() {
         for d in 0..<shape.valueDim { acc[d] = 0 }
     }
@@ -279,6 +294,7 @@ struct Row<T: KernelScalar> {
             accumulateTile(j0, count)
         }
         if anyKept {
+            recordLogSumExp(i, max: m, sum: l)
             writeOutput(i, dropoutScale / l)
         } else {
             fullyMaskedStreaming(i)
@@ -350,6 +366,7 @@ struct Row<T: KernelScalar> {
                     axpy(p * keep(i, j0 + t), valueRow(j0 + t), acc, shape.valueDim)
                 }
             }
+            recordLogSumExp(i, max: m, sum: l)
             writeOutput(i, dropoutScale / l)
         }
     }
@@ -395,6 +412,7 @@ struct Row<T: KernelScalar> {
                 }
                 j0 += count
             }
+            recordLogSumExp(i, max: m, sum: l)
             scale(1 / l, weights, s)
         } else {
             switch job.mask.fullyMaskedRow {
@@ -413,6 +431,7 @@ struct Row<T: KernelScalar> {
                     weights[j] = T.exp(weights[j] - m)
                     l += weights[j]
                 }
+                recordLogSumExp(i, max: m, sum: l)
                 scale(1 / l, weights, s)
             }
         }

@@ -59,3 +59,38 @@ struct Tile8x2<T: KernelScalar> {
         }
     }
 }
+
+/// C (m × n) += alpha · A·B with the register tile, for blocks that live in cache: row r of
+/// A starts at a(r) and holds its k-th element at k·aStep (aStep 1: A as stored; the
+/// block's row stride: Aᵀ); row k of B starts at b + k·bStep and is readable for whole
+/// strips of 2 vectors (zero-padded past n); row r of C starts at c(r).
+@inline(__always)
+func multiplyAccumulate<T: KernelScalar>(m: Int, n: Int, depth: Int, alpha: T,
+                                         a: (Int) -> UnsafePointer<T>, aStep: Int,
+                                         b: UnsafePointer<T>, bStep: Int,
+                                         c: (Int) -> UnsafeMutablePointer<T>) {
+    let lanes = T.Vector.scalarCount, width = 2 * lanes, micro = FlashTile.microRows
+    let s = T.Vector(repeating: alpha)
+    var i0 = 0
+    while i0 < m {
+        let rows = min(micro, m - i0)
+        var j0 = 0
+        while j0 < n {
+            var tile = Tile8x2<T>()
+            tile.accumulate({ a(i0 + min($0, rows - 1)) }, aStep: aStep, b + j0, bStep: bStep, depth: depth)
+            let columns = min(width, n - j0)
+            for r in 0..<rows {
+                let (x0, x1) = tile.row(r)
+                let out = c(i0 + r) + j0
+                if columns == width {
+                    out.store(UnsafePointer(out).vector(at: 0).addingProduct(s, x0), at: 0)
+                    out.store(UnsafePointer(out).vector(at: lanes).addingProduct(s, x1), at: lanes)
+                } else {
+                    for t in 0..<columns { out[t] += alpha * (t < lanes ? x0[t] : x1[t - lanes]) }
+                }
+            }
+            j0 += width
+        }
+        i0 += micro
+    }
+}

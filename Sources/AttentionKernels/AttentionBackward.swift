@@ -1,0 +1,535 @@
+/// The backward of `attentionForward`, as FlashAttention-2 computes it. With x_ij the
+/// logits, lse_i the forward's log-sum-exp, dO the gradient of the output and dΣ that of
+/// the returned scores:
+///
+///     P_ij  = e^(x_ij − lse_i)                       (0 where masked)
+///     dP_ij = dO_i·v_j · κ_ij + dΣ_ij · (κ_ij if the scores show dropout, else 1)
+///     D_i   = dO_i·O_i + Σ_j Σ_ij·dΣ_ij  (= Σ_j P_ij·dP_ij)
+///     dS_ij = P_ij · (dP_ij − D_i)
+///     dV_j += Σ_i P_ij·κ_ij · dO_i,   and dS flows into q_i, k_j (and the score's weights
+///     and the logit bias) through ∂x_ij,
+///
+/// κ_ij being dropout's keep_ij / (1 − rate) (1 without dropout). Score tiles are
+/// recomputed from Q, K and lse, so memory stays O(T·d) plus per-worker tiles. Work is split
+/// over (group, key/value head, key chunk): a worker owns its keys' dK and dV rows and its
+/// query heads' dQ rows (per chunk, summed after, when there are too few (group, head)
+/// pairs to keep every worker busy); for each block of query rows it walks the key blocks,
+/// with the block products on the register tile of the forward's flash path.
+
+/// Query rows and keys of one backward block.
+public enum BackwardTile {
+    public static let queryRows = 64
+    public static let keys = 64
+}
+
+/// Where the backward writes: dQ, dK, dV laid out as the query, key and value operands
+/// (overwritten); the gradient of the output in the output's layout; optionally the
+/// gradient of the returned scores with the forward's scores (both laid out as `scores`
+/// of `attentionForward`, at the same placement); optionally accumulators (added to) for
+/// the gradient of a relative-position bias table (its layout) and of the score function's
+/// weights (`.dot`: [scale]; `.concat`: [scale, weight]; `.additive`: the keyDim scales).
+public struct AttentionGradients<T: KernelScalar>: @unchecked Sendable {
+    public var output: UnsafePointer<T>, outputLayout: RowLayout
+    public var query: UnsafeMutablePointer<T>, queryLayout: RowLayout
+    public var key: UnsafeMutablePointer<T>, keyLayout: RowLayout
+    public var value: UnsafeMutablePointer<T>, valueLayout: RowLayout
+    public var scores: (gradient: UnsafePointer<T>, forward: UnsafePointer<T>)?
+    public var bias: UnsafeMutablePointer<T>?
+    public var scoreWeights: UnsafeMutablePointer<T>?
+    public init(output: UnsafePointer<T>, outputLayout: RowLayout, query: UnsafeMutablePointer<T>, queryLayout: RowLayout,
+                key: UnsafeMutablePointer<T>, keyLayout: RowLayout, value: UnsafeMutablePointer<T>, valueLayout: RowLayout,
+                scores: (gradient: UnsafePointer<T>, forward: UnsafePointer<T>)? = nil,
+                bias: UnsafeMutablePointer<T>? = nil, scoreWeights: UnsafeMutablePointer<T>? = nil) {
+        self.output = output; self.outputLayout = outputLayout
+        self.query = query; self.queryLayout = queryLayout
+        self.key = key; self.keyLayout = keyLayout
+        self.value = value; self.valueLayout = valueLayout
+        self.scores = scores; self.bias = bias; self.scoreWeights = scoreWeights
+    }
+}
+
+/// How the backward splits its work and its scratch, for one problem and thread count.
+struct BackwardPlan {
+    let chunks: Int, chunkLength: Int, chunkPadded: Int
+    let tasks: Int, workers: Int
+    let keyPadded: Int, valuePadded: Int, tileWidth: Int
+    let parameters: Int, biasEntries: Int
+    let packs: Bool
+    /// Elements of one worker's scratch; of the dQ partials (chunks > 1).
+    let perWorker: Int, partials: Int
+
+    init?<T: KernelScalar>(_ shape: AttentionShape, _: T.Type, score: ScoreFunction<T>, bias: LogitBias<T>?) {
+        let width = 2 * T.Vector.scalarCount
+        func padded(_ n: Int) -> Int { (n + width - 1) / width * width }
+        let pairs = shape.groups * shape.keyValueHeads
+        let keyBlocks = (shape.keyLength + BackwardTile.keys - 1) / BackwardTile.keys
+        chunks = pairs >= Threads.current ? 1 : min(keyBlocks, (Threads.current + pairs - 1) / pairs)
+        chunkLength = (keyBlocks + chunks - 1) / chunks * BackwardTile.keys
+        chunkPadded = padded(chunkLength) + width
+        tasks = pairs * chunks
+        workers = max(1, min(Threads.current, tasks))
+        keyPadded = padded(shape.keyDim); valuePadded = padded(shape.valueDim); tileWidth = padded(BackwardTile.keys)
+        switch score {
+        case .dot: parameters = 1; packs = true
+        case .concat: parameters = 2; packs = false
+        case .additive(let scale, _): parameters = scale == nil ? 0 : shape.keyDim; packs = false
+        }
+        if case .relativePosition(_, let headStride, let p) = bias {
+            biasEntries = (shape.heads - 1) * headStride + 2 * p - 1
+        } else {
+            biasEntries = 0
+        }
+        let rows = BackwardTile.queryRows
+        let terms: [[Int]] = [
+            [packs ? 1 : 0, chunkLength, keyPadded], [packs ? 1 : 0, shape.keyDim, chunkPadded],
+            [shape.valueDim, chunkPadded], [rows, 2 * keyPadded + valuePadded], [4, rows, tileWidth],
+            [rows], [parameters + biasEntries]]
+        var total = 0
+        for term in terms {
+            var p = 1
+            for f in term {
+                let (r, o) = p.multipliedReportingOverflow(by: f)
+                guard !o else { return nil }
+                p = r
+            }
+            let (s, o) = total.addingReportingOverflow(p)
+            guard !o else { return nil }
+            total = s
+        }
+        perWorker = total
+        if chunks > 1 {
+            var p = chunks
+            for f in [shape.groups, shape.heads, shape.queryLength, shape.keyDim] {
+                let (r, o) = p.multipliedReportingOverflow(by: f)
+                guard !o else { return nil }
+                p = r
+            }
+            partials = p
+        } else {
+            partials = 0
+        }
+        guard !workers.multipliedReportingOverflow(by: perWorker).overflow,
+              !(workers * perWorker).addingReportingOverflow(partials).overflow else { return nil }
+    }
+
+    var scratchCount: Int { workers * perWorker + partials }
+}
+
+/// Elements of scratch `attentionBackward` needs with `Threads.current` workers, or nil
+/// when the count overflows.
+public func attentionBackwardScratchCount<T: KernelScalar>(_ shape: AttentionShape, score: ScoreFunction<T>,
+                                                           bias: LogitBias<T>?) -> Int? {
+    BackwardPlan(shape, T.self, score: score, bias: bias)?.scratchCount
+}
+
+/// The gradients of `attentionForward(shape:operands:score:mask:bias:dropout:scores:placement:)`
+/// given its output (in `operands.output`) and `logSumExp`. `scratch` holds
+/// `attentionBackwardScratchCount` elements.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
+public func attentionBackward<T: KernelScalar>(
+    shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>, mask: AttentionMask,
+    bias: LogitBias<T>?, dropout: AttentionDropout?, placement: ScoresPlacement? = nil,
+    logSumExp: UnsafePointer<T>, gradients: AttentionGradients<T>, scratch: UnsafeMutablePointer<T>
+) {
+    guard let plan = BackwardPlan(shape, T.self, score: score, bias: bias) else { return }
+    let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias, dropout: dropout,
+                           scores: nil, placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0))
+    let backward = Backward(job: job, plan: plan, lse: logSumExp, grads: gradients, scratch: scratch)
+    parallelFor(plan.workers) { w in
+        var task = w
+        while task < plan.tasks {
+            backward.run(task: task, worker: w)
+            task += plan.workers
+        }
+    }
+    backward.reduce()
+}
+
+/// One backward computation: its job, plan and buffers.
+struct Backward<T: KernelScalar>: @unchecked Sendable {
+    let job: AttentionJob<T>
+    let plan: BackwardPlan
+    let lse: UnsafePointer<T>
+    let grads: AttentionGradients<T>
+    let scratch: UnsafeMutablePointer<T>
+
+    var shape: AttentionShape { job.shape }
+    var partials: UnsafeMutablePointer<T> { scratch + plan.workers * plan.perWorker }
+    /// The layout of chunk c's dQ partial.
+    var partialLayout: RowLayout {
+        RowLayout(group: shape.heads * shape.queryLength * shape.keyDim, head: shape.queryLength * shape.keyDim,
+                  row: shape.keyDim)
+    }
+
+    /// One worker's buffers.
+    struct Buffers {
+        var keys, keysTransposed, valuesTransposed, queries, outputGradients, queryGradients: UnsafeMutablePointer<T>
+        var logits, raw, dP, dS: UnsafeMutablePointer<T>
+        var delta, parameters: UnsafeMutablePointer<T>
+    }
+
+    func buffers(_ worker: Int) -> Buffers {
+        let p = plan, rows = BackwardTile.queryRows, tile = rows * p.tileWidth
+        let keys = scratch + worker * p.perWorker
+        let keysTransposed = keys + (p.packs ? p.chunkLength * p.keyPadded : 0)
+        let valuesTransposed = keysTransposed + (p.packs ? shape.keyDim * p.chunkPadded : 0)
+        let queries = valuesTransposed + shape.valueDim * p.chunkPadded
+        let outputGradients = queries + rows * p.keyPadded
+        let queryGradients = outputGradients + rows * p.valuePadded
+        let logits = queryGradients + rows * p.keyPadded
+        let delta = logits + 4 * tile
+        return Buffers(keys: keys, keysTransposed: keysTransposed, valuesTransposed: valuesTransposed, queries: queries,
+                       outputGradients: outputGradients, queryGradients: queryGradients,
+                       logits: logits, raw: logits + tile, dP: logits + 2 * tile, dS: logits + 3 * tile,
+                       delta: delta, parameters: delta + rows)
+    }
+
+    func keyGradientRow(_ g: Int, _ h: Int, _ j: Int) -> UnsafeMutablePointer<T> {
+        grads.key + grads.keyLayout.offset(g, h, j)
+    }
+    func valueGradientRow(_ g: Int, _ h: Int, _ j: Int) -> UnsafeMutablePointer<T> {
+        grads.value + grads.valueLayout.offset(g, h, j)
+    }
+    func outputGradientRow(_ g: Int, _ n: Int, _ i: Int) -> UnsafePointer<T> {
+        grads.output + grads.outputLayout.offset(g, n, i)
+    }
+
+    /// The keys of (group, key/value head, chunk) `task`: dK and dV of those keys, and dQ of
+    /// the head's query heads (or chunk partials).
+    func run(task: Int, worker: Int) {
+        let c = task % plan.chunks, h = (task / plan.chunks) % shape.keyValueHeads
+        let g = task / (plan.chunks * shape.keyValueHeads)
+        let keys = (c * plan.chunkLength)..<min((c + 1) * plan.chunkLength, shape.keyLength)
+        let b = buffers(worker)
+        if task == worker { (b.parameters).update(repeating: 0, count: plan.parameters + plan.biasEntries) }
+        for j in keys {
+            keyGradientRow(g, h, j).update(repeating: 0, count: shape.keyDim)
+            valueGradientRow(g, h, j).update(repeating: 0, count: shape.valueDim)
+        }
+        guard !keys.isEmpty else { return }
+        pack(g, h, keys, b)
+        withUnsafeTemporaryAllocation(of: Bool.self, capacity: BackwardTile.keys) { keptBuffer in
+            guard let kept = keptBuffer.baseAddress else { return }
+            let group = job.headsPerKeyValueHead
+            for n in (h * group)..<((h + 1) * group) {
+                let row = Row(job: job, g: g, n: n, logits: b.logits, acc: b.dP, kept: kept)
+                var i0 = 0
+                while i0 < shape.queryLength {
+                    let rows = i0..<min(i0 + BackwardTile.queryRows, shape.queryLength)
+                    queryBlock(row, rows, keys, chunk: c, b)
+                    i0 += BackwardTile.queryRows
+                }
+            }
+        }
+    }
+
+    /// Kᵀ, Vᵀ (feature × key, zero-padded) and K (key × padded feature) of the chunk.
+    func pack(_ g: Int, _ h: Int, _ keys: Range<Int>, _ b: Buffers) {
+        let (d, dv, stride) = (shape.keyDim, shape.valueDim, plan.chunkPadded)
+        let ops = job.operands
+        if plan.packs { b.keysTransposed.update(repeating: 0, count: d * stride) }
+        b.valuesTransposed.update(repeating: 0, count: dv * stride)
+        for (t, j) in keys.enumerated() {
+            let v = ops.value + ops.valueLayout.offset(g, h, j)
+            for e in 0..<dv { b.valuesTransposed[e * stride + t] = v[e] }
+            guard plan.packs else { continue }
+            let k = ops.key + ops.keyLayout.offset(g, h, j)
+            let padded = b.keys + t * plan.keyPadded
+            padded.update(from: k, count: d)
+            (padded + d).update(repeating: 0, count: plan.keyPadded - d)
+            for e in 0..<d { b.keysTransposed[e * stride + t] = k[e] }
+        }
+    }
+
+    /// Whether row i keeps some key (its band with every mask view).
+    func keepsAnyKey(_ row: Row<T>, _ i: Int) -> Bool {
+        let band = row.band(i)
+        guard !row.job.mask.views.isEmpty else { return !band.isEmpty }
+        var j0 = band.lowerBound
+        while j0 < band.upperBound {
+            let count = min(BackwardTile.keys, band.upperBound - j0)
+            if row.computeKept(i, j0, count) { return true }
+            j0 += count
+        }
+        return false
+    }
+
+    /// D_i = dO_i·O_i + Σ_j scores_ij·dΣ_ij.
+    func delta(_ row: Row<T>, _ i: Int) -> T {
+        var d = dot(outputGradientRow(row.g, row.n, i), UnsafePointer(row.outputRow(i)), shape.valueDim)
+        if let (gradient, forward) = grads.scores {
+            let base = job.flatIndex(row.g, row.n, i, 0)
+            d += dot(gradient + base, forward + base, shape.keyLength)
+        }
+        return d
+    }
+
+    /// Rows `rows` of head row.n against the chunk's keys.
+    func queryBlock(_ row: Row<T>, _ rows: Range<Int>, _ keys: Range<Int>, chunk: Int, _ b: Buffers) {
+        let (g, n, d, dv) = (row.g, row.n, shape.keyDim, shape.valueDim)
+        let count = rows.count, i0 = rows.lowerBound
+        let dq = b.queryGradients
+        dq.update(repeating: 0, count: count * plan.keyPadded)
+        var lo = keys.upperBound, hi = keys.lowerBound
+        withUnsafeTemporaryAllocation(of: Bool.self, capacity: count) { maskedBuffer in
+            guard let fullyMasked = maskedBuffer.baseAddress else { return }
+            for r in 0..<count {
+                let i = i0 + r
+                fullyMasked[r] = !keepsAnyKey(row, i)
+                b.delta[r] = delta(row, i)
+                let band = row.band(i)
+                if !fullyMasked[r] {
+                    lo = min(lo, max(band.lowerBound, keys.lowerBound)); hi = max(hi, min(band.upperBound, keys.upperBound))
+                }
+                let o = b.outputGradients + r * plan.valuePadded
+                o.update(from: outputGradientRow(g, n, i), count: dv)
+                (o + dv).update(repeating: 0, count: plan.valuePadded - dv)
+                if plan.packs {
+                    let q = b.queries + r * plan.keyPadded
+                    q.update(from: row.queryRow(i), count: d)
+                    (q + d).update(repeating: 0, count: plan.keyPadded - d)
+                }
+            }
+            var j0 = lo
+            while j0 < hi {
+                let width = min(BackwardTile.keys, hi - j0)
+                keyBlock(row, rows, j0, width, keys.lowerBound, fullyMasked, b)
+                j0 += width
+            }
+            for r in 0..<count where fullyMasked[r] {
+                fullyMaskedRow(row, i0 + r, keys, b.delta[r], dq + r * plan.keyPadded, b)
+            }
+        }
+        let target = plan.chunks == 1 ? grads.query : partials + chunk * shape.groups * partialLayout.group
+        let layout = plan.chunks == 1 ? grads.queryLayout : partialLayout
+        for r in 0..<count {
+            (target + layout.offset(g, n, i0 + r)).update(from: dq + r * plan.keyPadded, count: d)
+        }
+    }
+
+    /// One block: rows × keys j0 ..< j0 + width (chunk starting at `first`).
+    func keyBlock(_ row: Row<T>, _ rows: Range<Int>, _ j0: Int, _ width: Int, _ first: Int,
+                  _ fullyMasked: UnsafeMutablePointer<Bool>, _ b: Buffers) {
+        let (g, n, h, d, dv) = (row.g, row.n, row.kvHead, shape.keyDim, shape.valueDim)
+        let count = rows.count, i0 = rows.lowerBound, ld = plan.tileWidth
+        // Skip a block no row's band reaches.
+        let firstBand = row.band(i0), lastBand = row.band(rows.upperBound - 1)
+        if j0 >= max(firstBand.upperBound, lastBand.upperBound) || j0 + width <= min(firstBand.lowerBound, lastBand.lowerBound) {
+            return
+        }
+        let t0 = j0 - first
+        let wantsRaw = plan.packs && grads.scoreWeights != nil
+        // Logits.
+        if case .dot(let scale) = job.score {
+            b.raw.update(repeating: 0, count: count * ld)
+            multiplyAccumulate(m: count, n: width, depth: d, alpha: 1, a: { row.queryRow(i0 + $0) }, aStep: 1,
+                               b: UnsafePointer(b.keysTransposed + t0), bStep: plan.chunkPadded, c: { b.raw + $0 * ld })
+            for r in 0..<count {
+                let x = b.logits + r * ld, raw = b.raw + r * ld
+                for t in 0..<width { x[t] = raw[t] * scale }
+                row.addBias(i0 + r, j0, width, to: x)
+            }
+        } else {
+            for r in 0..<count { row.computeLogits(i0 + r, j0, width, into: b.logits + r * ld) }
+        }
+        // P (in `logits`), with masked positions and fully masked rows at 0.
+        for r in 0..<count {
+            let i = i0 + r, x = b.logits + r * ld
+            if fullyMasked[r] || !row.computeKept(i, j0, width) {
+                x.update(repeating: 0, count: ld)
+                continue
+            }
+            let shift = T.Vector(repeating: lse[(g * shape.heads + n) * shape.queryLength + i])
+            var t = 0
+            while t < ld {
+                x.store(T.exp(UnsafePointer(x).vector(at: t) - shift), at: t)
+                t += T.Vector.scalarCount
+            }
+            for t in 0..<width where !row.kept[t] { x[t] = 0 }
+            (x + width).update(repeating: 0, count: ld - width)
+        }
+        // dP = dO·Vᵀ, then dropout and the scores' gradient.
+        b.dP.update(repeating: 0, count: count * ld)
+        multiplyAccumulate(m: count, n: width, depth: dv, alpha: 1, a: { UnsafePointer(b.outputGradients + $0 * plan.valuePadded) },
+                           aStep: 1, b: UnsafePointer(b.valuesTransposed + t0), bStep: plan.chunkPadded,
+                           c: { b.dP + $0 * ld })
+        // With dropout, dS holds P·κ for dV first.
+        let scale = row.dropoutScale, afterDropout = job.dropout?.scoresAfterDropout ?? false
+        for r in 0..<count {
+            let i = i0 + r, p = b.logits + r * ld, dp = b.dP + r * ld, pk = b.dS + r * ld
+            if job.dropout != nil {
+                for t in 0..<width {
+                    let keep = row.keep(i, j0 + t) * scale
+                    pk[t] = p[t] * keep
+                    dp[t] *= keep
+                }
+                (pk + width).update(repeating: 0, count: ld - width)
+            }
+            if let (gradient, _) = grads.scores {
+                let base = gradient + job.flatIndex(g, n, i, j0)
+                for t in 0..<width { dp[t] += base[t] * (afterDropout ? row.keep(i, j0 + t) * scale : 1) }
+            }
+        }
+        let weights = job.dropout == nil ? b.logits : b.dS
+        multiplyAccumulate(m: width, n: dv, depth: count, alpha: 1, a: { UnsafePointer(weights + $0) }, aStep: ld,
+                           b: UnsafePointer(b.outputGradients), bStep: plan.valuePadded,
+                           c: { valueGradientRow(g, h, j0 + $0) })
+        // dS = P·(dP − D).
+        for r in 0..<count {
+            let p = b.logits + r * ld, dp = b.dP + r * ld, ds = b.dS + r * ld, delta = b.delta[r]
+            for t in 0..<width { ds[t] = p[t] * (dp[t] - delta) }
+        }
+        if case .dot(let scale) = job.score {
+            multiplyAccumulate(m: count, n: d, depth: width, alpha: scale, a: { UnsafePointer(b.dS + $0 * ld) }, aStep: 1,
+                               b: UnsafePointer(b.keys + t0 * plan.keyPadded), bStep: plan.keyPadded,
+                               c: { b.queryGradients + $0 * plan.keyPadded })
+            multiplyAccumulate(m: width, n: d, depth: count, alpha: scale, a: { UnsafePointer(b.dS + $0) }, aStep: ld,
+                               b: UnsafePointer(b.queries), bStep: plan.keyPadded, c: { keyGradientRow(g, h, j0 + $0) })
+            if wantsRaw {
+                var s = T.zero
+                for r in 0..<count {
+                    for t in 0..<width { s += b.dS[r * ld + t] * b.raw[r * ld + t] }
+                }
+                b.parameters[0] += s
+            }
+        } else {
+            for r in 0..<count {
+                let ds = b.dS + r * ld
+                for t in 0..<width where ds[t] != 0 {
+                    pairGradient(row, i0 + r, j0 + t, ds[t], query: b.queryGradients + r * plan.keyPadded, b)
+                }
+            }
+        }
+        if grads.bias != nil {
+            for r in 0..<count { addBiasGradient(row, i0 + r, j0, width, b.dS + r * ld, b) }
+        }
+    }
+
+    /// dS_ij's share of dq_i (into `query`), dk_j, and the score weights, through ∂x_ij —
+    /// for pairs outside the block products: non-dot scores, and fully masked rows.
+    func pairGradient(_ row: Row<T>, _ i: Int, _ j: Int, _ ds: T, query dq: UnsafeMutablePointer<T>, _ b: Buffers) {
+        let q = row.queryRow(i), k = row.keyRow(j), dk = keyGradientRow(row.g, row.kvHead, j)
+        let dim = shape.keyDim, lanes = T.Vector.scalarCount
+        switch job.score {
+        case .dot(let scale):
+            axpy(ds * scale, k, dq, dim)
+            axpy(ds * scale, q, dk, dim)
+            if grads.scoreWeights != nil { b.parameters[0] += ds * dot(q, k, dim) }
+        case .concat(let scale, let weight, _):
+            // x = w·Σ tanh(c·(q + k)): ∂q = ∂k = w·c·(1 − t²), ∂c = w·Σ(1 − t²)(q + k), ∂w = Σ t.
+            var dScale = T.Vector(), dWeight = T.Vector()
+            let c = T.Vector(repeating: scale), factor = T.Vector(repeating: ds * weight * scale)
+            let one = T.Vector(repeating: 1)
+            var e = 0
+            while e + lanes <= dim {
+                let s = q.vector(at: e) + k.vector(at: e), t = T.tanh(c * s), slope = one - t * t
+                dq.store(UnsafePointer(dq).vector(at: e).addingProduct(factor, slope), at: e)
+                dk.store(UnsafePointer(dk).vector(at: e).addingProduct(factor, slope), at: e)
+                dScale = dScale.addingProduct(slope, s)
+                dWeight += t
+                e += lanes
+            }
+            var sScale = T.sum(dScale), sWeight = T.sum(dWeight)
+            while e < dim {
+                let s = q[e] + k[e], t = T.tanh(scale * s), slope = 1 - t * t
+                dq[e] += ds * weight * scale * slope
+                dk[e] += ds * weight * scale * slope
+                sScale += slope * s
+                sWeight += t
+                e += 1
+            }
+            if grads.scoreWeights != nil {
+                b.parameters[0] += ds * weight * sScale
+                b.parameters[1] += ds * sWeight
+            }
+        case .additive(let scales, _):
+            // x = Σ s_d·tanh(q_d + k_d): ∂q_d = ∂k_d = s_d·(1 − t²), ∂s_d = t.
+            let dsv = T.Vector(repeating: ds), one = T.Vector(repeating: 1)
+            var e = 0
+            while e + lanes <= dim {
+                let t = T.tanh(q.vector(at: e) + k.vector(at: e))
+                let slope = (one - t * t) * (scales.map { $0.vector(at: e) } ?? one) * dsv
+                dq.store(UnsafePointer(dq).vector(at: e) + slope, at: e)
+                dk.store(UnsafePointer(dk).vector(at: e) + slope, at: e)
+                if scales != nil {
+                    b.parameters.store(UnsafePointer(b.parameters).vector(at: e).addingProduct(dsv, t), at: e)
+                }
+                e += lanes
+            }
+            while e < dim {
+                let t = T.tanh(q[e] + k[e]), slope = (1 - t * t) * (scales?[e] ?? 1) * ds
+                dq[e] += slope
+                dk[e] += slope
+                if scales != nil { b.parameters[e] += ds * t }
+                e += 1
+            }
+        }
+    }
+
+    /// The relative-position table's gradient: dS of logits (i, j0 + t) into its entries.
+    func addBiasGradient(_ row: Row<T>, _ i: Int, _ j0: Int, _ width: Int, _ ds: UnsafePointer<T>, _ b: Buffers) {
+        guard case .relativePosition(_, let headStride, let p) = job.bias else { return }
+        let table = b.parameters + plan.parameters + row.n * headStride
+        for t in 0..<width where ds[t] != 0 {
+            table[min(max(j0 + t - i + p - 1, 0), 2 * p - 2)] += ds[t]
+        }
+    }
+
+    /// A row with no kept key, over the chunk's keys, by the mask's policy: zero weights
+    /// give nothing; uniform ones (constant, so no logit gradient) only dV; softmax(x − 1e9)
+    /// the full gradient, every key included.
+    func fullyMaskedRow(_ row: Row<T>, _ i: Int, _ keys: Range<Int>, _ delta: T, _ dq: UnsafeMutablePointer<T>, _ b: Buffers) {
+        let (g, n, h, dv) = (row.g, row.n, row.kvHead, shape.valueDim)
+        let dO = outputGradientRow(g, n, i), scale = row.dropoutScale
+        switch job.mask.fullyMaskedRow {
+        case .zero:
+            return
+        case .uniform:
+            for j in keys { axpy(row.keep(i, j) * scale / T(shape.keyLength), dO, valueGradientRow(g, h, j), dv) }
+        case .subtractLarge:
+            let shift = lse[(g * shape.heads + n) * shape.queryLength + i]
+            let afterDropout = job.dropout?.scoresAfterDropout ?? false
+            for j in keys {
+                row.computeLogits(i, j, 1, into: b.logits)
+                let p = T.exp(b.logits[0] - row.largeMaskOffset - shift)
+                let keep = job.dropout == nil ? 1 : row.keep(i, j) * scale
+                axpy(p * keep, dO, valueGradientRow(g, h, j), dv)
+                var dp = dot(dO, row.valueRow(j), dv) * keep
+                if let (gradient, _) = grads.scores {
+                    dp += gradient[job.flatIndex(g, n, i, j)] * (afterDropout ? keep : 1)
+                }
+                let ds = p * (dp - delta)
+                if ds != 0 {
+                    pairGradient(row, i, j, ds, query: dq, b)
+                    if grads.bias != nil { addBiasGradient(row, i, j, 1, [ds], b) }
+                }
+            }
+        }
+    }
+
+    /// Sums the workers' weight gradients into the caller's accumulators, and the chunks'
+    /// dQ partials into dQ.
+    func reduce() {
+        for w in 0..<plan.workers {
+            let p = buffers(w).parameters
+            if let weights = grads.scoreWeights {
+                for e in 0..<plan.parameters { weights[e] += p[e] }
+            }
+            if let bias = grads.bias {
+                for e in 0..<plan.biasEntries { bias[e] += p[plan.parameters + e] }
+            }
+        }
+        guard plan.chunks > 1 else { return }
+        let d = shape.keyDim, layout = partialLayout, stride = shape.groups * layout.group
+        for g in 0..<shape.groups {
+            for n in 0..<shape.heads {
+                for i in 0..<shape.queryLength {
+                    let out = grads.query + grads.queryLayout.offset(g, n, i), offset = layout.offset(g, n, i)
+                    out.update(from: partials + offset, count: d)
+                    for c in 1..<plan.chunks { axpy(1, partials + c * stride + offset, out, d) }
+                }
+            }
+        }
+    }
+}
