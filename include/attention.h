@@ -173,7 +173,8 @@ typedef struct att_initializer {
     double a, b;
 } att_initializer;
 
-/* Regularizers (Keras's l1, l2, l1_l2). Validated and kept; they take effect with training. */
+/* Regularizers (Keras's l1, l2, l1_l2): att_layer_losses, and att_layer_backward with
+ * include_regularization. */
 typedef enum att_regularizer_kind {
     ATT_REG_NONE = 0,
     ATT_REG_L1 = 1,     /* l1 */
@@ -186,7 +187,7 @@ typedef struct att_regularizer {
     double l1, l2;      /* >= 0 and finite */
 } att_regularizer;
 
-/* Constraints (Keras's max_norm, non_neg, unit_norm, min_max_norm). Validated and kept. */
+/* Constraints (Keras's max_norm, non_neg, unit_norm, min_max_norm): att_layer_apply_constraints. */
 typedef enum att_constraint_kind {
     ATT_CONSTRAINT_NONE = 0,
     ATT_CONSTRAINT_MAX_NORM = 1,     /* max_value, axis */
@@ -384,6 +385,57 @@ att_status att_layer_output_shape(const att_layer *layer, const att_shape *query
  *   INVALID_ARGUMENT (a mask or reuse_attention_scores the layer kind does not take;
  *   reuse_attention_scores missing when the layer reuses heads), OUT_OF_MEMORY. Thread-safe. */
 att_status att_layer_call(const att_layer *layer, const att_call_args *args);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Training: gradients, regularization losses, constraints                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+/* What att_layer_backward reads and writes. Every gradient is a tensor of the layer's dtype
+ * and of the exact shape of what it is the gradient of; each output is optional (NULL: not
+ * computed), owned by the caller and overwritten. */
+typedef struct att_gradient_args {
+    size_t struct_size;                  /* sizeof(att_gradient_args) */
+    const att_tensor *output_gradient;   /* required: dL/d(output), the output's shape */
+    const att_tensor *scores_gradient;   /* optional: dL/d(scores); needs args->scores */
+    att_tensor *query_gradient;          /* dL/d(query) */
+    att_tensor *value_gradient;          /* dL/d(value); with args->key NULL (key = value)
+                                            it includes the key's share */
+    att_tensor *key_gradient;            /* dL/d(key); only when args->key is given */
+    att_tensor *reuse_attention_scores_gradient; /* ReuseMultiHeadAttention with reuse:
+                                            dL/d(reuse_attention_scores), its shape */
+    att_tensor *weight_gradients;        /* NULL, or an array of att_layer_weight_count
+                                            tensors: dL/d(weight i), get_weights() order;
+                                            an entry with data NULL is skipped */
+    int32_t include_regularization;      /* add the gradient of the sum of att_layer_losses */
+} att_gradient_args;
+
+/* One training step's gradients. Runs the forward of `args` (writing args->output and, when
+ * given, args->scores; args->output may be NULL here) and the backward of
+ *   L = sum(output * output_gradient) [+ sum(scores * scores_gradient)]
+ *       [+ sum of the layer's losses for this call, when include_regularization],
+ * with the same dropout mask in both (training, dropout_seed, dropout_stream as in args).
+ * Masked positions pass no gradient through the scores. The dot-product core recomputes
+ * attention tiles from the forward's per-row log-sum-exp (FlashAttention-2): working memory
+ * stays O(T·d). Errors: those of att_layer_call, plus SHAPE / DTYPE for a gradient tensor
+ * that does not match, INVALID_ARGUMENT for key_gradient without args->key, a
+ * reuse_attention_scores_gradient for a layer that reuses no scores, or scores_gradient
+ * without args->scores. Thread-safe as att_layer_call. */
+att_status att_layer_backward(const att_layer *layer, const att_call_args *args, const att_gradient_args *grads);
+
+/* The layer's regularization losses, as Keras's layer.losses: first the penalty of each
+ * weight with a kernel_regularizer / bias_regularizer (get_weights() order), then, when
+ * `args` is not NULL, the activity_regularizer's penalties of that call (each divided by
+ * its tensor's batch size, as Keras does), one per regularized tensor. Writes
+ * min(capacity, n) values to `losses` (may be NULL when capacity is 0) and n to *count.
+ * Layers without regularizers have none. args->output may be NULL.
+ * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT (count), those of att_layer_call. */
+att_status att_layer_losses(const att_layer *layer, const att_call_args *args, double *losses,
+                            size_t capacity, size_t *count);
+
+/* Applies kernel_constraint and bias_constraint to the weights in place — what Keras's
+ * optimizer does after each update. Not concurrent with other uses of the layer.
+ * Errors: INVALID_HANDLE, NOT_BUILT. */
+att_status att_layer_apply_constraints(att_layer *layer);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Functional dot-product attention (keras.ops.dot_product_attention)                         */

@@ -41,9 +41,18 @@ public final class AdditiveAttention<T: KernelScalar>: StoresWeights, @unchecked
     }
 
     public func call(_ arguments: CallArguments) throws(AttentionError) {
+        try run(arguments, nil)
+    }
+
+    public func backward(_ arguments: CallArguments, _ gradients: GradientArguments) throws(AttentionError) {
+        try run(arguments, gradients)
+    }
+
+    private func run(_ arguments: CallArguments, _ gradients: GradientArguments?) throws(AttentionError) {
         let w = try built()
         _ = try outputShapes(query: arguments.query.dims, value: arguments.value.dims, key: arguments.key?.dims)
         let score = ScoreFunction<T>.additive(scale: config.useScale ? w.values(0) : nil)
-        try dense.call(arguments, T.self, score: score, causal: false, dropoutRate: config.dropout)
+        try dense.call(arguments, T.self, score: score, causal: false, dropoutRate: config.dropout,
+                       gradients: gradients.map { ($0, w.specs, [config.useScale ? 0 : nil]) })
     }
 }

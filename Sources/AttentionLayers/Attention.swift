@@ -46,13 +46,29 @@ public final class Attention<T: KernelScalar>: StoresWeights, @unchecked Sendabl
     }
 
     public func call(_ arguments: CallArguments) throws(AttentionError) {
+        try run(arguments, nil)
+    }
+
+    public func backward(_ arguments: CallArguments, _ gradients: GradientArguments) throws(AttentionError) {
+        try run(arguments, gradients)
+    }
+
+    private func run(_ arguments: CallArguments, _ gradients: GradientArguments?) throws(AttentionError) {
         let w = try built()
         let scale: T = config.useScale ? w.values(0)[0] : 1
+        let scaleIndex: Int? = config.useScale ? 0 : nil
         let score: ScoreFunction<T>
+        let slots: [Int?]
         switch config.scoreMode {
-        case .dot: score = .dot(scale: scale)
-        case .concat: score = .concat(scale: scale, weight: w.values(config.useScale ? 1 : 0)[0])
+        case .dot:
+            score = .dot(scale: scale)
+            slots = [scaleIndex]
+        case .concat:
+            let weight = config.useScale ? 1 : 0
+            score = .concat(scale: scale, weight: w.values(weight)[0])
+            slots = [scaleIndex, weight]
         }
-        try dense.call(arguments, T.self, score: score, causal: config.causal, dropoutRate: config.dropout)
+        try dense.call(arguments, T.self, score: score, causal: config.causal, dropoutRate: config.dropout,
+                       gradients: gradients.map { ($0, w.specs, slots) })
     }
 }

@@ -1,5 +1,5 @@
 /// Keras's weight constraints (keras.constraints), applied to a weight after an update.
-/// Kept with the layer's configuration; they take effect only when training.
+/// A layer applies them on request (`applyConstraints`), as Keras's optimizer does.
 ///
 /// The norm constraints take the Euclidean norm ‖w‖ of each vector along `axis` (negative:
 /// counted from the end) and scale that vector, with ε = 1e-7 (Keras's backend epsilon):

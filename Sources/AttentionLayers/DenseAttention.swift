@@ -42,10 +42,14 @@ struct DenseAttention {
         }
     }
 
+    /// The forward call; with `gradients`, also the backward of L = Σ output·dO (+ Σ scores·dΣ).
+    /// `scoreWeights` maps the score function's parameters to weight indices (dot: [scale];
+    /// concat: [scale, concat_score_weight]; additive: [scale]; nil where the layer has none).
     @_specialize(where T == Float)
     @_specialize(where T == Double)
     func call<T: KernelScalar>(_ a: CallArguments, _: T.Type, score: ScoreFunction<T>, causal: Bool,
-                               dropoutRate: Double) throws(AttentionError) {
+                               dropoutRate: Double, gradients: (GradientArguments, specs: [WeightSpec], scoreWeights: [Int?])? = nil)
+        throws(AttentionError) {
         try checkLayerTakesNo(a)
         let key = a.key ?? a.value
         let (outputShape, scoresShape) = try shapes(query: a.query.dims, value: a.value.dims, key: key.dims)
@@ -67,11 +71,10 @@ struct DenseAttention {
         }
         let shape = AttentionShape(groups: b, heads: 1, keyValueHeads: 1, queryLength: tq, keyLength: tv,
                                    keyDim: d, valueDim: dv)
-        let operands = AttentionOperands<T>(
-            query: q, queryLayout: RowLayout(group: tq * d, head: 0, row: d),
-            key: k, keyLayout: RowLayout(group: tv * d, head: 0, row: d),
-            value: v, valueLayout: RowLayout(group: tv * dv, head: 0, row: dv),
-            output: out, outputLayout: RowLayout(group: tq * dv, head: 0, row: dv))
+        let layouts = (query: RowLayout(group: tq * d, head: 0, row: d), key: RowLayout(group: tv * d, head: 0, row: d),
+                       value: RowLayout(group: tv * dv, head: 0, row: dv), output: RowLayout(group: tq * dv, head: 0, row: dv))
+        let operands = AttentionOperands<T>(query: q, queryLayout: layouts.query, key: k, keyLayout: layouts.key,
+                                            value: v, valueLayout: layouts.value, output: out, outputLayout: layouts.output)
         let mask = AttentionMask(views: views, causal: causal || a.useCausalMask, fullyMaskedRow: .subtractLarge)
         let workspace = Workspace<T>()
         let score = try withTanhTables(score, query: q, key: k, queries: b * tq * d, keys: b * tv * d, workspace)
@@ -79,15 +82,53 @@ struct DenseAttention {
             ? AttentionDropout(mask: DropoutMask(rate: dropoutRate, seed: a.dropoutSeed, stream: a.dropoutStream),
                                scoresAfterDropout: true)
             : nil
+        let logSumExp = gradients == nil ? nil : try workspace.buffer(b * tq, "the log-sum-exp rows")
         withExtendedLifetime(workspace) {
             attentionForward(shape: shape, operands: operands, score: score, mask: mask, bias: nil,
-                             dropout: dropout, scores: scores)
+                             dropout: dropout, scores: scores, logSumExp: logSumExp)
         }
-        if let queryMask {
-            for row in 0..<(b * tq) where queryMask[row] == 0 {
-                UnsafeMutableRawPointer(out + row * dv).initializeMemory(as: UInt8.self, repeating: 0,
-                                                                          count: dv * MemoryLayout<T>.stride)
-            }
+        // The output of a masked query row is 0 (after the backward has read it).
+        func zeroMaskedRows(_ x: UnsafeMutablePointer<T>) {
+            guard let queryMask else { return }
+            for row in 0..<(b * tq) where queryMask[row] == 0 { (x + row * dv).update(repeating: 0, count: dv) }
+        }
+        guard let (g, specs, scoreWeights) = gradients, let logSumExp else {
+            zeroMaskedRows(out)
+            return
+        }
+        let (grads, dOut, dScores) = try Gradients<T>.prepare(g, a, specs: specs, output: outputShape, scores: scoresShape)
+        let dO = try workspace.buffer(b * tq * dv, "the output gradient")
+        dO.update(from: dOut, count: b * tq * dv)
+        zeroMaskedRows(dO)
+        func buffer(_ given: UnsafeMutablePointer<T>?, _ count: Int, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<T> {
+            if let given { return given }
+            return try workspace.buffer(count, what)
+        }
+        let dq = try buffer(grads.query, b * tq * d, "the query gradient")
+        let dk = try buffer(a.key == nil ? nil : grads.key, b * tv * d, "the key gradient")
+        let dvBuffer = try buffer(grads.value, b * tv * dv, "the value gradient")
+        let weightGradients = try workspace.buffer(max(1, d), "the score weights' gradients")
+        weightGradients.update(repeating: 0, count: max(1, d))
+        guard let count = attentionBackwardScratchCount(shape, score: score, bias: nil) else {
+            throw .shape("the attention backward's scratch does not fit in 64 bits")
+        }
+        let scratch = try workspace.buffer(count, "the attention backward's tiles")
+        withExtendedLifetime(workspace) {
+            attentionBackward(shape: shape, operands: operands, score: score, mask: mask, bias: nil, dropout: dropout,
+                              logSumExp: UnsafePointer(logSumExp),
+                              gradients: AttentionGradients(
+                                output: UnsafePointer(dO), outputLayout: layouts.output, query: dq, queryLayout: layouts.query,
+                                key: dk, keyLayout: layouts.key, value: dvBuffer, valueLayout: layouts.value,
+                                scores: dScores.flatMap { ds in scores.map { (UnsafePointer(ds), UnsafePointer($0)) } },
+                                scoreWeights: weightGradients),
+                              scratch: scratch)
+        }
+        zeroMaskedRows(out)
+        if a.key == nil, let dValue = grads.value { axpy(1, dk, dValue, b * tv * d) }
+        // Slot s of the kernel's weight gradients starts at s (only additive's one slot is a vector).
+        for (slot, index) in scoreWeights.enumerated() {
+            guard let index, let dw = grads.weights[index] else { continue }
+            dw.update(from: weightGradients + slot, count: specs[index].count)
         }
     }
 }

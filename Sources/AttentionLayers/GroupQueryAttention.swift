@@ -83,4 +83,16 @@ public final class GroupQueryAttention<T: KernelScalar>: AttentionLayer, @unchec
         try check(query: arguments.query.dims, value: arguments.value.dims, key: arguments.key?.dims)
         try attention.call(arguments)
     }
+
+    public func backward(_ arguments: CallArguments, _ gradients: GradientArguments) throws(AttentionError) {
+        try check(query: arguments.query.dims, value: arguments.value.dims, key: arguments.key?.dims)
+        try attention.backward(arguments, gradients)
+    }
+
+    public func losses(_ arguments: CallArguments?) throws(AttentionError) -> [Double] {
+        if let arguments { try check(query: arguments.query.dims, value: arguments.value.dims, key: arguments.key?.dims) }
+        return try attention.losses(arguments)
+    }
+
+    public func applyConstraints() throws(AttentionError) { try attention.applyConstraints() }
 }

@@ -93,13 +93,27 @@ struct HeadGroup {
     var heads: Int, keyValueHeads: Int, keyDim: Int, valueDim: Int
 }
 
+/// One fused attention pass over a `HeadGroup`, as `Projector.attend` ran it: what its
+/// backward needs.
+struct AttendedHeads<T: KernelScalar> {
+    /// The projections (rows, heads, width) and the output (query rows, heads, valueDim),
+    /// in the inputs' layout.
+    var query, key, value, attended: UnsafeMutablePointer<T>
+    /// The kernel's view of them (transposed copies where the axes need them).
+    var operands: AttentionOperands<T>
+    var shape: AttentionShape
+    var score: ScoreFunction<T>
+    /// Per (group, head, query row), when the pass was asked to keep them.
+    var logSumExp: UnsafeMutablePointer<T>?
+}
+
 extension Projector {
     /// Projects query, key and value for `group`'s heads and runs the fused kernel over
-    /// `axes`; returns the attention output, (query rows, heads, valueDim) in the query's
-    /// layout. Scores, when asked for, go to `scores` at `placement`.
+    /// `axes`; the result's `attended` is the attention output, (query rows, heads, valueDim)
+    /// in the query's layout. Scores, when asked for, go to `scores` at `placement`.
     func attend(_ a: CallArguments, _ group: HeadGroup, _ axes: AttentionAxes, mask: AttentionMask,
                 bias: LogitBias<T>?, dropout: AttentionDropout?, scores: UnsafeMutablePointer<T>?,
-                placement: ScoresPlacement? = nil) throws(AttentionError) -> UnsafeMutablePointer<T> {
+                placement: ScoresPlacement? = nil, keepLogSumExp: Bool = false) throws(AttentionError) -> AttendedHeads<T> {
         let key = a.key ?? a.value
         let queryRows = try checkedProduct(Array(a.query.dims.dropLast()), "the query rows")
         let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
@@ -113,17 +127,69 @@ extension Projector {
         let vOperand = try operand(v, input: a.value.dims, heads: kv, width: hv, axes, gather: true)
         let oOperand = try operand(attended, input: a.query.dims, heads: h, width: hv, axes, gather: false)
         let (groups, tq, tk) = try axes.problemSizes(query: a.query.dims, key: key.dims)
-        attentionForward(
-            shape: AttentionShape(groups: groups, heads: h, keyValueHeads: kv, queryLength: tq, keyLength: tk,
-                                  keyDim: hk, valueDim: hv),
-            operands: AttentionOperands(query: UnsafePointer(qOperand.data), queryLayout: qOperand.layout,
-                                        key: UnsafePointer(kOperand.data), keyLayout: kOperand.layout,
-                                        value: UnsafePointer(vOperand.data), valueLayout: vOperand.layout,
-                                        output: oOperand.data, outputLayout: oOperand.layout),
-            score: .dot(scale: 1 / T.squareRoot(T(hk))), mask: mask, bias: bias, dropout: dropout,
-            scores: scores, placement: placement)
+        let shape = AttentionShape(groups: groups, heads: h, keyValueHeads: kv, queryLength: tq, keyLength: tk,
+                                   keyDim: hk, valueDim: hv)
+        let operands = AttentionOperands(query: UnsafePointer(qOperand.data), queryLayout: qOperand.layout,
+                                         key: UnsafePointer(kOperand.data), keyLayout: kOperand.layout,
+                                         value: UnsafePointer(vOperand.data), valueLayout: vOperand.layout,
+                                         output: oOperand.data, outputLayout: oOperand.layout)
+        let score = ScoreFunction<T>.dot(scale: 1 / T.squareRoot(T(hk)))
+        let logSumExp = keepLogSumExp
+            ? try workspace.buffer(try checkedProduct([groups, h, tq], "the log-sum-exp rows"), "the log-sum-exp rows") : nil
+        attentionForward(shape: shape, operands: operands, score: score, mask: mask, bias: bias, dropout: dropout,
+                         scores: scores, placement: placement, logSumExp: logSumExp)
         oOperand.scatter()
-        return attended
+        return AttendedHeads(query: q, key: k, value: v, attended: attended, operands: operands, shape: shape,
+                             score: score, logSumExp: logSumExp)
+    }
+
+    /// The backward of `attend` (run with keepLogSumExp) given dAttended, the gradient of its
+    /// output: adds the projections' weight gradients and the inputs' gradients to `grads`,
+    /// and dS to `biasGradient` (a relative-position table's). `activity` adds its penalty's
+    /// gradient (divided by each input's batch size) at the projections' outputs.
+    func attendBackward(_ pass: AttendedHeads<T>, _ a: CallArguments, _ group: HeadGroup, _ axes: AttentionAxes,
+                        mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
+                        placement: ScoresPlacement? = nil, dAttended: UnsafeMutablePointer<T>,
+                        scores: (gradient: UnsafePointer<T>, forward: UnsafePointer<T>)?,
+                        biasGradient: UnsafeMutablePointer<T>?, activity: Regularizer?,
+                        _ grads: Gradients<T>) throws(AttentionError) {
+        guard let logSumExp = pass.logSumExp else { throw .invalid("libattention bug: a backward pass without the forward's log-sum-exp") }
+        let key = a.key ?? a.value
+        let queryRows = try checkedProduct(Array(a.query.dims.dropLast()), "the query rows")
+        let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
+        let (h, kv, hk, hv) = (group.heads, group.keyValueHeads, group.keyDim, group.valueDim)
+        let dq = try workspace.buffer(queryRows * h * hk, "the projected query's gradient")
+        let dk = try workspace.buffer(keyRows * kv * hk, "the projected key's gradient")
+        let dv = try workspace.buffer(keyRows * kv * hv, "the projected value's gradient")
+        let dO = try operand(dAttended, input: a.query.dims, heads: h, width: hv, axes, gather: true)
+        let dqOperand = try operand(dq, input: a.query.dims, heads: h, width: hk, axes, gather: false)
+        let dkOperand = try operand(dk, input: key.dims, heads: kv, width: hk, axes, gather: false)
+        let dvOperand = try operand(dv, input: a.value.dims, heads: kv, width: hv, axes, gather: false)
+        guard let count = attentionBackwardScratchCount(pass.shape, score: pass.score, bias: bias) else {
+            throw .shape("the attention backward's scratch does not fit in 64 bits")
+        }
+        let scratch = try workspace.buffer(count, "the attention backward's tiles")
+        attentionBackward(shape: pass.shape, operands: pass.operands, score: pass.score, mask: mask, bias: bias,
+                          dropout: dropout, placement: placement, logSumExp: UnsafePointer(logSumExp),
+                          gradients: AttentionGradients(
+                            output: UnsafePointer(dO.data), outputLayout: dO.layout,
+                            query: dqOperand.data, queryLayout: dqOperand.layout,
+                            key: dkOperand.data, keyLayout: dkOperand.layout,
+                            value: dvOperand.data, valueLayout: dvOperand.layout,
+                            scores: scores, bias: biasGradient),
+                          scratch: scratch)
+        dqOperand.scatter(); dkOperand.scatter(); dvOperand.scatter()
+        if let activity {
+            activity.addGradient(of: pass.query, queryRows * h * hk, factor: 1 / Double(a.query.dims[0]), into: dq)
+            activity.addGradient(of: pass.key, keyRows * kv * hk, factor: 1 / Double(key.dims[0]), into: dk)
+            activity.addGradient(of: pass.value, keyRows * kv * hv, factor: 1 / Double(a.value.dims[0]), into: dv)
+        }
+        try backProject(dq, input: try a.query.elements(of: T.self, "query"), rows: queryRows, group.query, grads,
+                        input: grads.query)
+        try backProject(dk, input: try key.elements(of: T.self, "key"), rows: keyRows, group.key, grads,
+                        input: grads.keyShare(a))
+        try backProject(dv, input: try a.value.elements(of: T.self, "value"), rows: keyRows, group.value, grads,
+                        input: grads.value)
     }
 }
 

@@ -45,6 +45,26 @@ public protocol AttentionLayer: AnyObject, Sendable {
     /// Shapes of the output and of the scores for these input shapes.
     func outputShapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int])
     func call(_ arguments: CallArguments) throws(AttentionError)
+    /// The forward call of `arguments` (writing its output and scores) and the backward of
+    /// L = Σ output·dO (+ Σ scores·dΣ) (+ Σ losses when `gradients.regularization`), with one
+    /// dropout mask for both. Thread-safe as `call`.
+    func backward(_ arguments: CallArguments, _ gradients: GradientArguments) throws(AttentionError)
+    /// The regularization penalties, as Keras's `layer.losses`: one per regularized weight,
+    /// then, for a call of `arguments` when given, one per regularized activity.
+    func losses(_ arguments: CallArguments?) throws(AttentionError) -> [Double]
+    /// Applies the kernel and bias constraints to the weights (after an update).
+    func applyConstraints() throws(AttentionError)
+}
+
+extension AttentionLayer {
+    /// Layers without regularizers have no losses.
+    public func losses(_ arguments: CallArguments?) throws(AttentionError) -> [Double] {
+        _ = try weightSpecs
+        return []
+    }
+
+    /// Layers without constraints leave their weights as they are.
+    public func applyConstraints() throws(AttentionError) { _ = try weightSpecs }
 }
 
 /// A weight's Keras name (e.g. "query/kernel") and shape; for an EinsumDense kernel, how

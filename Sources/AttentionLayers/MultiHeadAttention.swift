@@ -108,6 +108,25 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
     }
 
     public func call(_ a: CallArguments) throws(AttentionError) {
+        _ = try forward(a, Workspace<T>(), keep: false)
+    }
+
+    /// What one forward pass computed, for the backward and the activity losses.
+    private struct Pass {
+        var heads: AttendedHeads<T>
+        var group: HeadGroup
+        var mask: AttentionMask
+        var dropout: AttentionDropout?
+        var queryRows: Int
+        /// The gate σ(query·Wg + bg) and the attention output before gating (kept passes).
+        var gate: UnsafeMutablePointer<T>?, ungated: UnsafeMutablePointer<T>?
+        var output: UnsafeMutablePointer<T>, scores: UnsafeMutablePointer<T>?
+        var outputShape: [Int], scoresShape: [Int]
+    }
+
+    /// The forward; `keep` keeps what the backward needs: the log-sum-exp rows, the gate
+    /// and the output before gating.
+    private func forward(_ a: CallArguments, _ workspace: Workspace<T>, keep: Bool) throws(AttentionError) -> Pass {
         let (b, w) = try state()
         if a.reuseAttentionScores != nil {
             throw .invalid("\(layerName) takes no reuse_attention_scores")
@@ -115,7 +134,7 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         let key = a.key ?? a.value
         let (outputShape, scoresShape) = try outputShapes(query: a.query.dims, value: a.value.dims, key: key.dims)
         let (output, scores) = try a.results(T.self, output: outputShape, scores: scoresShape)
-        let projector = Projector(weights: w, workspace: Workspace<T>())
+        let projector = Projector(weights: w, workspace: workspace)
         let fusedPath = b.inputs.axes.rank == 3 && scores == nil && config.dropout == 0
         let mask = try MultiHeadMask(axes: b.inputs.axes, query: a.query.dims, value: a.value.dims, scoresShape: scoresShape)
             .build(a, window: config.slidingWindow ?? 0, fullyMaskedRow: fusedPath ? .uniform : .zero,
@@ -126,13 +145,85 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
             : nil
         let group = HeadGroup(query: b.query, key: b.key, value: b.value, heads: heads, keyValueHeads: keyValueHeads,
                               keyDim: config.keyDim, valueDim: valueWidth)
-        let attended = try projector.attend(a, group, b.inputs.axes, mask: mask, bias: nil, dropout: dropout, scores: scores)
+        let attended = try projector.attend(a, group, b.inputs.axes, mask: mask, bias: nil, dropout: dropout,
+                                            scores: scores, keepLogSumExp: keep)
         let queryRows = try checkedProduct(Array(a.query.dims.dropLast()), "the query rows")
+        let width = queryRows * heads * valueWidth
+        var pass = Pass(heads: attended, group: group, mask: mask, dropout: dropout, queryRows: queryRows,
+                        output: output, scores: scores, outputShape: outputShape, scoresShape: scoresShape)
         if let gate = b.gate {
             let query = try a.query.elements(of: T.self, "query")
-            multiplyBySigmoid(attended, try projector.project(query, rows: queryRows, gate, "the gate"),
-                              queryRows * heads * valueWidth)
+            let g = try projector.project(query, rows: queryRows, gate, "the gate")
+            if keep {
+                for e in 0..<width { g[e] = T.sigmoid(g[e]) }
+                let ungated = try workspace.buffer(width, "the ungated attention output")
+                ungated.update(from: attended.attended, count: width)
+                for e in 0..<width { attended.attended[e] *= g[e] }
+                (pass.gate, pass.ungated) = (g, ungated)
+            } else {
+                multiplyBySigmoid(attended.attended, g, width)
+            }
         }
-        try projector.project(attended, rows: queryRows, b.output, into: output, accumulate: false, inputAxes: 2)
+        try projector.project(attended.attended, rows: queryRows, b.output, into: output, accumulate: false, inputAxes: 2)
+        return pass
+    }
+
+    public func backward(_ a: CallArguments, _ g: GradientArguments) throws(AttentionError) {
+        let (b, w) = try state()
+        let workspace = Workspace<T>()
+        let pass = try forward(a, workspace, keep: true)
+        let (grads, dOut, dScores) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
+                                                              scores: pass.scoresShape)
+        let projector = Projector(weights: w, workspace: workspace)
+        let activity = g.regularization ? config.weightOptions.activityRegularizer : nil
+        let outputCount = try elementCount(pass.outputShape, "the output")
+        var dOutput = UnsafePointer(dOut)
+        if let activity {
+            let total = try workspace.buffer(outputCount, "the output's gradient")
+            total.update(from: dOut, count: outputCount)
+            activity.addGradient(of: pass.output, outputCount, factor: 1 / Double(a.query.dims[0]), into: total)
+            dOutput = UnsafePointer(total)
+        }
+        let width = pass.queryRows * heads * valueWidth
+        let dAttended = try workspace.buffer(width, "the attention output's gradient")
+        dAttended.update(repeating: 0, count: width)
+        try projector.backProject(dOutput, input: pass.heads.attended, rows: pass.queryRows, b.output, inputAxes: 2,
+                                  grads, input: dAttended)
+        if let gateProjection = b.gate, let gate = pass.gate, let ungated = pass.ungated {
+            // out = u ⊙ σ: ∂u = ∂out ⊙ σ, ∂(pre-activation) = (∂out ⊙ u + activity'(σ)) ⊙ σ(1 − σ).
+            let dGate = try workspace.buffer(width, "the gate's gradient")
+            for e in 0..<width { dGate[e] = dAttended[e] * ungated[e] }
+            activity?.addGradient(of: gate, width, factor: 1 / Double(a.query.dims[0]), into: dGate)
+            for e in 0..<width {
+                dGate[e] *= gate[e] * (1 - gate[e])
+                dAttended[e] *= gate[e]
+            }
+            try projector.backProject(dGate, input: try a.query.elements(of: T.self, "query"), rows: pass.queryRows,
+                                      gateProjection, grads, input: grads.query)
+        }
+        try projector.attendBackward(pass.heads, a, pass.group, b.inputs.axes, mask: pass.mask, bias: nil,
+                                     dropout: pass.dropout, dAttended: dAttended,
+                                     scores: dScores.flatMap { d in pass.scores.map { (UnsafePointer(d), UnsafePointer($0)) } },
+                                     biasGradient: nil, activity: activity, grads)
+        if g.regularization { w.addPenaltyGradients(config.weightOptions, grads) }
+    }
+
+    public func losses(_ a: CallArguments?) throws(AttentionError) -> [Double] {
+        let (_, w) = try state()
+        var result = w.penalties(config.weightOptions)
+        guard let a, let activity = config.weightOptions.activityRegularizer else { return result }
+        let pass = try forward(a, Workspace<T>(), keep: true)
+        let h = pass.heads, batch = Double(a.query.dims[0]), keyBatch = Double(a.value.dims[0])
+        let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
+        result.append(activity.penalty(of: h.query, pass.queryRows * heads * config.keyDim) / batch)
+        result.append(activity.penalty(of: h.key, keyRows * keyValueHeads * config.keyDim) / keyBatch)
+        if let gate = pass.gate { result.append(activity.penalty(of: gate, pass.queryRows * heads * valueWidth) / batch) }
+        result.append(activity.penalty(of: h.value, keyRows * keyValueHeads * valueWidth) / keyBatch)
+        result.append(activity.penalty(of: pass.output, try elementCount(pass.outputShape, "the output")) / batch)
+        return result
+    }
+
+    public func applyConstraints() throws(AttentionError) {
+        try state().1.applyConstraints(config.weightOptions)
     }
 }

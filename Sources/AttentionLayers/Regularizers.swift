@@ -1,5 +1,7 @@
+import AttentionKernels
+
 /// Keras's weight and activity regularisers (keras.regularizers): a penalty added to the loss.
-/// Kept with the layer's configuration; they take effect only when training.
+/// A layer reports them as `losses` and adds their gradients in `backward` on request.
 public enum Regularizer: Sendable, Equatable {
     /// l1·Σ|x|.
     case l1(Double)
@@ -21,15 +23,7 @@ public enum Regularizer: Sendable, Equatable {
 
     /// The penalty for `values`.
     public func penalty(_ values: [Double]) -> Double {
-        switch self {
-        case .l1(let l1): return l1 * Self.sumOfMagnitudes(values)
-        case .l2(let l2): return l2 * Self.sumOfSquares(values)
-        case .l1l2(let l1, let l2):
-            var total = 0.0
-            if l1 != 0 { total += l1 * Self.sumOfMagnitudes(values) }
-            if l2 != 0 { total += l2 * Self.sumOfSquares(values) }
-            return total
-        }
+        values.withUnsafeBufferPointer { $0.baseAddress.map { penalty(of: $0, values.count) } ?? 0 }
     }
 
     private static func check(_ factor: Double, _ name: String) throws(AttentionError) {
@@ -38,6 +32,33 @@ public enum Regularizer: Sendable, Equatable {
         }
     }
 
-    private static func sumOfMagnitudes(_ values: [Double]) -> Double { values.reduce(0) { $0 + abs($1) } }
-    private static func sumOfSquares(_ values: [Double]) -> Double { values.reduce(0) { $0 + $1 * $1 } }
+    /// dx += ∂penalty/∂x · factor for `count` elements: l1·sign(x) + 2·l2·x.
+    public func addGradient<T: KernelScalar>(of x: UnsafePointer<T>, _ count: Int, factor: Double, into dx: UnsafeMutablePointer<T>) {
+        let (l1, l2): (Double, Double) = switch self {
+        case .l1(let l1): (l1, 0)
+        case .l2(let l2): (0, l2)
+        case .l1l2(let l1, let l2): (l1, l2)
+        }
+        let a = T(l1 * factor), b = T(2 * l2 * factor)
+        for e in 0..<count {
+            let sign: T = x[e] > 0 ? 1 : x[e] < 0 ? -1 : 0
+            dx[e] += a * sign + b * x[e]
+        }
+    }
+
+    /// The penalty of `count` elements, accumulated in Double; as Keras, a factor of 0
+    /// leaves its term out of l1_l2.
+    public func penalty<T: KernelScalar>(of x: UnsafePointer<T>, _ count: Int) -> Double {
+        var l1Sum = 0.0, l2Sum = 0.0
+        for e in 0..<count {
+            let v = Double(x[e])
+            l1Sum += abs(v)
+            l2Sum += v * v
+        }
+        return switch self {
+        case .l1(let l1): l1 * l1Sum
+        case .l2(let l2): l2 * l2Sum
+        case .l1l2(let l1, let l2): (l1 != 0 ? l1 * l1Sum : 0) + (l2 != 0 ? l2 * l2Sum : 0)
+        }
+    }
 }

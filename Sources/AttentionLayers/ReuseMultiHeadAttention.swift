@@ -123,6 +123,28 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
     }
 
     public func call(_ a: CallArguments) throws(AttentionError) {
+        _ = try forward(a, Workspace<T>(), keep: false)
+    }
+
+    /// What one forward pass computed, for the backward and the activity losses.
+    private struct Pass {
+        var output: UnsafeMutablePointer<T>, scores: UnsafeMutablePointer<T>?
+        var outputShape: [Int], scoresShape: [Int]
+        var queryRows: Int, keyRows: Int
+        var dropout: AttentionDropout?
+        /// Reused heads: the given scores, their head count, the projected values (and their
+        /// kernel view), the attention output, and their share of the output (kept passes).
+        var reuse: UnsafeMutablePointer<T>?, reuseHeads = 0
+        var reusedValue: UnsafeMutablePointer<T>?, reusedValueOperand: ProjectedOperand<T>?
+        var reusedAttended: UnsafeMutablePointer<T>?, reusedOutput: UnsafeMutablePointer<T>?
+        var reusedShape: AttentionShape?
+        /// New heads: the fused pass, its mask and bias, their share of the output (kept passes).
+        var fresh: AttendedHeads<T>?, group: HeadGroup?, mask: AttentionMask?, bias: LogitBias<T>?
+        var freshOutput: UnsafeMutablePointer<T>?
+    }
+
+    /// The forward; `keep` keeps what the backward needs.
+    private func forward(_ a: CallArguments, _ ws: Workspace<T>, keep: Bool) throws(AttentionError) -> Pass {
         let (b, w) = try state()
         for (given, name) in [(a.queryMask, "query_mask"), (a.valueMask, "value_mask"), (a.keyMask, "key_mask")] where given != nil {
             throw .invalid("ReuseMultiHeadAttention takes no \(name); pass an attention_mask")
@@ -151,7 +173,6 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             reuse = try given.elements(of: T.self, "reuse_attention_scores")
         }
 
-        let ws = Workspace<T>()
         let projector = Projector(weights: w, workspace: ws)
         let queryRows = try checkedProduct(Array(a.query.dims.dropLast()), "the query rows")
         let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
@@ -162,28 +183,36 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             : nil
         let value = try a.value.elements(of: T.self, "value")
         let headSize = tq * tk
+        let outputCount = try elementCount(outputShape, "the output")
+        var pass = Pass(output: output, scores: scores, outputShape: outputShape, scoresShape: scoresShape,
+                        queryRows: queryRows, keyRows: keyRows, dropout: dropout, reuse: reuse, reuseHeads: reuseHeads)
+        // With both kinds of heads, a kept pass keeps each share of the output apart.
+        let split = keep && r > 0 && n > 0
 
         if let reuse, let valueReuse = b.valueReuse, let outputReuse = b.outputReuse {
             let v = try projector.project(value, rows: keyRows, valueReuse, "the reused heads' values")
             let attended = try ws.buffer(try checkedProduct([queryRows, r, hv], "the reused heads' output"), "the reused heads' output")
             let vOperand = try projector.operand(v, input: a.value.dims, heads: r, width: hv, b.inputs.axes, gather: true)
             let oOperand = try projector.operand(attended, input: a.query.dims, heads: r, width: hv, b.inputs.axes, gather: false)
-            weightedSum(shape: AttentionShape(groups: groups, heads: r, keyValueHeads: r, queryLength: tq, keyLength: tk,
-                                              keyDim: hk, valueDim: hv),
-                        weights: reuse, weightsLayout: WeightsLayout(group: reuseHeads * headSize, head: headSize, row: tk),
+            let shape = AttentionShape(groups: groups, heads: r, keyValueHeads: r, queryLength: tq, keyLength: tk,
+                                       keyDim: hk, valueDim: hv)
+            weightedSum(shape: shape, weights: reuse, weightsLayout: WeightsLayout(group: reuseHeads * headSize, head: headSize, row: tk),
                         value: vOperand.data, valueLayout: vOperand.layout, output: oOperand.data,
                         outputLayout: oOperand.layout, dropout: dropout,
                         placement: ScoresPlacement(heads: heads, firstHead: n))
             oOperand.scatter()
-            try projector.project(attended, rows: queryRows, outputReuse, into: output, accumulate: false, inputAxes: 2)
+            let share = split ? try ws.buffer(outputCount, "the reused heads' share of the output") : output
+            try projector.project(attended, rows: queryRows, outputReuse, into: share, accumulate: false, inputAxes: 2)
             if let scores {
                 for g in 0..<groups {
                     (scores + (g * heads + n) * headSize).update(from: reuse + g * reuseHeads * headSize, count: r * headSize)
                 }
             }
+            (pass.reusedValue, pass.reusedValueOperand, pass.reusedAttended, pass.reusedOutput, pass.reusedShape)
+                = (v, vOperand, attended, share, shape)
         }
         guard let queryProjection = b.query, let keyProjection = b.key, let valueNew = b.valueNew,
-              let outputNew = b.outputNew else { return }
+              let outputNew = b.outputNew else { return pass }
         let mask = try MultiHeadMask(axes: b.inputs.axes, query: a.query.dims, value: a.value.dims, scoresShape: scoresShape)
             .build(a, window: 0, fullyMaskedRow: .subtractLarge, workspace: ws)
         let bias = b.positionEmbeddings.map {
@@ -193,7 +222,114 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         let group = HeadGroup(query: queryProjection, key: keyProjection, value: valueNew, heads: n, keyValueHeads: n,
                               keyDim: hk, valueDim: hv)
         let attended = try projector.attend(a, group, b.inputs.axes, mask: mask, bias: bias, dropout: dropout, scores: scores,
-                                            placement: ScoresPlacement(heads: heads, firstHead: 0))
-        try projector.project(attended, rows: queryRows, outputNew, into: output, accumulate: r > 0, inputAxes: 2)
+                                            placement: ScoresPlacement(heads: heads, firstHead: 0), keepLogSumExp: keep)
+        let share = split ? try ws.buffer(outputCount, "the new heads' share of the output") : output
+        try projector.project(attended.attended, rows: queryRows, outputNew, into: share, accumulate: r > 0 && !split,
+                              inputAxes: 2)
+        if split, let reused = pass.reusedOutput {
+            for e in 0..<outputCount { output[e] = reused[e] + share[e] }
+        }
+        (pass.fresh, pass.group, pass.mask, pass.bias, pass.freshOutput) = (attended, group, mask, bias, share)
+        return pass
+    }
+
+    public func backward(_ a: CallArguments, _ g: GradientArguments) throws(AttentionError) {
+        let (b, w) = try state()
+        let ws = Workspace<T>()
+        let pass = try forward(a, ws, keep: true)
+        let (grads, dOut, dScores) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
+                                                              scores: pass.scoresShape)
+        let projector = Projector(weights: w, workspace: ws)
+        let activity = g.regularization ? config.weightOptions.activityRegularizer : nil
+        let (r, n, hv) = (config.reused, config.fresh, valueWidth)
+        let outputCount = try elementCount(pass.outputShape, "the output")
+        let batch = Double(a.query.dims[0])
+        let (groups, tq, tk) = try b.inputs.axes.problemSizes(query: a.query.dims, key: (a.key ?? a.value).dims)
+        let headSize = tq * tk
+        /// dOut plus the activity penalty's gradient at one share of the output.
+        func shareGradient(_ share: UnsafeMutablePointer<T>) throws(AttentionError) -> UnsafePointer<T> {
+            guard let activity else { return UnsafePointer(dOut) }
+            let total = try ws.buffer(outputCount, "an output share's gradient")
+            total.update(from: dOut, count: outputCount)
+            activity.addGradient(of: share, outputCount, factor: 1 / batch, into: total)
+            return UnsafePointer(total)
+        }
+        if let reuse = pass.reuse, let v = pass.reusedValue, let vOperand = pass.reusedValueOperand,
+           let attended = pass.reusedAttended, let share = pass.reusedOutput, let shape = pass.reusedShape,
+           let valueReuse = b.valueReuse, let outputReuse = b.outputReuse {
+            let count = pass.queryRows * r * hv
+            let dAttended = try ws.buffer(count, "the reused heads' output gradient")
+            dAttended.update(repeating: 0, count: count)
+            try projector.backProject(try shareGradient(share), input: attended, rows: pass.queryRows, outputReuse,
+                                      inputAxes: 2, grads, input: dAttended)
+            let dv = try ws.buffer(pass.keyRows * r * hv, "the reused heads' value gradient")
+            let dO = try projector.operand(dAttended, input: a.query.dims, heads: r, width: hv, b.inputs.axes, gather: true)
+            let dvOperand = try projector.operand(dv, input: a.value.dims, heads: r, width: hv, b.inputs.axes, gather: false)
+            let dReuse = try g.reuseAttentionScores.map { t throws(AttentionError) in
+                try t.expect(a.reuseAttentionScores?.dims ?? [], "reuse_attention_scores_gradient",
+                             "the shape of reuse_attention_scores")
+                let p = try t.elements(of: T.self, "reuse_attention_scores_gradient")
+                p.update(repeating: 0, count: groups * pass.reuseHeads * headSize)
+                return p
+            }
+            let layout = WeightsLayout(group: pass.reuseHeads * headSize, head: headSize, row: tk)
+            weightedSumBackward(shape: shape, weights: reuse, weightsLayout: layout, value: vOperand.data,
+                                valueLayout: vOperand.layout, dropout: pass.dropout,
+                                placement: ScoresPlacement(heads: heads, firstHead: n),
+                                gradients: WeightedSumGradients(output: dO.data, outputLayout: dO.layout,
+                                                                value: dvOperand.data, valueLayout: dvOperand.layout,
+                                                                weights: dReuse, weightsLayout: layout))
+            dvOperand.scatter()
+            // The returned scores of the reused heads are the given ones.
+            if let dReuse, let dScores {
+                for gi in 0..<groups {
+                    axpy(1, dScores + (gi * heads + n) * headSize, dReuse + gi * pass.reuseHeads * headSize, r * headSize)
+                }
+            }
+            activity?.addGradient(of: v, pass.keyRows * r * hv, factor: 1 / Double(a.value.dims[0]), into: dv)
+            try projector.backProject(dv, input: try a.value.elements(of: T.self, "value"), rows: pass.keyRows, valueReuse,
+                                      grads, input: grads.value)
+        } else if let t = g.reuseAttentionScores {
+            throw .invalid("a reuse_attention_scores gradient was asked for but the layer reuses no scores (\(t.dims))")
+        }
+        if let fresh = pass.fresh, let group = pass.group, let mask = pass.mask, let share = pass.freshOutput,
+           let outputNew = b.outputNew {
+            let count = pass.queryRows * n * hv
+            let dAttended = try ws.buffer(count, "the new heads' output gradient")
+            dAttended.update(repeating: 0, count: count)
+            try projector.backProject(try shareGradient(share), input: fresh.attended, rows: pass.queryRows, outputNew,
+                                      inputAxes: 2, grads, input: dAttended)
+            let scores = dScores.flatMap { d in pass.scores.map { (UnsafePointer(d), UnsafePointer($0)) } }
+            try projector.attendBackward(fresh, a, group, b.inputs.axes, mask: mask, bias: pass.bias, dropout: pass.dropout,
+                                         placement: ScoresPlacement(heads: heads, firstHead: 0), dAttended: dAttended,
+                                         scores: scores, biasGradient: b.positionEmbeddings.flatMap { grads.weights[$0] },
+                                         activity: activity, grads)
+        }
+        if g.regularization { w.addPenaltyGradients(config.weightOptions, grads) }
+    }
+
+    public func losses(_ a: CallArguments?) throws(AttentionError) -> [Double] {
+        let (_, w) = try state()
+        var result = w.penalties(config.weightOptions)
+        guard let a, let activity = config.weightOptions.activityRegularizer else { return result }
+        let pass = try forward(a, Workspace<T>(), keep: true)
+        let (batch, valueBatch) = (Double(a.query.dims[0]), Double(a.value.dims[0]))
+        let (r, n, hk, hv) = (config.reused, config.fresh, config.keyDim, valueWidth)
+        let outputCount = try elementCount(pass.outputShape, "the output")
+        if let v = pass.reusedValue, let share = pass.reusedOutput {
+            result.append(activity.penalty(of: v, pass.keyRows * r * hv) / valueBatch)
+            result.append(activity.penalty(of: share, outputCount) / batch)
+        }
+        if let fresh = pass.fresh, let share = pass.freshOutput {
+            result.append(activity.penalty(of: fresh.query, pass.queryRows * n * hk) / batch)
+            result.append(activity.penalty(of: fresh.key, pass.keyRows * n * hk) / valueBatch)
+            result.append(activity.penalty(of: fresh.value, pass.keyRows * n * hv) / valueBatch)
+            result.append(activity.penalty(of: share, outputCount) / batch)
+        }
+        return result
+    }
+
+    public func applyConstraints() throws(AttentionError) {
+        try state().1.applyConstraints(config.weightOptions)
     }
 }

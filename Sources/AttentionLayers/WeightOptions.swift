@@ -1,5 +1,5 @@
 /// Keras's weight options of the multi-head layers: how kernels and biases are initialised,
-/// and the regularizers and constraints kept in the config (they act in training).
+/// and the regularizers and constraints that act in training.
 public struct WeightOptions: Sendable, Equatable {
     public var kernelInitializer = Initializer.glorotUniform
     public var biasInitializer = Initializer.zeros
@@ -21,6 +21,46 @@ public struct WeightOptions: Sendable, Equatable {
         }
         for (constraint, slot) in [(kernelConstraint, "kernel_constraint"), (biasConstraint, "bias_constraint")] {
             do { try constraint?.validate(rank: nil) } catch { throw AttentionError(error.kind, "\(slot): \(error.message)") }
+        }
+    }
+}
+
+extension WeightOptions {
+    /// The regularizer of a weight: kernel_regularizer for a ".../kernel", bias_regularizer
+    /// for a ".../bias", none for others.
+    func regularizer(for spec: WeightSpec) -> Regularizer? {
+        spec.name.hasSuffix("kernel") ? kernelRegularizer : spec.name.hasSuffix("bias") ? biasRegularizer : nil
+    }
+
+    /// The constraint of a weight, chosen as `regularizer(for:)` chooses.
+    func constraint(for spec: WeightSpec) -> Constraint? {
+        spec.name.hasSuffix("kernel") ? kernelConstraint : spec.name.hasSuffix("bias") ? biasConstraint : nil
+    }
+}
+
+extension WeightStore {
+    /// The weight regularizers' penalties, one per regularized weight, in weight order.
+    func penalties(_ options: WeightOptions) -> [Double] {
+        specs.indices.compactMap { i in options.regularizer(for: specs[i]).map { $0.penalty(of: values(i), specs[i].count) } }
+    }
+
+    /// Adds each weight regularizer's gradient to the weight's gradient, where asked for.
+    func addPenaltyGradients(_ options: WeightOptions, _ grads: Gradients<T>) {
+        for i in specs.indices {
+            guard let regularizer = options.regularizer(for: specs[i]), let dw = grads.weights[i] else { continue }
+            regularizer.addGradient(of: values(i), specs[i].count, factor: 1, into: dw)
+        }
+    }
+
+    /// Applies each weight's constraint to it in place (what Keras's optimizer does after
+    /// an update).
+    func applyConstraints(_ options: WeightOptions) throws(AttentionError) {
+        for i in specs.indices {
+            guard let constraint = options.constraint(for: specs[i]) else { continue }
+            let p = pointer(i), count = specs[i].count
+            var values = (0..<count).map { Double(p[$0]) }
+            try constraint.apply(&values, shape: specs[i].shape)
+            for e in 0..<count { p[e] = T(values[e]) }
         }
     }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import AttentionLayers
 import CAttention
 
@@ -118,19 +121,109 @@ public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_ca
         let l = try Handles.layer(layer)
         let a = try versionedStruct(args, "att_call_args", nullName: "args")
         guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
-        let arguments = CallArguments(
-            query: try tensor(a.query, "args->query"),
-            value: try tensor(a.value, "args->value"),
-            key: try optionalTensor(a.key, "args->key"),
-            queryMask: try optionalTensor(a.query_mask, "args->query_mask"),
-            valueMask: try optionalTensor(a.value_mask, "args->value_mask"),
-            keyMask: try optionalTensor(a.key_mask, "args->key_mask"),
-            attentionMask: try optionalTensor(a.attention_mask, "args->attention_mask"),
-            training: a.training != 0, useCausalMask: a.use_causal_mask != 0,
-            dropoutSeed: a.dropout_seed, dropoutStream: a.dropout_stream,
-            output: try tensor(UnsafePointer(a.output), "args->output"),
-            scores: try optionalTensor(UnsafePointer(a.scores), "args->scores"),
-            reuseAttentionScores: try optionalTensor(a.reuse_attention_scores, "args->reuse_attention_scores"))
-        try l.call(arguments)
+        try l.call(try callArguments(a, l, scratch: nil))
     }
+}
+
+@_cdecl("att_layer_backward")
+public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<att_call_args>?,
+                               _ grads: UnsafePointer<att_gradient_args>?) -> att_status {
+    withStatus {
+        let l = try Handles.layer(layer)
+        let a = try versionedStruct(args, "att_call_args", nullName: "args")
+        let g = try versionedStruct(grads, "att_gradient_args", nullName: "grads")
+        guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
+        let output = ScratchOutput()
+        let arguments = try callArguments(a, l, scratch: output)
+        var weights: [RawTensor?]?
+        if let list = g.weight_gradients {
+            weights = try (0..<(try l.weightSpecs).count).map { i throws in
+                list[i].data == nil ? nil : try tensor(list[i], "grads->weight_gradients[\(i)]")
+            }
+        }
+        let gradients = GradientArguments(
+            outputGradient: try tensor(g.output_gradient, "grads->output_gradient"),
+            scoresGradient: try optionalTensor(g.scores_gradient, "grads->scores_gradient"),
+            query: try optionalTensor(UnsafePointer(g.query_gradient), "grads->query_gradient"),
+            value: try optionalTensor(UnsafePointer(g.value_gradient), "grads->value_gradient"),
+            key: try optionalTensor(UnsafePointer(g.key_gradient), "grads->key_gradient"),
+            reuseAttentionScores: try optionalTensor(UnsafePointer(g.reuse_attention_scores_gradient),
+                                                     "grads->reuse_attention_scores_gradient"),
+            weights: weights, regularization: g.include_regularization != 0)
+        try l.backward(arguments, gradients)
+    }
+}
+
+@_cdecl("att_layer_losses")
+public func att_layer_losses(_ layer: OpaquePointer?, _ args: UnsafePointer<att_call_args>?,
+                             _ losses: UnsafeMutablePointer<Double>?, _ capacity: Int,
+                             _ count: UnsafeMutablePointer<Int>?) -> att_status {
+    withStatus {
+        let l = try Handles.layer(layer)
+        guard let count else { throw Failure.null("count") }
+        guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
+        let output = ScratchOutput()
+        let arguments = try args.map { p throws in
+            try callArguments(try versionedStruct(p, "att_call_args", nullName: "args"), l, scratch: output)
+        }
+        let values = try l.losses(arguments)
+        if capacity > 0, values.count > 0 {
+            guard let losses else { throw Failure.null("losses (capacity is \(capacity))") }
+            for (i, v) in values.prefix(capacity).enumerated() { losses[i] = v }
+        }
+        count.pointee = values.count
+    }
+}
+
+@_cdecl("att_layer_apply_constraints")
+public func att_layer_apply_constraints(_ layer: OpaquePointer?) -> att_status {
+    withStatus {
+        let l = try Handles.layer(layer)
+        guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
+        try l.applyConstraints()
+    }
+}
+
+/// The output buffer of a call whose caller passed none (training entry points), freed with it.
+final class ScratchOutput {
+    private var buffer: UnsafeMutableRawPointer?
+
+    func allocate(_ bytes: Int) throws -> UnsafeMutableRawPointer {
+        guard let p = malloc(max(1, bytes)) else {
+            throw Failure(ATT_ERR_OUT_OF_MEMORY, "cannot allocate \(bytes) bytes for the output")
+        }
+        buffer = p
+        return p
+    }
+
+    deinit { free(buffer) }
+}
+
+/// The forward arguments of a call. A NULL output is an error unless `scratch` is given,
+/// which then holds a buffer for it.
+private func callArguments(_ a: att_call_args, _ l: any AttentionLayer, scratch: ScratchOutput?) throws -> CallArguments {
+    let query = try tensor(a.query, "args->query"), value = try tensor(a.value, "args->value")
+    let key = try optionalTensor(a.key, "args->key")
+    let output: RawTensor
+    if let given = a.output {
+        output = try tensor(UnsafePointer(given), "args->output")
+    } else if let scratch {
+        let dims = try l.outputShapes(query: query.dims, value: value.dims, key: key?.dims).output
+        let size = l.dtype == .float32 ? 4 : 8
+        let count = try elementCount(dims, elementSize: size, "the output")
+        output = RawTensor(data: try scratch.allocate(count * size), elementType: l.dtype.elementType, dims: dims)
+    } else {
+        throw Failure.null("args->output")
+    }
+    return CallArguments(
+        query: query, value: value, key: key,
+        queryMask: try optionalTensor(a.query_mask, "args->query_mask"),
+        valueMask: try optionalTensor(a.value_mask, "args->value_mask"),
+        keyMask: try optionalTensor(a.key_mask, "args->key_mask"),
+        attentionMask: try optionalTensor(a.attention_mask, "args->attention_mask"),
+        training: a.training != 0, useCausalMask: a.use_causal_mask != 0,
+        dropoutSeed: a.dropout_seed, dropoutStream: a.dropout_stream,
+        output: output,
+        scores: try optionalTensor(UnsafePointer(a.scores), "args->scores"),
+        reuseAttentionScores: try optionalTensor(a.reuse_attention_scores, "args->reuse_attention_scores"))
 }

@@ -15,6 +15,10 @@ their attention scores on:
     x, scores = first(x, x, return_attention_scores=True)
     x = second(x, x, reuse_attention_scores=scores)
 
+Training: `layer.gradients(..., output_gradient=dO)` runs one forward and backward and returns
+the gradients of the inputs and of every weight (a Gradients); `layer.losses` and
+`layer.apply_constraints()` give Keras's regularizers and constraints.
+
 Functional: dot_product_attention (keras.ops). float32 (default) or float64. The C library is
 found through $ATTENTION_LIB, next to this package, or in an enclosing .build/release (after
 `make lib`).
@@ -27,6 +31,7 @@ from ._additive_attention import AdditiveAttention
 from ._attention import Attention
 from ._functional import dot_product_attention
 from ._group_query_attention import GroupedQueryAttention, GroupQueryAttention
+from ._layer import Gradients
 from ._multi_head_attention import MultiHeadAttention
 from ._reuse_multi_head_attention import ReuseMultiHeadAttention
 
@@ -38,6 +43,7 @@ __all__ = [
     "GroupedQueryAttention",
     "ReuseMultiHeadAttention",
     "dot_product_attention",
+    "Gradients",
     "set_num_threads",
     "get_num_threads",
     "__version__",

@@ -74,6 +74,19 @@ class Attention(Layer):
                  use_causal_mask=False):
         """inputs [query, value(, key)], mask [query_mask, value_mask] (either may be None).
         Returns the output (B, Tq, Dv), and the weights (B, Tq, Tv) if asked."""
+        return self._run(inputs, mask, training, use_causal_mask, return_scores=return_attention_scores)
+
+    def gradients(self, inputs, mask=None, training=False, use_causal_mask=False, *, output_gradient,
+                  scores_gradient=None):
+        """One training step: the forward of this call (same arguments as __call__) and the
+        backward of L = sum(output * output_gradient) [+ sum(scores * scores_gradient)], with
+        one dropout mask for both (the stream then advances as after a training call).
+        Returns a Gradients (.query, .value, .key for the inputs; .weights)."""
+        return self._run(inputs, mask, training, use_causal_mask, return_scores=False,
+                         gradients={"output_gradient": output_gradient,
+                                    "scores_gradient": scores_gradient, "regularization": False})
+
+    def _run(self, inputs, mask, training, use_causal_mask, *, return_scores, gradients=None):
         self._validate(inputs, mask)
         arrays = [self._input(x, what) for x, what in zip(inputs, ("query", "value", "key"))]
         if not self.built:
@@ -86,7 +99,8 @@ class Attention(Layer):
                    "value_mask": as_mask(value_mask, "value_mask")},
             training=training,
             use_causal_mask=use_causal_mask,
-            return_scores=return_attention_scores,
+            return_scores=return_scores,
+            gradients=gradients,
         )
 
     def _config(self):

@@ -68,6 +68,25 @@ def _shape_ref(dims):
     return ctypes.byref(_lib.make_shape(1 if d is None else d for d in dims))
 
 
+class Gradients:
+    """The result of `layer.gradients(...)`: one training step's forward `output` (and
+    `scores` when a scores_gradient was given) and the gradients of
+    L = sum(output * output_gradient) [+ sum(scores * scores_gradient)] [+ sum(losses)]:
+    `query`, `value` (with the key's share when no key was passed), `key` (None then),
+    `reuse_attention_scores` (None unless the layer reused scores) and `weights`, a list in
+    get_weights() order."""
+
+    def __init__(self, *, output, scores, query, value, key, reuse_attention_scores, weights):
+        self.output, self.scores = output, scores
+        self.query, self.value, self.key = query, value, key
+        self.reuse_attention_scores = reuse_attention_scores
+        self.weights = weights
+
+    def __repr__(self):
+        return (f"Gradients(query {self.query.shape}, value {self.value.shape}, "
+                f"key {None if self.key is None else self.key.shape}, {len(self.weights)} weights)")
+
+
 class Layer:
     """Base of the Keras-shaped layers. Subclasses set `_CONFIG_STRUCT` (their C config struct)
     and `_CREATE` (the name of the att_*_create function taking it), and define
@@ -187,11 +206,11 @@ class Layer:
         return as_array(x, self._np_dtype, what)
 
     def _call_multi_head(self, query, value, key, masks, *, training, use_causal_mask,
-                         return_scores, reuse_attention_scores=None):
+                         return_scores, reuse_attention_scores=None, gradients=None):
         """The call of the multi-head layers: query, value, key (or None) and
         reuse_attention_scores (or None) converted to the layer dtype, `masks` (CallArgs mask
         field -> mask or None) to uint8, the layer built for the inputs' shapes on first use,
-        then _forward."""
+        then _forward (with `gradients`: the backward, see `gradients()`)."""
         query = self._input(query, "query")
         value = self._input(value, "value")
         key = None if key is None else self._input(key, "key")
@@ -202,7 +221,8 @@ class Layer:
             tensors["reuse_attention_scores"] = self._input(reuse_attention_scores,
                                                             "reuse_attention_scores")
         return self._forward(query, value, key, masks=tensors, training=training,
-                             use_causal_mask=use_causal_mask, return_scores=return_scores)
+                             use_causal_mask=use_causal_mask, return_scores=return_scores,
+                             gradients=gradients)
 
     def _output_shapes(self, query_shape, value_shape, key_shape):
         """att_layer_output_shape for these input shapes, remembered for the layer's current
@@ -219,11 +239,15 @@ class Layer:
             self._last_shapes = last
         return last[1], last[2]
 
-    def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores):
+    def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores,
+                 gradients=None):
         """att_layer_call on converted inputs; `masks` maps optional CallArgs tensor fields
         (the masks, reuse_attention_scores) to arrays. Returns output, or (output, scores)
-        when return_scores."""
+        when return_scores; with `gradients` (the keywords of `gradients()`), runs
+        att_layer_backward instead and returns a Gradients."""
         out_dims, scores_dims = self._output_shapes(query.shape, value.shape, None if key is None else key.shape)
+        if gradients is not None:
+            return_scores = gradients["scores_gradient"] is not None
         output = np.empty(out_dims, self._np_dtype)
         scores = np.empty(scores_dims, self._np_dtype) if return_scores else None
         training = bool(training)
@@ -240,10 +264,82 @@ class Layer:
             scores=_lib.tensor_ref(scores),
             **{field: _lib.tensor_ref(mask) for field, mask in masks.items()},
         )
-        check(_lib.lib().att_layer_call(self._handle, ctypes.byref(args)))
+        if gradients is None:
+            check(_lib.lib().att_layer_call(self._handle, ctypes.byref(args)))
+            result = (output, scores) if return_scores else output
+        else:
+            result = self._backward(args, query, value, key, masks, output, scores, out_dims, scores_dims,
+                                    **gradients)
+        self._record_activity_losses(args)
         if training and self.dropout > 0:
             self.dropout_stream = (self.dropout_stream + 1) % 2**64
-        return (output, scores) if return_scores else output
+        return result
+
+    def _backward(self, args, query, value, key, masks, output, scores, out_dims, scores_dims, *,
+                  output_gradient, scores_gradient, regularization):
+        """att_layer_backward for the call `args`; returns a Gradients."""
+        d_output = self._input(output_gradient, "output_gradient")
+        if d_output.shape != tuple(out_dims):
+            raise ValueError(f"output_gradient has shape {d_output.shape}, but the output's shape is {tuple(out_dims)}")
+        d_scores = None
+        if scores_gradient is not None:
+            d_scores = self._input(scores_gradient, "scores_gradient")
+            if d_scores.shape != tuple(scores_dims):
+                raise ValueError(f"scores_gradient has shape {d_scores.shape}, but the scores' shape is "
+                                 f"{tuple(scores_dims)}")
+        reuse = masks.get("reuse_attention_scores")
+        grads = {"query": np.empty_like(query), "value": np.empty_like(value),
+                 "key": None if key is None else np.empty_like(key),
+                 "reuse_attention_scores": None if reuse is None else np.empty_like(reuse)}
+        weights = [np.empty(shape, self._np_dtype) for _, shape in self._weight_specs()]
+        tensors = (_lib.Tensor * max(1, len(weights)))(*[_lib.make_tensor(w) for w in weights])
+        g = _lib.GradientArgs(
+            struct_size=ctypes.sizeof(_lib.GradientArgs),
+            output_gradient=_lib.tensor_ref(d_output),
+            scores_gradient=_lib.tensor_ref(d_scores),
+            query_gradient=_lib.tensor_ref(grads["query"]),
+            value_gradient=_lib.tensor_ref(grads["value"]),
+            key_gradient=_lib.tensor_ref(grads["key"]),
+            reuse_attention_scores_gradient=_lib.tensor_ref(grads["reuse_attention_scores"]),
+            weight_gradients=ctypes.cast(tensors, ctypes.POINTER(_lib.Tensor)) if weights else None,
+            include_regularization=bool(regularization),
+        )
+        check(_lib.lib().att_layer_backward(self._handle, ctypes.byref(args), ctypes.byref(g)))
+        return Gradients(output=output, scores=scores, weights=weights, **grads)
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _losses(self, args):
+        """att_layer_losses for the call `args` (None: the weights' penalties only)."""
+        count = ctypes.c_size_t()
+        handle = self._handle
+        check(_lib.lib().att_layer_losses(handle, args and ctypes.byref(args), None, 0, ctypes.byref(count)))
+        values = (ctypes.c_double * max(1, count.value))()
+        check(_lib.lib().att_layer_losses(handle, args and ctypes.byref(args), values, count.value,
+                                          ctypes.byref(count)))
+        return [float(v) for v in values[:count.value]]
+
+    def _record_activity_losses(self, args):
+        """Keeps the activity penalties of the call `args`, for `losses`."""
+        options = getattr(self, "_weight_options", None)
+        if options is None or options.config()["activity_regularizer"] is None:
+            return
+        weights = len(self._losses(None))
+        self._activity_losses = self._losses(args)[weights:]
+
+    @property
+    def losses(self):
+        """The regularization losses, as Keras's layer.losses: the penalty of each regularized
+        weight (current values), then the activity penalties of the last call (each divided
+        by its tensor's batch size). [] before build or without regularizers."""
+        if not self.built:
+            return []
+        return self._losses(None) + list(getattr(self, "_activity_losses", []))
+
+    def apply_constraints(self):
+        """Applies kernel_constraint and bias_constraint to the weights in place, as Keras's
+        optimizer does after an update."""
+        check(_lib.lib().att_layer_apply_constraints(self._handle))
 
     # -- config -----------------------------------------------------------------------------
 

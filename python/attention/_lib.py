@@ -197,6 +197,22 @@ class CallArgs(ctypes.Structure):
     ]
 
 
+class GradientArgs(ctypes.Structure):
+    """The header's att_gradient_args, field for field."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("output_gradient", _TensorP),
+        ("scores_gradient", _TensorP),
+        ("query_gradient", _TensorP),
+        ("value_gradient", _TensorP),
+        ("key_gradient", _TensorP),
+        ("reuse_attention_scores_gradient", _TensorP),
+        ("weight_gradients", _TensorP),
+        ("include_regularization", ctypes.c_int32),
+    ]
+
+
 class DotProductAttentionArgs(ctypes.Structure):
     """The header's att_dot_product_attention_args, field for field."""
 
@@ -254,6 +270,13 @@ _SIGNATURES = {
     "att_layer_set_weight": (_Status, [_Handle, ctypes.c_size_t, _TensorP]),
     "att_layer_output_shape": (_Status, [_Handle, _ShapeP, _ShapeP, _ShapeP, _ShapeP, _ShapeP]),
     "att_layer_call": (_Status, [_Handle, ctypes.POINTER(CallArgs)]),
+    "att_layer_backward": (_Status, [_Handle, ctypes.POINTER(CallArgs), ctypes.POINTER(GradientArgs)]),
+    "att_layer_losses": (
+        _Status,
+        [_Handle, ctypes.POINTER(CallArgs), ctypes.POINTER(ctypes.c_double), ctypes.c_size_t,
+         ctypes.POINTER(ctypes.c_size_t)],
+    ),
+    "att_layer_apply_constraints": (_Status, [_Handle]),
     "att_dot_product_attention": (_Status, [ctypes.POINTER(DotProductAttentionArgs)]),
 }
 

@@ -134,13 +134,31 @@ class ReuseMultiHeadAttention(Layer):
         reuse_attention_scores (an earlier layer's scores, laid out like this layer's; only
         the first reuse_attention heads are read with partial reuse) is required when
         reuse_attention != 0 and ignored when it is 0."""
+        return self._run(query, value, key, attention_mask, training, reuse_attention_scores,
+                         return_scores=return_attention_scores)
+
+    def gradients(self, query, value, key=None, attention_mask=None, training=None,
+                  reuse_attention_scores=None, *, output_gradient, scores_gradient=None,
+                  regularization=False):
+        """One training step: the forward of this call (same arguments as __call__) and the
+        backward of L = sum(output * output_gradient) [+ sum(scores * scores_gradient)]
+        [+ sum(self.losses) when regularization], with one dropout mask for both (the stream
+        then advances as after a training call). Returns a Gradients."""
+        return self._run(query, value, key, attention_mask, training, reuse_attention_scores,
+                         return_scores=False, gradients={"output_gradient": output_gradient,
+                                                         "scores_gradient": scores_gradient,
+                                                         "regularization": regularization})
+
+    def _run(self, query, value, key, attention_mask, training, reuse_attention_scores, *,
+             return_scores, gradients=None):
         if self._reuse_attention > 0 and reuse_attention_scores is None:
             raise ValueError("reuse_attention_scores cannot be None when reuse_attention is "
                              "True or > 0.")
         return self._call_multi_head(
             query, value, key, {"attention_mask": attention_mask}, training=training,
-            use_causal_mask=False, return_scores=return_attention_scores,
-            reuse_attention_scores=reuse_attention_scores if self._reuse_attention else None)
+            use_causal_mask=False, return_scores=return_scores,
+            reuse_attention_scores=reuse_attention_scores if self._reuse_attention else None,
+            gradients=gradients)
 
     def _config(self):
         query_shape, key_shape, value_shape = self._input_shapes
