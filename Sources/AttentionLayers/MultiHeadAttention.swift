@@ -118,14 +118,14 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         var mask: AttentionMask
         var dropout: AttentionDropout?
         var queryRows: Int
-        /// The gate σ(query·Wg + bg) and the attention output before gating (kept passes).
-        var gate: UnsafeMutablePointer<T>?, ungated: UnsafeMutablePointer<T>?
+        /// The gate σ(query·Wg + bg) and the gated attention output (kept passes).
+        var gate: UnsafeMutablePointer<T>?, gated: UnsafeMutablePointer<T>?
         var output: UnsafeMutablePointer<T>, scores: UnsafeMutablePointer<T>?
         var outputShape: [Int], scoresShape: [Int]
     }
 
     /// The forward; `keep` keeps what the backward needs: the log-sum-exp rows, the gate
-    /// and the output before gating.
+    /// and the output before and after gating.
     private func forward(_ a: CallArguments, _ workspace: Workspace<T>, keep: Bool) throws(AttentionError) -> Pass {
         let (b, w) = try state()
         if a.reuseAttentionScores != nil {
@@ -155,16 +155,17 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
             let query = try a.query.elements(of: T.self, "query")
             let g = try projector.project(query, rows: queryRows, gate, "the gate")
             if keep {
+                // The kernel's output stays as it is (the backward reads it).
                 for e in 0..<width { g[e] = T.sigmoid(g[e]) }
-                let ungated = try workspace.buffer(width, "the ungated attention output")
-                ungated.update(from: attended.attended, count: width)
-                for e in 0..<width { attended.attended[e] *= g[e] }
-                (pass.gate, pass.ungated) = (g, ungated)
+                let gated = try workspace.buffer(width, "the gated attention output")
+                for e in 0..<width { gated[e] = attended.attended[e] * g[e] }
+                (pass.gate, pass.gated) = (g, gated)
             } else {
                 multiplyBySigmoid(attended.attended, g, width)
             }
         }
-        try projector.project(attended.attended, rows: queryRows, b.output, into: output, accumulate: false, inputAxes: 2)
+        try projector.project(pass.gated ?? attended.attended, rows: queryRows, b.output, into: output,
+                              accumulate: false, inputAxes: 2)
         return pass
     }
 
@@ -187,9 +188,10 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         let width = pass.queryRows * heads * valueWidth
         let dAttended = try workspace.buffer(width, "the attention output's gradient")
         dAttended.update(repeating: 0, count: width)
-        try projector.backProject(dOutput, input: pass.heads.attended, rows: pass.queryRows, b.output, inputAxes: 2,
-                                  grads, input: dAttended)
-        if let gateProjection = b.gate, let gate = pass.gate, let ungated = pass.ungated {
+        try projector.backProject(dOutput, input: pass.gated ?? pass.heads.attended, rows: pass.queryRows, b.output,
+                                  inputAxes: 2, grads, input: dAttended)
+        if let gateProjection = b.gate, let gate = pass.gate {
+            let ungated = pass.heads.attended
             // out = u ⊙ σ: ∂u = ∂out ⊙ σ, ∂(pre-activation) = (∂out ⊙ u + activity'(σ)) ⊙ σ(1 − σ).
             let dGate = try workspace.buffer(width, "the gate's gradient")
             for e in 0..<width { dGate[e] = dAttended[e] * ungated[e] }
@@ -212,7 +214,9 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         let (_, w) = try state()
         var result = w.penalties(config.weightOptions)
         guard let a, let activity = config.weightOptions.activityRegularizer else { return result }
-        let pass = try forward(a, Workspace<T>(), keep: true)
+        let workspace = Workspace<T>()  // holds the pass's buffers until the penalties are read
+        let pass = try forward(a, workspace, keep: true)
+        defer { withExtendedLifetime(workspace) {} }
         let h = pass.heads, batch = Double(a.query.dims[0]), keyBatch = Double(a.value.dims[0])
         let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
         result.append(activity.penalty(of: h.query, pass.queryRows * heads * config.keyDim) / batch)

@@ -312,7 +312,9 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         let (_, w) = try state()
         var result = w.penalties(config.weightOptions)
         guard let a, let activity = config.weightOptions.activityRegularizer else { return result }
-        let pass = try forward(a, Workspace<T>(), keep: true)
+        let workspace = Workspace<T>()  // holds the pass's buffers until the penalties are read
+        let pass = try forward(a, workspace, keep: true)
+        defer { withExtendedLifetime(workspace) {} }
         let (batch, valueBatch) = (Double(a.query.dims[0]), Double(a.value.dims[0]))
         let (r, n, hk, hv) = (config.reused, config.fresh, config.keyDim, valueWidth)
         let outputCount = try elementCount(pass.outputShape, "the output")
