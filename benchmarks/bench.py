@@ -42,6 +42,7 @@ FLOP_MODELS = [
     "additive: B·Tq·Tv·(4·dim + 2·dim) — q+k, tanh (as 1 flop), ×scale, + ; then p·v",
     "concat: B·Tq·Tv·(3·dim + 2·dim) — q+k, tanh (as 1 flop), + ; then p·v",
     "decode: GB/s = bytes of K and V read once (2·B·S·N·H·4) / time; copy counts read + write",
+    "sdpa backward: 10·B·N·T·S·H (q·kᵀ recomputed, dO·vᵀ, pᵀ·dO, dS·k, dSᵀ·q); causal counts half",
 ]
 
 
@@ -327,6 +328,39 @@ def gemm_rows(report):
     return rows
 
 
+def numpy_sdpa_backward(q, k, v, d_out, causal):
+    """dQ, dK, dV of softmax(q·kᵀ/√h)·v on (B, N, T, H) arrays, as numpy writes it out."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    s = q @ k.swapaxes(-1, -2) * scale
+    if causal:
+        s = np.where(np.tril(np.ones(s.shape[-2:], bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    d_value = p.swapaxes(-1, -2) @ d_out
+    d_p = d_out @ v.swapaxes(-1, -2)
+    d_s = p * (d_p - (d_p * p).sum(-1, keepdims=True))
+    return d_s @ k * scale, d_s.swapaxes(-1, -2) @ q * scale, d_value
+
+
+def backward_rows(report):
+    """The training kernels from AttentionBench (forward keeping the log-sum-exp, backward)
+    beside numpy's backward formula on the same sizes."""
+    rows = []
+    for name, timing in report["attention"].items():
+        b, n, t, h = (int(part[1:]) for part in name.split("_")[1:5])
+        causal = name.endswith("causal")
+        rng = np.random.default_rng(3)
+        q, k, v, d_out = (rng.standard_normal((b, n, t, h), dtype=np.float32) for _ in range(4))
+        flops = 10 * b * n * t * t * h * (0.5 if causal else 1)
+        rows.append({"name": f"{name}_backward", "flops": flops, "seconds": timing["backward_seconds"],
+                     "seconds_1_thread": timing["backward_seconds_1_thread"],
+                     "forward_seconds": timing["forward_seconds"],
+                     "numpy_seconds": median_seconds(lambda: numpy_sdpa_backward(q, k, v, d_out, causal),
+                                                     min_repeats=3, max_repeats=5)})
+        print(f"  measured {name}_backward", file=sys.stderr)
+    return rows
+
+
 # -- the table ------------------------------------------------------------------------------
 
 def duration(seconds):
@@ -355,7 +389,7 @@ def table(results):
         f"{'workload':<28} {'time':>9} {'rate':>12} {'of peak':>8} {'numpy':>9} {'×numpy':>7} "
         f"{'×torch':>7} {'×ort':>6} {'2T/1T':>6} {'err':>7}",
     ]
-    for row in results["workloads"] + results["gemm"]:
+    for row in results["workloads"] + results["backward"] + results["gemm"]:
         if "bytes_read" in row:
             rate = row["bytes_read"] / row["seconds"]
             rate_text, share = f"{rate / 1e9:.1f} GB/s", f"{rate / copy:.0%} bw"
@@ -368,6 +402,9 @@ def table(results):
                      f"{duration(row['numpy_seconds']):>9} {times(ratio(row, 'numpy')):>7} "
                      f"{times(ratio(row, 'torch')):>7} {times(ratio(row, 'ort')):>6} {times(scaling):>6} "
                      f"{error:>7}")
+    lines.append("backward / training forward (the forward that keeps the log-sum-exp rows), same run: "
+                 + ", ".join(f"{row['name'].removesuffix('_backward')} {row['seconds'] / row['forward_seconds']:.2f}×"
+                             for row in results["backward"]))
     tiny = results["tiny"]
     lines.append(f"{'tiny_b1_t16_d64 C call':<28} {duration(tiny['c_seconds_per_call']):>9}")
     lines.append(f"{'tiny_b1_t16_d64 Python call':<28} {duration(tiny['python_seconds_per_call']):>9} "
@@ -429,6 +466,7 @@ def main():
         "tiny": tiny_workload(args.tiny_call),
         "memory": memory,
         "gemm": gemm_rows(our_gemm),
+        "backward": backward_rows(our_gemm),
     }
     # The peak is the better of two probes, one before and one after the workloads.
     results["fma_peak_flops"] = max(first_probe, fma_peak(args.fma_probe, THREADS))

@@ -488,11 +488,19 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         case .uniform:
             for j in keys { axpy(row.keep(i, j) * scale / T(shape.keyLength), dO, valueGradientRow(g, h, j), dv) }
         case .subtractLarge:
-            let shift = lse[(g * shape.heads + n) * shape.queryLength + i]
+            // The weights as the forward computed them (x − 1e9 rounds away the digits a
+            // log-sum-exp would need): the max and the sum over all keys again.
+            var m = -T.infinity, l = T.zero
+            row.forEachLogitTile(i) { _, count in
+                for t in 0..<count { m = maxPropagatingNaN(m, row.logits[t] - row.largeMaskOffset) }
+            }
+            row.forEachLogitTile(i) { _, count in
+                for t in 0..<count { l += T.exp(row.logits[t] - row.largeMaskOffset - m) }
+            }
             let afterDropout = job.dropout?.scoresAfterDropout ?? false
             for j in keys {
                 row.computeLogits(i, j, 1, into: b.logits)
-                let p = T.exp(b.logits[0] - row.largeMaskOffset - shift)
+                let p = T.exp(b.logits[0] - row.largeMaskOffset - m) / l
                 let keep = job.dropout == nil ? 1 : row.keep(i, j) * scale
                 axpy(p * keep, dO, valueGradientRow(g, h, j), dv)
                 var dp = dot(dO, row.valueRow(j), dv) * keep

@@ -20,8 +20,7 @@ public enum AttentionTile {
 /// - Parameter placement: where the heads sit in the scores tensor (default: all of it).
 /// - Parameter logSumExp: when non-nil, (groups, heads, queryLength) entries that receive
 ///   each row's log Σ_j e^(x_j) over its kept keys — what `attentionBackward` recomputes the
-///   weights from (a fully masked row: over all keys shifted by −1e9 for `.subtractLarge`,
-///   unspecified for the other policies).
+///   weights from (unspecified for a row whose every key is masked).
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func attentionForward<T: KernelScalar>(
@@ -366,7 +365,6 @@ struct Row<T: KernelScalar> {
                     axpy(p * keep(i, j0 + t), valueRow(j0 + t), acc, shape.valueDim)
                 }
             }
-            recordLogSumExp(i, max: m, sum: l)
             writeOutput(i, dropoutScale / l)
         }
     }
@@ -431,7 +429,6 @@ struct Row<T: KernelScalar> {
                     weights[j] = T.exp(weights[j] - m)
                     l += weights[j]
                 }
-                recordLogSumExp(i, max: m, sum: l)
                 scale(1 / l, weights, s)
             }
         }

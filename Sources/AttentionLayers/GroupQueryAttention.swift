@@ -45,7 +45,7 @@ public final class GroupQueryAttention<T: KernelScalar>: AttentionLayer, @unchec
         }
         self.config = config
         attention = try MultiHeadAttention(config.multiHead, keyValueHeads: config.numKeyValueHeads,
-                                           layerName: "GroupQueryAttention")
+                                           layerName: "GroupQueryAttention", penalizesOwnOutputs: true)
     }
 
     public var dtype: DType { attention.dtype }

@@ -55,6 +55,9 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
     private var built: Built?
     let layerName: String
     private let keyValueHeads: Int
+    /// Whether the activity regularizer also penalizes the layer's own outputs (the output
+    /// and returned scores), as Keras's GroupQueryAttention does on top of its projections.
+    private let penalizesOwnOutputs: Bool
 
     /// What build fixed: the axes, the inputs' feature dims and the weights' places.
     private struct Built {
@@ -63,15 +66,17 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
     }
 
     public convenience init(_ config: MultiHeadAttentionConfig) throws(AttentionError) {
-        try self.init(config, keyValueHeads: config.numHeads, layerName: "MultiHeadAttention")
+        try self.init(config, keyValueHeads: config.numHeads, layerName: "MultiHeadAttention", penalizesOwnOutputs: false)
     }
 
     /// A layer whose key and value have `keyValueHeads` heads (dividing config.numHeads).
-    init(_ config: MultiHeadAttentionConfig, keyValueHeads: Int, layerName: String) throws(AttentionError) {
+    init(_ config: MultiHeadAttentionConfig, keyValueHeads: Int, layerName: String,
+         penalizesOwnOutputs: Bool) throws(AttentionError) {
         try config.validate()
         self.config = config
         self.keyValueHeads = keyValueHeads
         self.layerName = layerName
+        self.penalizesOwnOutputs = penalizesOwnOutputs
     }
 
     private var heads: Int { config.numHeads }
@@ -182,8 +187,17 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         if let activity {
             let total = try workspace.buffer(outputCount, "the output's gradient")
             total.update(from: dOut, count: outputCount)
-            activity.addGradient(of: pass.output, outputCount, factor: 1 / Double(a.query.dims[0]), into: total)
+            let times = penalizesOwnOutputs ? 2.0 : 1.0  // output projection (and the layer's own output)
+            activity.addGradient(of: pass.output, outputCount, factor: times / Double(a.query.dims[0]), into: total)
             dOutput = UnsafePointer(total)
+        }
+        var scoresGradient = dScores.flatMap { d in pass.scores.map { (UnsafePointer(d), UnsafePointer($0)) } }
+        if let activity, penalizesOwnOutputs, let scores = pass.scores {
+            let count = try elementCount(pass.scoresShape, "the scores")
+            let total = try workspace.buffer(count, "the scores' gradient")
+            if let dScores { total.update(from: dScores, count: count) } else { total.update(repeating: 0, count: count) }
+            activity.addGradient(of: scores, count, factor: 1 / Double(a.query.dims[0]), into: total)
+            scoresGradient = (UnsafePointer(total), UnsafePointer(scores))
         }
         let width = pass.queryRows * heads * valueWidth
         let dAttended = try workspace.buffer(width, "the attention output's gradient")
@@ -204,8 +218,7 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
                                       gateProjection, grads, input: grads.query)
         }
         try projector.attendBackward(pass.heads, a, pass.group, b.inputs.axes, mask: pass.mask, bias: nil,
-                                     dropout: pass.dropout, dAttended: dAttended,
-                                     scores: dScores.flatMap { d in pass.scores.map { (UnsafePointer(d), UnsafePointer($0)) } },
+                                     dropout: pass.dropout, dAttended: dAttended, scores: scoresGradient,
                                      biasGradient: nil, activity: activity, grads)
         if g.regularization { w.addPenaltyGradients(config.weightOptions, grads) }
     }
@@ -223,7 +236,14 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         result.append(activity.penalty(of: h.key, keyRows * keyValueHeads * config.keyDim) / keyBatch)
         if let gate = pass.gate { result.append(activity.penalty(of: gate, pass.queryRows * heads * valueWidth) / batch) }
         result.append(activity.penalty(of: h.value, keyRows * keyValueHeads * valueWidth) / keyBatch)
-        result.append(activity.penalty(of: pass.output, try elementCount(pass.outputShape, "the output")) / batch)
+        let output = activity.penalty(of: pass.output, try elementCount(pass.outputShape, "the output")) / batch
+        result.append(output)
+        if penalizesOwnOutputs {
+            result.append(output)
+            if let scores = pass.scores {
+                result.append(activity.penalty(of: scores, try elementCount(pass.scoresShape, "the scores")) / batch)
+            }
+        }
         return result
     }
 

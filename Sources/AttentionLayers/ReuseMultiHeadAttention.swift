@@ -132,15 +132,13 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         var outputShape: [Int], scoresShape: [Int]
         var queryRows: Int, keyRows: Int
         var dropout: AttentionDropout?
-        /// Reused heads: the given scores, their head count, the projected values (and their
-        /// kernel view), the attention output, and their share of the output (kept passes).
+        /// Reused heads: the given scores, their head count, the projected values' kernel
+        /// view, the attention output.
         var reuse: UnsafeMutablePointer<T>?, reuseHeads = 0
-        var reusedValue: UnsafeMutablePointer<T>?, reusedValueOperand: ProjectedOperand<T>?
-        var reusedAttended: UnsafeMutablePointer<T>?, reusedOutput: UnsafeMutablePointer<T>?
+        var reusedValueOperand: ProjectedOperand<T>?, reusedAttended: UnsafeMutablePointer<T>?
         var reusedShape: AttentionShape?
-        /// New heads: the fused pass, its mask and bias, their share of the output (kept passes).
+        /// New heads: the fused pass, its mask and bias.
         var fresh: AttendedHeads<T>?, group: HeadGroup?, mask: AttentionMask?, bias: LogitBias<T>?
-        var freshOutput: UnsafeMutablePointer<T>?
     }
 
     /// The forward; `keep` keeps what the backward needs.
@@ -183,12 +181,8 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             : nil
         let value = try a.value.elements(of: T.self, "value")
         let headSize = tq * tk
-        let outputCount = try elementCount(outputShape, "the output")
         var pass = Pass(output: output, scores: scores, outputShape: outputShape, scoresShape: scoresShape,
                         queryRows: queryRows, keyRows: keyRows, dropout: dropout, reuse: reuse, reuseHeads: reuseHeads)
-        // With both kinds of heads, a kept pass keeps each share of the output apart.
-        let split = keep && r > 0 && n > 0
-
         if let reuse, let valueReuse = b.valueReuse, let outputReuse = b.outputReuse {
             let v = try projector.project(value, rows: keyRows, valueReuse, "the reused heads' values")
             let attended = try ws.buffer(try checkedProduct([queryRows, r, hv], "the reused heads' output"), "the reused heads' output")
@@ -201,15 +195,13 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
                         outputLayout: oOperand.layout, dropout: dropout,
                         placement: ScoresPlacement(heads: heads, firstHead: n))
             oOperand.scatter()
-            let share = split ? try ws.buffer(outputCount, "the reused heads' share of the output") : output
-            try projector.project(attended, rows: queryRows, outputReuse, into: share, accumulate: false, inputAxes: 2)
+            try projector.project(attended, rows: queryRows, outputReuse, into: output, accumulate: false, inputAxes: 2)
             if let scores {
                 for g in 0..<groups {
                     (scores + (g * heads + n) * headSize).update(from: reuse + g * reuseHeads * headSize, count: r * headSize)
                 }
             }
-            (pass.reusedValue, pass.reusedValueOperand, pass.reusedAttended, pass.reusedOutput, pass.reusedShape)
-                = (v, vOperand, attended, share, shape)
+            (pass.reusedValueOperand, pass.reusedAttended, pass.reusedShape) = (vOperand, attended, shape)
         }
         guard let queryProjection = b.query, let keyProjection = b.key, let valueNew = b.valueNew,
               let outputNew = b.outputNew else { return pass }
@@ -223,13 +215,8 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
                               keyDim: hk, valueDim: hv)
         let attended = try projector.attend(a, group, b.inputs.axes, mask: mask, bias: bias, dropout: dropout, scores: scores,
                                             placement: ScoresPlacement(heads: heads, firstHead: 0), keepLogSumExp: keep)
-        let share = split ? try ws.buffer(outputCount, "the new heads' share of the output") : output
-        try projector.project(attended.attended, rows: queryRows, outputNew, into: share, accumulate: r > 0 && !split,
-                              inputAxes: 2)
-        if split, let reused = pass.reusedOutput {
-            for e in 0..<outputCount { output[e] = reused[e] + share[e] }
-        }
-        (pass.fresh, pass.group, pass.mask, pass.bias, pass.freshOutput) = (attended, group, mask, bias, share)
+        try projector.project(attended.attended, rows: queryRows, outputNew, into: output, accumulate: r > 0, inputAxes: 2)
+        (pass.fresh, pass.group, pass.mask, pass.bias) = (attended, group, mask, bias)
         return pass
     }
 
@@ -240,28 +227,16 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         let (grads, dOut, dScores) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
                                                               scores: pass.scoresShape)
         let projector = Projector(weights: w, workspace: ws)
-        let activity = g.regularization ? config.weightOptions.activityRegularizer : nil
         let (r, n, hv) = (config.reused, config.fresh, valueWidth)
-        let outputCount = try elementCount(pass.outputShape, "the output")
-        let batch = Double(a.query.dims[0])
         let (groups, tq, tk) = try b.inputs.axes.problemSizes(query: a.query.dims, key: (a.key ?? a.value).dims)
         let headSize = tq * tk
-        /// dOut plus the activity penalty's gradient at one share of the output.
-        func shareGradient(_ share: UnsafeMutablePointer<T>) throws(AttentionError) -> UnsafePointer<T> {
-            guard let activity else { return UnsafePointer(dOut) }
-            let total = try ws.buffer(outputCount, "an output share's gradient")
-            total.update(from: dOut, count: outputCount)
-            activity.addGradient(of: share, outputCount, factor: 1 / batch, into: total)
-            return UnsafePointer(total)
-        }
-        if let reuse = pass.reuse, let v = pass.reusedValue, let vOperand = pass.reusedValueOperand,
-           let attended = pass.reusedAttended, let share = pass.reusedOutput, let shape = pass.reusedShape,
-           let valueReuse = b.valueReuse, let outputReuse = b.outputReuse {
+        if let reuse = pass.reuse, let vOperand = pass.reusedValueOperand, let attended = pass.reusedAttended,
+           let shape = pass.reusedShape, let valueReuse = b.valueReuse, let outputReuse = b.outputReuse {
             let count = pass.queryRows * r * hv
             let dAttended = try ws.buffer(count, "the reused heads' output gradient")
             dAttended.update(repeating: 0, count: count)
-            try projector.backProject(try shareGradient(share), input: attended, rows: pass.queryRows, outputReuse,
-                                      inputAxes: 2, grads, input: dAttended)
+            try projector.backProject(dOut, input: attended, rows: pass.queryRows, outputReuse, inputAxes: 2, grads,
+                                      input: dAttended)
             let dv = try ws.buffer(pass.keyRows * r * hv, "the reused heads' value gradient")
             let dO = try projector.operand(dAttended, input: a.query.dims, heads: r, width: hv, b.inputs.axes, gather: true)
             let dvOperand = try projector.operand(dv, input: a.value.dims, heads: r, width: hv, b.inputs.axes, gather: false)
@@ -286,49 +261,30 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
                     axpy(1, dScores + (gi * heads + n) * headSize, dReuse + gi * pass.reuseHeads * headSize, r * headSize)
                 }
             }
-            activity?.addGradient(of: v, pass.keyRows * r * hv, factor: 1 / Double(a.value.dims[0]), into: dv)
             try projector.backProject(dv, input: try a.value.elements(of: T.self, "value"), rows: pass.keyRows, valueReuse,
                                       grads, input: grads.value)
         } else if let t = g.reuseAttentionScores {
             throw .invalid("a reuse_attention_scores gradient was asked for but the layer reuses no scores (\(t.dims))")
         }
-        if let fresh = pass.fresh, let group = pass.group, let mask = pass.mask, let share = pass.freshOutput,
-           let outputNew = b.outputNew {
+        if let fresh = pass.fresh, let group = pass.group, let mask = pass.mask, let outputNew = b.outputNew {
             let count = pass.queryRows * n * hv
             let dAttended = try ws.buffer(count, "the new heads' output gradient")
             dAttended.update(repeating: 0, count: count)
-            try projector.backProject(try shareGradient(share), input: fresh.attended, rows: pass.queryRows, outputNew,
-                                      inputAxes: 2, grads, input: dAttended)
+            try projector.backProject(dOut, input: fresh.attended, rows: pass.queryRows, outputNew, inputAxes: 2, grads,
+                                      input: dAttended)
             let scores = dScores.flatMap { d in pass.scores.map { (UnsafePointer(d), UnsafePointer($0)) } }
             try projector.attendBackward(fresh, a, group, b.inputs.axes, mask: mask, bias: pass.bias, dropout: pass.dropout,
                                          placement: ScoresPlacement(heads: heads, firstHead: 0), dAttended: dAttended,
                                          scores: scores, biasGradient: b.positionEmbeddings.flatMap { grads.weights[$0] },
-                                         activity: activity, grads)
+                                         activity: nil, grads)
         }
         if g.regularization { w.addPenaltyGradients(config.weightOptions, grads) }
     }
 
+    /// The kernel and bias regularizers' penalties. As TF Model Garden, whose constructor
+    /// takes an activity_regularizer but never stores it, no activity is penalized.
     public func losses(_ a: CallArguments?) throws(AttentionError) -> [Double] {
-        let (_, w) = try state()
-        var result = w.penalties(config.weightOptions)
-        guard let a, let activity = config.weightOptions.activityRegularizer else { return result }
-        let workspace = Workspace<T>()  // holds the pass's buffers until the penalties are read
-        let pass = try forward(a, workspace, keep: true)
-        defer { withExtendedLifetime(workspace) {} }
-        let (batch, valueBatch) = (Double(a.query.dims[0]), Double(a.value.dims[0]))
-        let (r, n, hk, hv) = (config.reused, config.fresh, config.keyDim, valueWidth)
-        let outputCount = try elementCount(pass.outputShape, "the output")
-        if let v = pass.reusedValue, let share = pass.reusedOutput {
-            result.append(activity.penalty(of: v, pass.keyRows * r * hv) / valueBatch)
-            result.append(activity.penalty(of: share, outputCount) / batch)
-        }
-        if let fresh = pass.fresh, let share = pass.freshOutput {
-            result.append(activity.penalty(of: fresh.query, pass.queryRows * n * hk) / batch)
-            result.append(activity.penalty(of: fresh.key, pass.keyRows * n * hk) / valueBatch)
-            result.append(activity.penalty(of: fresh.value, pass.keyRows * n * hv) / valueBatch)
-            result.append(activity.penalty(of: share, outputCount) / batch)
-        }
-        return result
+        try state().1.penalties(config.weightOptions)
     }
 
     public func applyConstraints() throws(AttentionError) {
