@@ -40,6 +40,7 @@ $(OUT)/%: examples/c/%.c include/attention.h lib
 demo: lib python-deps $(C_EXAMPLES)
 	@for p in $(C_EXAMPLES); do echo "== $$p"; $$p || exit 1; done
 	$(PYTHON) examples/python/demo.py
+	$(PYTHON) examples/python/train_mha.py
 
 test: test-swift test-c test-python
 

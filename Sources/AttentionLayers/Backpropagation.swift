@@ -83,6 +83,8 @@ struct Gradients<T: KernelScalar> {
 extension Projector {
     /// The backward of `project(input, rows:, p, into:, inputAxes:)` given dY (rows × width):
     /// dW += inputᵀ·dY, db += Σ_rows dY, and dInput += dY·Wᵀ, each when its buffer is given.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     func backProject(_ dY: UnsafePointer<T>, input: UnsafePointer<T>, rows: Int, _ p: Projection, inputAxes: Int = 1,
                      _ grads: Gradients<T>, input dInput: UnsafeMutablePointer<T>?) throws(AttentionError) {
         let shape = weights.specs[p.kernel].shape
@@ -104,6 +106,8 @@ extension Projector {
     }
 
     /// c (m × n) += a (m × depth) · b (depth × n).
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     func multiply(m: Int, n: Int, depth: Int, _ a: UnsafePointer<T>, _ b: UnsafePointer<T>,
                   into c: UnsafeMutablePointer<T>) throws(AttentionError) {
         let scratch = try workspace.buffer(gemmScratchCount(T.self, m: m, n: n, k: depth), "a gradient product's panels")
@@ -113,6 +117,8 @@ extension Projector {
 }
 
 /// out (columns × rows) = xᵀ for x (rows × columns), in cache-sized blocks.
+@_specialize(where T == Float)
+@_specialize(where T == Double)
 func transpose<T>(_ x: UnsafePointer<T>, rows: Int, columns: Int, into out: UnsafeMutablePointer<T>) {
     let block = 32
     var r0 = 0

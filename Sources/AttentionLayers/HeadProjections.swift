@@ -147,6 +147,8 @@ extension Projector {
     /// output: adds the projections' weight gradients and the inputs' gradients to `grads`,
     /// and dS to `biasGradient` (a relative-position table's). `activity` adds its penalty's
     /// gradient (divided by each input's batch size) at the projections' outputs.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     func attendBackward(_ pass: AttendedHeads<T>, _ a: CallArguments, _ group: HeadGroup, _ axes: AttentionAxes,
                         mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
                         placement: ScoresPlacement? = nil, dAttended: UnsafeMutablePointer<T>,

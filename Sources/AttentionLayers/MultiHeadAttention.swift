@@ -131,6 +131,8 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
 
     /// The forward; `keep` keeps what the backward needs: the log-sum-exp rows, the gate
     /// and the output before and after gating.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     private func forward(_ a: CallArguments, _ workspace: Workspace<T>, keep: Bool) throws(AttentionError) -> Pass {
         let (b, w) = try state()
         if a.reuseAttentionScores != nil {
@@ -174,6 +176,8 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         return pass
     }
 
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func backward(_ a: CallArguments, _ g: GradientArguments) throws(AttentionError) {
         let (b, w) = try state()
         let workspace = Workspace<T>()

@@ -33,6 +33,8 @@ public enum Regularizer: Sendable, Equatable {
     }
 
     /// dx += ∂penalty/∂x · factor for `count` elements: l1·sign(x) + 2·l2·x.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func addGradient<T: KernelScalar>(of x: UnsafePointer<T>, _ count: Int, factor: Double, into dx: UnsafeMutablePointer<T>) {
         let (l1, l2): (Double, Double) = switch self {
         case .l1(let l1): (l1, 0)
@@ -48,6 +50,8 @@ public enum Regularizer: Sendable, Equatable {
 
     /// The penalty of `count` elements, accumulated in Double; as Keras, a factor of 0
     /// leaves its term out of l1_l2.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func penalty<T: KernelScalar>(of x: UnsafePointer<T>, _ count: Int) -> Double {
         var l1Sum = 0.0, l2Sum = 0.0
         for e in 0..<count {

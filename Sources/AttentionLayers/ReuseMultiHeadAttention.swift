@@ -142,6 +142,8 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
     }
 
     /// The forward; `keep` keeps what the backward needs.
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     private func forward(_ a: CallArguments, _ ws: Workspace<T>, keep: Bool) throws(AttentionError) -> Pass {
         let (b, w) = try state()
         for (given, name) in [(a.queryMask, "query_mask"), (a.valueMask, "value_mask"), (a.keyMask, "key_mask")] where given != nil {
@@ -220,6 +222,8 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         return pass
     }
 
+    @_specialize(where T == Float)
+    @_specialize(where T == Double)
     public func backward(_ a: CallArguments, _ g: GradientArguments) throws(AttentionError) {
         let (b, w) = try state()
         let ws = Workspace<T>()
