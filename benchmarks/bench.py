@@ -36,6 +36,7 @@ from attention import reference  # noqa: E402
 
 THREADS = 2
 MIB = 2**20
+NAME = 36  # width of the workload column
 FLOP_MODELS = [
     "sdpa: 4·B·N·Tq·S·H (q·kᵀ and p·v, 2 flops per multiply-add); causal counts half",
     "mha: 2·B·T·D·(N·H)·3 (q, k, v projections) + 2·B·T·(N·H)·D (output) + 4·B·N·T²·H",
@@ -386,7 +387,7 @@ def table(results):
         f"{np.__version__}; torch {results['peers']['torch']}; onnxruntime {results['peers']['onnxruntime']}",
         f"FMA peak {peak / 1e9:.0f} GFLOP/s ({THREADS} threads; 1 thread "
         f"{results['fma_peak_flops_1_thread'] / 1e9:.0f}); copy bandwidth {copy / 1e9:.1f} GB/s (read+write)",
-        f"{'workload':<28} {'time':>9} {'rate':>12} {'of peak':>8} {'numpy':>9} {'×numpy':>7} "
+        f"{'workload':<{NAME}} {'time':>9} {'rate':>12} {'of peak':>8} {'numpy':>9} {'×numpy':>7} "
         f"{'×torch':>7} {'×ort':>6} {'2T/1T':>6} {'err':>7}",
     ]
     for row in results["workloads"] + results["backward"] + results["gemm"]:
@@ -398,7 +399,7 @@ def table(results):
             rate_text, share = f"{rate / 1e9:.1f} GF/s", f"{rate / peak:.0%}"
         scaling = row["seconds_1_thread"] / row["seconds"] if "seconds_1_thread" in row else None
         error = f"{row['error_vs_numpy']:.0e}" if "error_vs_numpy" in row else ""
-        lines.append(f"{row['name']:<28} {duration(row['seconds']):>9} {rate_text:>12} {share:>8} "
+        lines.append(f"{row['name']:<{NAME}} {duration(row['seconds']):>9} {rate_text:>12} {share:>8} "
                      f"{duration(row['numpy_seconds']):>9} {times(ratio(row, 'numpy')):>7} "
                      f"{times(ratio(row, 'torch')):>7} {times(ratio(row, 'ort')):>6} {times(scaling):>6} "
                      f"{error:>7}")
@@ -406,8 +407,8 @@ def table(results):
                  + ", ".join(f"{row['name'].removesuffix('_backward')} {row['seconds'] / row['forward_seconds']:.2f}×"
                              for row in results["backward"]))
     tiny = results["tiny"]
-    lines.append(f"{'tiny_b1_t16_d64 C call':<28} {duration(tiny['c_seconds_per_call']):>9}")
-    lines.append(f"{'tiny_b1_t16_d64 Python call':<28} {duration(tiny['python_seconds_per_call']):>9} "
+    lines.append(f"{'tiny_b1_t16_d64 C call':<{NAME}} {duration(tiny['c_seconds_per_call']):>9}")
+    lines.append(f"{'tiny_b1_t16_d64 Python call':<{NAME}} {duration(tiny['python_seconds_per_call']):>9} "
                  f"{'':>12} {'':>8} {duration(tiny['numpy_seconds_per_call']):>9} "
                  f"{times(tiny['numpy_seconds_per_call'] / tiny['python_seconds_per_call']):>7} "
                  f"{'':>7} {'':>6} {'':>6} {tiny['error_vs_numpy']:>7.0e}")
