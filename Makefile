@@ -1,7 +1,9 @@
 # libattention — the README's commands: `make demo`, `make test`. Others: `make lib`,
-# `make bench`, `make golden`, `make fuzz`, `make test-sanitize`, `make clean`. TARGET_CPU
-# selects the CPU the kernels are compiled for (default: this machine; an LLVM CPU name such
-# as TARGET_CPU=haswell builds for any AVX2 + FMA machine).
+# `make bench`, `make golden`, `make fuzz`, `make test-sanitize`, `make install` /
+# `make uninstall` (PREFIX, DESTDIR), `make clean`. TARGET_CPU selects the CPU the kernels
+# are compiled for (default: this machine; an LLVM CPU name such as TARGET_CPU=haswell builds
+# for any AVX2 + FMA machine, TARGET_CPU=x86-64 for any x86-64); each non-native choice
+# builds in its own .build-cpu-<name> directory, and every target uses that build.
 
 SWIFT      ?= swift
 PYTHON     ?= python3
@@ -9,21 +11,26 @@ CC         ?= cc
 TARGET_CPU ?= native
 export ATTENTION_TARGET_CPU := $(TARGET_CPU)
 
-BUILD   := .build/release
+SCRATCH := $(if $(filter native,$(TARGET_CPU)),.build,.build-cpu-$(TARGET_CPU))
+BUILD   := $(SCRATCH)/release
 LIB     := $(BUILD)/libattention.so
-OUT     := .build/c
+OUT     := $(SCRATCH)/c
+SWIFT_BUILD := $(SWIFT) build -c release --scratch-path $(SCRATCH)
+# Python finds this build's library (tests, examples, bench).
+export ATTENTION_LIB := $(abspath $(LIB))
 CFLAGS  := -std=c11 -O2 -Wall -Wextra -Werror -Iinclude
 LDLIBS  := -L$(BUILD) -lattention -Wl,-rpath,$(abspath $(BUILD)) -lm
 
 C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
-.PHONY: all lib demo test test-swift test-c test-python python-deps golden bench fuzz fuzz-lib test-sanitize clean
+.PHONY: all lib demo test test-swift test-c test-python test-install python-deps golden bench fuzz fuzz-lib \
+	test-sanitize install uninstall clean
 
 all: lib
 
 lib:
-	$(SWIFT) build -c release --product attention
+	$(SWIFT_BUILD) --product attention
 
 python-deps:
 	@$(PYTHON) -c "import numpy, pytest, hypothesis" 2>/dev/null || \
@@ -42,10 +49,10 @@ demo: lib python-deps $(C_EXAMPLES)
 	$(PYTHON) examples/python/demo.py
 	$(PYTHON) examples/python/train_mha.py
 
-test: test-swift test-c test-python
+test: test-swift test-c test-python test-install
 
 test-swift:
-	$(SWIFT) test
+	$(SWIFT) test --scratch-path $(SCRATCH)
 
 test-c: lib $(C_TESTS)
 	@for p in $(C_TESTS); do echo "== $$p"; $$p || exit 1; done
@@ -53,7 +60,51 @@ test-c: lib $(C_TESTS)
 test-python: lib python-deps
 	$(PYTHON) -m pytest Tests/python -q
 
-BENCH := .build/bench
+# Installing: the library with its SONAME and symlinks, the header, a pkg-config file.
+PREFIX  ?= /usr/local
+VERSION := $(shell sed -n 's/^\#define ATT_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/attention.h | paste -sd.)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIBDIR  := $(DESTDIR)$(PREFIX)/lib
+
+install: lib
+	install -d $(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(LIB) $(LIBDIR)/libattention.so.$(VERSION)
+	ln -sf libattention.so.$(VERSION) $(LIBDIR)/libattention.so.$(SOMAJOR)
+	ln -sf libattention.so.$(SOMAJOR) $(LIBDIR)/libattention.so
+	install -m 644 include/attention.h $(DESTDIR)$(PREFIX)/include/attention.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' packaging/attention.pc.in \
+		> $(LIBDIR)/pkgconfig/attention.pc
+
+uninstall:
+	rm -f $(LIBDIR)/libattention.so.$(VERSION) $(LIBDIR)/libattention.so.$(SOMAJOR) $(LIBDIR)/libattention.so \
+		$(DESTDIR)$(PREFIX)/include/attention.h $(LIBDIR)/pkgconfig/attention.pc
+
+# The installs, as a user makes them: `make install` into a scratch prefix, the demo built
+# with pkg-config and run, `make uninstall`; `pip install ./python` into a new virtualenv and
+# `import attention` from another directory; `pip wheel ./python` gives a platform wheel
+# carrying the library.
+INSTALL_TEST := $(abspath $(SCRATCH)/install-test)
+
+test-install: lib
+	rm -rf $(INSTALL_TEST) && mkdir -p $(INSTALL_TEST)
+	$(MAKE) --no-print-directory install PREFIX=$(INSTALL_TEST)/prefix
+	readelf -d $(INSTALL_TEST)/prefix/lib/libattention.so | grep -q 'SONAME.*libattention.so.$(SOMAJOR)'
+	PKG_CONFIG_PATH=$(INSTALL_TEST)/prefix/lib/pkgconfig $(CC) -std=c11 -Wall -Werror examples/c/demo.c \
+		$$(PKG_CONFIG_PATH=$(INSTALL_TEST)/prefix/lib/pkgconfig pkg-config --cflags --libs attention) \
+		-o $(INSTALL_TEST)/demo
+	env -u ATTENTION_LIB $(INSTALL_TEST)/demo > /dev/null
+	$(MAKE) --no-print-directory uninstall PREFIX=$(INSTALL_TEST)/prefix
+	test -z "$$(find $(INSTALL_TEST)/prefix -type f -o -type l)"
+	$(PYTHON) -m venv $(INSTALL_TEST)/venv
+	ATTENTION_TARGET_CPU=$(TARGET_CPU) $(INSTALL_TEST)/venv/bin/pip install --quiet ./python
+	cd /tmp && env -u ATTENTION_LIB $(INSTALL_TEST)/venv/bin/python -c "import attention, numpy; \
+		x = numpy.ones((1, 4, 8)); print('pip install: attention', attention.__version__, 'from', \
+		attention.__file__, attention.MultiHeadAttention(num_heads=2, key_dim=4)(x, x).shape)"
+	$(INSTALL_TEST)/venv/bin/pip wheel --quiet --no-deps ./python -w $(INSTALL_TEST)/wheel
+	$(PYTHON) -m zipfile -l $(INSTALL_TEST)/wheel/libattention-$(VERSION)-*-linux_*.whl | grep -q attention/libattention.so
+	@echo "test-install: make install / pkg-config / uninstall, pip install ./python and pip wheel work"
+
+BENCH := $(SCRATCH)/bench
 
 $(BENCH)/fma_probe: benchmarks/fma_probe.c
 	@mkdir -p $(BENCH)
@@ -64,7 +115,7 @@ $(BENCH)/tiny_call: benchmarks/tiny_call.c include/attention.h lib
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
 bench: lib python-deps $(BENCH)/fma_probe $(BENCH)/tiny_call
-	$(SWIFT) build -c release --product AttentionBench
+	$(SWIFT_BUILD) --product AttentionBench
 	$(PYTHON) benchmarks/bench.py --fma-probe $(BENCH)/fma_probe --tiny-call $(BENCH)/tiny_call \
 		--gemm-bench $(BUILD)/AttentionBench
 
@@ -106,7 +157,7 @@ FUZZ_SWIFTFLAGS := -Xswiftc -sanitize=address -Xswiftc -O \
 	-Xcc -fsanitize=address,undefined,fuzzer-no-link -Xcc -fno-sanitize-recover=all
 
 fuzz-lib:
-	$(SWIFT) build -c release --product attention --scratch-path $(FUZZ_BUILD) $(FUZZ_SWIFTFLAGS)
+	$(SWIFT_BUILD) --product attention --scratch-path $(FUZZ_BUILD) $(FUZZ_SWIFTFLAGS)
 
 $(FUZZ_BIN): Tests/fuzz/fuzz_api.c include/attention.h fuzz-lib
 	@mkdir -p $(dir $@)

@@ -8,6 +8,8 @@ import PackageDescription
 let targetCPU = Context.environment["ATTENTION_TARGET_CPU"] ?? "native"
 let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU])]
 let exportsMap = Context.packageDirectory + "/Sources/LibAttention/exports.map"
+/// The library's SONAME: its ABI version, ATT_VERSION_MAJOR of include/attention.h.
+let soname = "libattention.so.0"
 
 let package = Package(
     name: "libattention",
@@ -27,7 +29,8 @@ let package = Package(
             dependencies: ["AttentionLayers", "CAttention"],
             exclude: ["exports.map"],
             swiftSettings: cpuFlags,
-            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--version-script=\(exportsMap)"])]
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--version-script=\(exportsMap)",
+                                            "-Xlinker", "-soname=\(soname)"])]
         ),
         .executableTarget(
             name: "AttentionBench", dependencies: ["AttentionKernels"], path: "benchmarks/AttentionBench",
