@@ -18,6 +18,7 @@
  *     att_layer_build(layer, &q_shape, &v_shape, NULL)   creates and initialises weights
  *     att_layer_set_weight(layer, i, &w) ...      optional: load Keras's get_weights()
  *     att_layer_call(layer, &args)                as often as wanted, from any thread
+ *     att_layer_backward(layer, &args, &grads)    training: gradients of inputs and weights
  *     att_layer_destroy(layer)
  *
  * CONVENTIONS
@@ -35,9 +36,10 @@
  *     ATT_ERR_INVALID_HANDLE, never a crash.
  *
  * THREADS
- *   att_layer_call and the read-only functions (weight count/info/get, output shape) may run
- *   concurrently on one layer from many threads. att_layer_build, att_layer_set_weight and
- *   att_layer_destroy must not run concurrently with any other use of the same layer.
+ *   att_layer_call, att_layer_backward, att_layer_losses and the read-only functions (weight
+ *   count/info/get, output shape) may run concurrently on one layer from many threads.
+ *   att_layer_build, att_layer_set_weight, att_layer_apply_constraints and att_layer_destroy
+ *   must not run concurrently with any other use of the same layer.
  *   Different layers are independent. att_set_num_threads is global; set it before calling.
  *   Calls use a pool of worker threads: a process that forks must not call the library in
  *   the child (exec first; from Python's multiprocessing use the "spawn" start method).

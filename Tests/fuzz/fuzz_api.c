@@ -1,7 +1,8 @@
 /*
  * fuzz_api.c — libFuzzer harness: the fuzz bytes are a small program of calls to the C API
  * of libattention (layer kinds, configs, shapes, masks, flags, weights, destroy and reuse of
- * handles, att_dot_product_attention, att_set_num_threads). The byte format is in README.md.
+ * handles, training calls, att_dot_product_attention, att_set_num_threads). The byte format
+ * is in README.md.
  *
  * Contract checked on every call (abort() otherwise, so the fuzzer reports it): the status
  * is one of attention.h's, never ATT_ERR_INTERNAL; a failure leaves a non-empty
@@ -417,6 +418,50 @@ static att_shape attention_mask_shape(const att_shape *q, const att_shape *v) {
     return m;
 }
 
+/* The training calls on a call's arguments: att_layer_backward with gradient tensors of
+ * fuzzed shapes and dtypes (a weight gradient per weight, or none), then att_layer_losses
+ * (with or without the call) and att_layer_apply_constraints. */
+static void op_train(reader *r, slot *s, arena *a, att_call_args *args, const att_shape *q, const att_shape *v,
+                     const att_shape *k, const att_shape *out_shape, const att_shape *scores_shape, uint8_t masks) {
+    att_gradient_args *g = arena_alloc(a, sizeof *g);
+    att_tensor *d_out, *d_scores, *d_query, *d_value, *d_key = NULL, *d_reuse;
+    if (!g || !make_tensor(r, a, s->dtype, out_shape, 1, (att_tensor **)&d_out) ||
+        !make_tensor(r, a, s->dtype, scores_shape, 1, &d_scores) || !make_tensor(r, a, s->dtype, q, 1, &d_query) ||
+        !make_tensor(r, a, s->dtype, v, 1, &d_value) || (s->has_k && !make_tensor(r, a, s->dtype, k, 1, &d_key)) ||
+        !make_tensor(r, a, s->dtype, scores_shape, 1, &d_reuse))
+        return;
+    g->output_gradient = d_out;
+    g->scores_gradient = d_scores;
+    g->query_gradient = d_query;
+    g->value_gradient = d_value;
+    g->key_gradient = d_key;
+    g->reuse_attention_scores_gradient = d_reuse;
+    g->include_regularization = pick_bool(r);
+    size_t count = 0;
+    if (u8(r) & 1 && att_layer_weight_count(s->handle, &count) == ATT_OK && count > 0) {
+        att_tensor *weights = arena_alloc(a, count * sizeof *weights);
+        if (!weights) return;
+        for (size_t i = 0; i < count; i++) {
+            att_shape shape;
+            att_tensor *t;
+            if (chk(att_layer_weight_info(s->handle, i, &shape, NULL), "att_layer_weight_info") != ATT_OK ||
+                !make_tensor(r, a, s->dtype, &shape, 1, &t))
+                return;
+            weights[i] = t ? *t : (att_tensor){0};  /* data NULL: that weight is skipped */
+        }
+        g->weight_gradients = weights;
+    }
+    g->struct_size = pick_struct_size(r, sizeof *g);
+    uint8_t nulls = u8(r); /* 250: NULL args; 251: NULL grads */
+    chk(att_layer_backward(s->handle, nulls == 250 ? NULL : sized_copy(a, args, sizeof *args),
+                           nulls == 251 ? NULL : sized_copy(a, g, sizeof *g)), "att_layer_backward");
+    double losses[4];
+    size_t n = 0;
+    chk(att_layer_losses(s->handle, masks & 64 ? sized_copy(a, args, sizeof *args) : NULL, u8(r) & 1 ? losses : NULL,
+                         u8(r) % 5, &n), "att_layer_losses");
+    if (masks & 128) chk(att_layer_apply_constraints(s->handle), "att_layer_apply_constraints");
+}
+
 static void op_call(reader *r, slot *s, arena *a) {
     att_shape q = s->q, v = s->v, k = s->k;
     if (u8(r) >= 128) vary_sequence(r, &q, &v, &k);
@@ -448,6 +493,10 @@ static void op_call(reader *r, slot *s, arena *a) {
     args->use_causal_mask = pick_bool(r);
     args->dropout_seed = u8(r);
     args->dropout_stream = u8(r);
+    if (masks != 255 && masks & 32) {
+        op_train(r, s, a, args, &q, &v, &k, &out_shape, &scores_shape, masks);
+        return;
+    }
     chk(att_layer_call(s->handle, masks == 255 ? NULL : sized_copy(a, args, sizeof *args)), "att_layer_call");
 }
 
