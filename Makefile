@@ -29,8 +29,13 @@ C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
 all: lib
 
+# The library's SONAME (libattention.so.$(SOMAJOR)) names what programs linked with
+# -lattention load: each build directory gets that link next to the library.
+soname_link = ln -sf libattention.so $(1)/libattention.so.$(SOMAJOR)
+
 lib:
 	$(SWIFT_BUILD) --product attention
+	@$(call soname_link,$(BUILD))
 
 python-deps:
 	@$(PYTHON) -c "import numpy, pytest, hypothesis" 2>/dev/null || \
@@ -131,6 +136,7 @@ TSAN_LIB   := $(abspath .build-tsan/release)
 
 test-sanitize: python-deps
 	$(SWIFT) build -c release --product attention --build-path .build-asan -Xswiftc -sanitize=address
+	@$(call soname_link,$(ASAN_LIB))
 	@mkdir -p .build-asan/c
 	@for t in Tests/c/test_*.c; do p=.build-asan/c/$$(basename $$t .c); \
 		$(SAN_CC) $(SAN_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all $$t -o $$p \
@@ -140,6 +146,7 @@ test-sanitize: python-deps
 		LD_PRELOAD=$$($(SAN_CC) -print-file-name=libclang_rt.asan-x86_64.so) $(PYTHON) -m pytest Tests/python -q
 	$(SWIFT) build -c release --product attention --build-path .build-tsan -Xswiftc -sanitize=thread \
 		-Xswiftc -no-static-stdlib
+	@$(call soname_link,$(TSAN_LIB))
 	@mkdir -p .build-tsan/c
 	$(SAN_CC) $(SAN_CFLAGS) -fsanitize=thread Tests/c/test_threads.c -o .build-tsan/c/test_threads \
 		-L$(TSAN_LIB) -lattention -Wl,-rpath,$(TSAN_LIB) -L$(SWIFT_RT) -ldispatch -lBlocksRuntime \
@@ -157,7 +164,8 @@ FUZZ_SWIFTFLAGS := -Xswiftc -sanitize=address -Xswiftc -O \
 	-Xcc -fsanitize=address,undefined,fuzzer-no-link -Xcc -fno-sanitize-recover=all
 
 fuzz-lib:
-	$(SWIFT_BUILD) --product attention --scratch-path $(FUZZ_BUILD) $(FUZZ_SWIFTFLAGS)
+	$(SWIFT) build -c release --product attention --scratch-path $(FUZZ_BUILD) $(FUZZ_SWIFTFLAGS)
+	@$(call soname_link,$(FUZZ_BUILD)/release)
 
 $(FUZZ_BIN): Tests/fuzz/fuzz_api.c include/attention.h fuzz-lib
 	@mkdir -p $(dir $@)
