@@ -38,8 +38,8 @@ lib:
 	@$(call soname_link,$(BUILD))
 
 python-deps:
-	@$(PYTHON) -c "import numpy, pytest, hypothesis" 2>/dev/null || \
-		$(PYTHON) -m pip install --quiet numpy pytest hypothesis
+	@$(PYTHON) -c "import numpy, pytest, hypothesis, h5py" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet numpy pytest hypothesis h5py
 
 $(OUT)/%: Tests/c/%.c Tests/c/check.h Tests/c/reference.h include/attention.h lib
 	@mkdir -p $(OUT)

@@ -19,6 +19,10 @@ Training: `layer.gradients(..., output_gradient=dO)` runs one forward and backwa
 the gradients of the inputs and of every weight (a Gradients); `layer.losses` and
 `layer.apply_constraints()` give Keras's regularizers and constraints.
 
+Keras interop (no Keras import): `from_keras(keras_layer)` gives the equivalent layer, config
+and weights included; `layer.save_weights("w.npz")` / `layer.load_weights(path)` read and write
+.npz files and read Keras's .weights.h5 / .keras files (with h5py).
+
 Functional: dot_product_attention (keras.ops). float32 (default) or float64. The C library is
 found through $ATTENTION_LIB, next to this package, or in an enclosing .build/release (after
 `make lib`).
@@ -31,6 +35,7 @@ from ._additive_attention import AdditiveAttention
 from ._attention import Attention
 from ._functional import dot_product_attention
 from ._group_query_attention import GroupedQueryAttention, GroupQueryAttention
+from ._interop import from_keras
 from ._layer import Gradients
 from ._multi_head_attention import MultiHeadAttention
 from ._reuse_multi_head_attention import ReuseMultiHeadAttention
@@ -43,6 +48,7 @@ __all__ = [
     "GroupedQueryAttention",
     "ReuseMultiHeadAttention",
     "dot_product_attention",
+    "from_keras",
     "Gradients",
     "set_num_threads",
     "get_num_threads",

@@ -150,6 +150,9 @@ class Layer:
             self._handle, _shape_ref(query_shape), _shape_ref(value_shape), _shape_ref(key_shape)
         ))
         self._build_count = getattr(self, "_build_count", 0) + 1
+        # [query, value, key] (key None: the value's) as lists of ints and None, for save_weights.
+        self._build_input_shapes = [None if s is None else [None if d is None else int(d) for d in s]
+                                    for s in (query_shape, value_shape, key_shape)]
 
     def _weight_specs(self):
         """[(Keras name, shape)] of the weights, in get_weights() order; [] before build."""
@@ -199,6 +202,23 @@ class Layer:
             arrays.append(array)
         for i, array in enumerate(arrays):
             check(_lib.lib().att_layer_set_weight(self._handle, i, ctypes.byref(_lib.make_tensor(array))))
+
+    def save_weights(self, path):
+        """Write the weights to `path` (must end in .npz): each under its Keras name, in
+        get_weights() order, with the layer kind, dtype, shapes and build input shapes that
+        load_weights checks and builds from. The layer must be built (ValueError otherwise)."""
+        from ._weights_file import save_npz
+        save_npz(self, path)
+
+    def load_weights(self, path, layer_name=None):
+        """Load weights from a file: `.npz` from save_weights (kind, names and shapes must
+        match; an unbuilt layer is built for the stored input shapes), or Keras's
+        `.weights.h5` / `.keras` of a model (needs h5py): the layer named `layer_name`, or
+        when it is None the model's only layer of this kind; an unbuilt layer is built for
+        input shapes implied by the weights (if it has any). Weights are converted to the
+        layer's dtype. Mismatches raise ValueError and leave the layer as it was."""
+        from ._weights_file import load
+        load(self, path, layer_name)
 
     # -- forward ----------------------------------------------------------------------------
 
