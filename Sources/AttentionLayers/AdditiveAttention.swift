@@ -34,7 +34,7 @@ public final class AdditiveAttention<T: KernelScalar>: StoresWeights, @unchecked
 
     public func outputShapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int]) {
         let shapes = try dense.shapes(query: query, value: value, key: key)
-        if isBuilt, query[2] != dim {
+        if isBuilt, config.useScale, query[2] != dim {  // without scale, no weight binds the dim
             throw .shape("AdditiveAttention was built for dim \(dim) but the query's last dim is \(query[2])")
         }
         return shapes

@@ -246,6 +246,9 @@ def test_call_dims_differ_from_build_dims():
     additive.build([(2, 3, 4), (2, 5, 4)])
     with library_error("built for dim 4 but the query's last dim is 6", "SHAPE"):
         additive([_x(2, 3, 6), _x(2, 5, 6)])
+    unscaled = attention.AdditiveAttention(use_scale=False)
+    unscaled.build([(2, 3, 4), (2, 5, 4)])
+    assert unscaled([_x(2, 3, 6), _x(2, 5, 6)]).shape == (2, 3, 6)  # no weight binds the dim
     mha = _built_mha()
     mha(_x(5, 7, 4), _x(5, 2, 4))  # batch and lengths are free
     for args, fragment in [

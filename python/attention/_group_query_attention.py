@@ -69,13 +69,13 @@ class GroupedQueryAttention(Layer):
             **self._weight_options.structs(),
         )
 
-    head_dim = property(lambda self: self._head_dim)
-    num_query_heads = property(lambda self: self._num_query_heads)
-    num_key_value_heads = property(lambda self: self._num_key_value_heads)
-    dropout = property(lambda self: self._dropout)
-    use_bias = property(lambda self: self._use_bias)
-    use_gate = property(lambda self: self._use_gate)
-    sliding_window = property(lambda self: self._sliding_window)
+    head_dim = property(lambda self: self._head_dim, doc="The constructor's `head_dim` (read-only).")
+    num_query_heads = property(lambda self: self._num_query_heads, doc="The constructor's `num_query_heads` (read-only).")
+    num_key_value_heads = property(lambda self: self._num_key_value_heads, doc="The constructor's `num_key_value_heads` (read-only).")
+    dropout = property(lambda self: self._dropout, doc="The constructor's `dropout` (read-only).")
+    use_bias = property(lambda self: self._use_bias, doc="The constructor's `use_bias` (read-only).")
+    use_gate = property(lambda self: self._use_gate, doc="The constructor's `use_gate` (read-only).")
+    sliding_window = property(lambda self: self._sliding_window, doc="The constructor's `sliding_window` (read-only).")
 
     def build(self, query_shape, value_shape, key_shape=None):
         """Create the weights for rank-3 inputs of these shapes (None dims allowed)."""

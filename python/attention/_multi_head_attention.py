@@ -97,12 +97,12 @@ class MultiHeadAttention(Layer):
             **self._weight_options.structs(),
         )
 
-    num_heads = property(lambda self: self._num_heads)
-    key_dim = property(lambda self: self._key_dim)
-    value_dim = property(lambda self: self._value_dim)
-    dropout = property(lambda self: self._dropout)
-    use_bias = property(lambda self: self._use_bias)
-    attention_axes = property(lambda self: self._attention_axes)
+    num_heads = property(lambda self: self._num_heads, doc="The constructor's `num_heads` (read-only).")
+    key_dim = property(lambda self: self._key_dim, doc="The constructor's `key_dim` (read-only).")
+    value_dim = property(lambda self: self._value_dim, doc="The constructor's `value_dim` (read-only).")
+    dropout = property(lambda self: self._dropout, doc="The constructor's `dropout` (read-only).")
+    use_bias = property(lambda self: self._use_bias, doc="The constructor's `use_bias` (read-only).")
+    attention_axes = property(lambda self: self._attention_axes, doc="The constructor's `attention_axes` (read-only).")
 
     def build(self, query_shape, value_shape, key_shape=None):
         """Create the weights for inputs of these shapes (None dims, e.g. batch, allowed)."""
