@@ -6,7 +6,11 @@ import PackageDescription
 /// sets it through the environment. Without FMA in the target CPU, SIMD fused multiply-adds
 /// become library calls, so the default is the machine that builds.
 let targetCPU = Context.environment["ATTENTION_TARGET_CPU"] ?? "native"
+/// CPUs without FMA: the kernels then multiply and add instead of calling fma per lane.
+let withoutFMA: Set = ["x86-64", "x86-64-v2", "core2", "penryn", "nehalem", "westmere", "sandybridge", "ivybridge",
+                       "k8", "btver1", "btver2", "silvermont", "goldmont"]
 let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU])]
+    + (withoutFMA.contains(targetCPU) ? [.define("ATTENTION_NO_FMA")] : [])
 let exportsMap = Context.packageDirectory + "/Sources/LibAttention/exports.map"
 /// The library's SONAME: its ABI version, ATT_VERSION_MAJOR of include/attention.h.
 let soname = "libattention.so.0"

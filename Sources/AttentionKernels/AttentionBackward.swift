@@ -424,9 +424,9 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
             var e = 0
             while e + lanes <= dim {
                 let s = q.vector(at: e) + k.vector(at: e), t = T.tanh(c * s), slope = one - t * t
-                dq.store(UnsafePointer(dq).vector(at: e).addingProduct(factor, slope), at: e)
-                dk.store(UnsafePointer(dk).vector(at: e).addingProduct(factor, slope), at: e)
-                dScale = dScale.addingProduct(slope, s)
+                dq.store(UnsafePointer(dq).vector(at: e).plusProduct(factor, slope), at: e)
+                dk.store(UnsafePointer(dk).vector(at: e).plusProduct(factor, slope), at: e)
+                dScale = dScale.plusProduct(slope, s)
                 dWeight += t
                 e += lanes
             }
@@ -453,7 +453,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 dq.store(UnsafePointer(dq).vector(at: e) + slope, at: e)
                 dk.store(UnsafePointer(dk).vector(at: e) + slope, at: e)
                 if scales != nil {
-                    b.parameters.store(UnsafePointer(b.parameters).vector(at: e).addingProduct(dsv, t), at: e)
+                    b.parameters.store(UnsafePointer(b.parameters).vector(at: e).plusProduct(dsv, t), at: e)
                 }
                 e += lanes
             }

@@ -185,7 +185,7 @@ struct Row<T: KernelScalar> {
             let numerator = both - gxv - sigma * gyv
             let denominator = both - sigma * (gxv + gyv - gxv * gyv)
             let th = sxv * numerator / denominator
-            if let outer { acc = acc.addingProduct(outer.vector(at: d), th) } else { acc += th }
+            if let outer { acc = acc.plusProduct(outer.vector(at: d), th) } else { acc += th }
             d += lanes
         }
         var s = T.sum(acc)
@@ -206,7 +206,7 @@ struct Row<T: KernelScalar> {
         var d = 0
         if let outer {
             while d + lanes <= n {
-                acc = acc.addingProduct(outer.vector(at: d), T.tanh(c * (q.vector(at: d) + k.vector(at: d))))
+                acc = acc.plusProduct(outer.vector(at: d), T.tanh(c * (q.vector(at: d) + k.vector(at: d))))
                 d += lanes
             }
         } else {
@@ -330,8 +330,8 @@ struct Row<T: KernelScalar> {
             var v = values + c
             for t in 0..<count {
                 let p = T.Vector(repeating: logits[t])
-                a0 = a0.addingProduct(p, v.vector(at: 0))
-                a1 = a1.addingProduct(p, v.vector(at: lanes))
+                a0 = a0.plusProduct(p, v.vector(at: 0))
+                a1 = a1.plusProduct(p, v.vector(at: lanes))
                 v += stride
             }
             acc.store(a0, at: c)

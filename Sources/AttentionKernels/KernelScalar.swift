@@ -62,6 +62,20 @@ extension Double: KernelScalar {
     }
 }
 
+extension SIMD where Scalar: FloatingPoint {
+    /// self + a·b: one fused multiply-add where the target CPU has FMA; else a multiply and an
+    /// add (a fused operation without the hardware is a library call per lane, ~50× slower).
+    /// The register-blocked products use it; e^x and tanh keep the exact `addingProduct`.
+    @inlinable @inline(__always)
+    public func plusProduct(_ a: Self, _ b: Self) -> Self {
+        #if ATTENTION_NO_FMA
+        return self + a * b
+        #else
+        return addingProduct(a, b)
+        #endif
+    }
+}
+
 extension UnsafePointer where Pointee: KernelScalar {
     /// The `Vector` of lanes starting at `self + offset` (no alignment needed).
     @inlinable @inline(__always)

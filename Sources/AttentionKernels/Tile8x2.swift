@@ -32,14 +32,14 @@ struct Tile8x2<T: KernelScalar> {
         var bp = b, k = 0
         for _ in 0..<depth {
             let b0 = bp.vector(at: 0), b1 = bp.vector(at: lanes)
-            var v = T.Vector(repeating: a0[k]); x00 = x00.addingProduct(v, b0); x01 = x01.addingProduct(v, b1)
-            v = T.Vector(repeating: a1[k]); x10 = x10.addingProduct(v, b0); x11 = x11.addingProduct(v, b1)
-            v = T.Vector(repeating: a2[k]); x20 = x20.addingProduct(v, b0); x21 = x21.addingProduct(v, b1)
-            v = T.Vector(repeating: a3[k]); x30 = x30.addingProduct(v, b0); x31 = x31.addingProduct(v, b1)
-            v = T.Vector(repeating: a4[k]); x40 = x40.addingProduct(v, b0); x41 = x41.addingProduct(v, b1)
-            v = T.Vector(repeating: a5[k]); x50 = x50.addingProduct(v, b0); x51 = x51.addingProduct(v, b1)
-            v = T.Vector(repeating: a6[k]); x60 = x60.addingProduct(v, b0); x61 = x61.addingProduct(v, b1)
-            v = T.Vector(repeating: a7[k]); x70 = x70.addingProduct(v, b0); x71 = x71.addingProduct(v, b1)
+            var v = T.Vector(repeating: a0[k]); x00 = x00.plusProduct(v, b0); x01 = x01.plusProduct(v, b1)
+            v = T.Vector(repeating: a1[k]); x10 = x10.plusProduct(v, b0); x11 = x11.plusProduct(v, b1)
+            v = T.Vector(repeating: a2[k]); x20 = x20.plusProduct(v, b0); x21 = x21.plusProduct(v, b1)
+            v = T.Vector(repeating: a3[k]); x30 = x30.plusProduct(v, b0); x31 = x31.plusProduct(v, b1)
+            v = T.Vector(repeating: a4[k]); x40 = x40.plusProduct(v, b0); x41 = x41.plusProduct(v, b1)
+            v = T.Vector(repeating: a5[k]); x50 = x50.plusProduct(v, b0); x51 = x51.plusProduct(v, b1)
+            v = T.Vector(repeating: a6[k]); x60 = x60.plusProduct(v, b0); x61 = x61.plusProduct(v, b1)
+            v = T.Vector(repeating: a7[k]); x70 = x70.plusProduct(v, b0); x71 = x71.plusProduct(v, b1)
             bp += bStep
             k += aStep
         }
@@ -83,8 +83,8 @@ func multiplyAccumulate<T: KernelScalar>(m: Int, n: Int, depth: Int, alpha: T,
                 let (x0, x1) = tile.row(r)
                 let out = c(i0 + r) + j0
                 if columns == width {
-                    out.store(UnsafePointer(out).vector(at: 0).addingProduct(s, x0), at: 0)
-                    out.store(UnsafePointer(out).vector(at: lanes).addingProduct(s, x1), at: lanes)
+                    out.store(UnsafePointer(out).vector(at: 0).plusProduct(s, x0), at: 0)
+                    out.store(UnsafePointer(out).vector(at: lanes).plusProduct(s, x1), at: lanes)
                 } else {
                     for t in 0..<columns { out[t] += alpha * (t < lanes ? x0[t] : x1[t - lanes]) }
                 }

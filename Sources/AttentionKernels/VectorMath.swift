@@ -7,12 +7,12 @@ public func dot<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _
     var s0 = T.Vector(), s1 = T.Vector()
     var d = 0
     while d + 2 * lanes <= n {
-        s0 = s0.addingProduct(a.vector(at: d), b.vector(at: d))
-        s1 = s1.addingProduct(a.vector(at: d + lanes), b.vector(at: d + lanes))
+        s0 = s0.plusProduct(a.vector(at: d), b.vector(at: d))
+        s1 = s1.plusProduct(a.vector(at: d + lanes), b.vector(at: d + lanes))
         d += 2 * lanes
     }
     if d + lanes <= n {
-        s0 = s0.addingProduct(a.vector(at: d), b.vector(at: d))
+        s0 = s0.plusProduct(a.vector(at: d), b.vector(at: d))
         d += lanes
     }
     var s = T.sum(s0 + s1)
@@ -27,7 +27,7 @@ public func axpy<T: KernelScalar>(_ alpha: T, _ x: UnsafePointer<T>, _ y: Unsafe
     let a = T.Vector(repeating: alpha)
     var d = 0
     while d + lanes <= n {
-        y.store(UnsafePointer(y).vector(at: d).addingProduct(a, x.vector(at: d)), at: d)
+        y.store(UnsafePointer(y).vector(at: d).plusProduct(a, x.vector(at: d)), at: d)
         d += lanes
     }
     while d < n { y[d] += alpha * x[d]; d += 1 }
