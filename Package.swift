@@ -3,8 +3,8 @@
 import PackageDescription
 
 /// The CPU the kernels are compiled for; `make TARGET_CPU=haswell` (or any LLVM CPU name)
-/// sets it through the environment. Without FMA in the target CPU, SIMD fused multiply-adds
-/// become library calls, so the default is the machine that builds.
+/// sets it through the environment. The default is the machine that builds (the widest SIMD
+/// it has); portable builds name an older CPU.
 let targetCPU = Context.environment["ATTENTION_TARGET_CPU"] ?? "native"
 /// CPUs without FMA: the kernels then multiply and add instead of calling fma per lane.
 let withoutFMA: Set = ["x86-64", "x86-64-v2", "core2", "penryn", "nehalem", "westmere", "sandybridge", "ivybridge",
