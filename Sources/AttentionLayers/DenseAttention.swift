@@ -107,8 +107,10 @@ struct DenseAttention {
         let dq = try buffer(grads.query, b * tq * d, "the query gradient")
         let dk = try buffer(a.key == nil ? nil : grads.key, b * tv * d, "the key gradient")
         let dvBuffer = try buffer(grads.value, b * tv * dv, "the value gradient")
-        let weightGradients = try workspace.buffer(max(1, d), "the score weights' gradients")
-        weightGradients.update(repeating: 0, count: max(1, d))
+        // dot: [scale]; concat: [scale, weight]; additive: d scales.
+        let slots = max(2, d)
+        let weightGradients = try workspace.buffer(slots, "the score weights' gradients")
+        weightGradients.update(repeating: 0, count: slots)
         guard let count = attentionBackwardScratchCount(shape, score: score, bias: nil) else {
             throw .shape("the attention backward's scratch does not fit in 64 bits")
         }

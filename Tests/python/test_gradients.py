@@ -1029,3 +1029,21 @@ def test_bad_output_and_scores_gradients(kind):
     # The layer still works.
     res = _gradients(kind, layer, q, v, good, scores_gradient=np.ones(scores.shape), reuse=reuse)
     assert_close(res.output, out)
+
+
+def test_concat_scalar_weights_with_feature_dim_1():
+    """Concat scores have two scalar weights: with dim 1 their gradients still fit (a fuzzed
+    input once overflowed the buffer sized by the dim)."""
+    rng = np.random.default_rng(5)
+    layer = attention.Attention(use_scale=True, score_mode="concat", dtype="float64")
+    q, v = rng.normal(size=(2, 3, 1)), rng.normal(size=(2, 4, 1))
+    d_out = rng.normal(size=(2, 3, 1))
+    g = layer.gradients([q, v], output_gradient=d_out)
+    weights = layer.get_weights()
+    for i, w in enumerate(weights):
+        shifted = []
+        for step in (1e-6, -1e-6):
+            layer.set_weights([x + (step if j == i else 0) for j, x in enumerate(weights)])
+            shifted.append(float((layer([q, v]) * d_out).sum()))
+        layer.set_weights(weights)
+        assert abs(g.weights[i] - (shifted[0] - shifted[1]) / 2e-6) < 1e-7 * max(1.0, abs(g.weights[i]))
