@@ -64,12 +64,12 @@ func forEachOffset(_ dims: [Int], _ strides: [Int], _ body: (Int) -> Void) {
     }
 }
 
-/// Copies between a row-major tensor of `dims` and its transpose with axes `order`
-/// (contiguous): `gather` reads the tensor into the transpose, otherwise the transpose is
-/// scattered back into the tensor.
-func transposeCopy<T>(_ tensor: UnsafeMutablePointer<T>, dims: [Int], order: [Int],
+/// Copies between a tensor of `dims` (row-major, or laid out by `strides`) and its
+/// transpose with axes `order` (contiguous): `gather` reads the tensor into the transpose,
+/// otherwise the transpose is scattered back into the tensor.
+func transposeCopy<T>(_ tensor: UnsafeMutablePointer<T>, dims: [Int], strides: [Int]? = nil, order: [Int],
                       _ transposed: UnsafeMutablePointer<T>, gather: Bool) {
-    let strides = contiguousStrides(dims)
+    let strides = strides ?? contiguousStrides(dims)
     var k = 0
     forEachOffset(order.map { dims[$0] }, order.map { strides[$0] }) { offset in
         if gather { transposed[k] = tensor[offset] } else { tensor[offset] = transposed[k] }

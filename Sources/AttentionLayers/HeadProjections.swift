@@ -68,21 +68,25 @@ struct Projector<T: KernelScalar> {
     /// rows: in place when its batch and attention axes each walk with one stride, else
     /// through a transposed copy in (batch axes, heads, attention axes, width) order, which
     /// `gather` fills from the projection (for an input) or `scatter()` writes back (output).
+    /// Consecutive input rows are `rowStride` elements apart (default heads · width).
     func operand(_ data: UnsafeMutablePointer<T>, input: [Int], heads: Int, width: Int, _ axes: AttentionAxes,
-                 gather: Bool) throws(AttentionError) -> ProjectedOperand<T> {
+                 gather: Bool, rowStride: Int? = nil) throws(AttentionError) -> ProjectedOperand<T> {
         let dims = axes.projectedDims(input, heads: heads, width: width)
-        let strides = contiguousStrides(dims)
+        var strides = contiguousStrides(dims)
+        if let rowStride {
+            for axis in 0..<(dims.count - 2) { strides[axis] = strides[axis] / (heads * width) * rowStride }
+        }
         if let g = mergedStride(axes.batch, dims: dims, strides: strides),
            let i = mergedStride(axes.attention, dims: dims, strides: strides) {
             return ProjectedOperand(data: data, layout: RowLayout(group: g, head: width, row: i), scatter: {})
         }
         let copy = try workspace.buffer(try checkedProduct(dims, "a transposed projection"), "a transposed projection")
         let order = axes.canonicalOrder
-        if gather { transposeCopy(data, dims: dims, order: order, copy, gather: true) }
+        if gather { transposeCopy(data, dims: dims, strides: strides, order: order, copy, gather: true) }
         let rows = axes.attention.reduce(1) { $0 * dims[$1] }
         let layout = RowLayout(group: heads * rows * width, head: rows * width, row: width)
         return ProjectedOperand(data: copy, layout: layout, scatter: gather ? {} : {
-            transposeCopy(data, dims: dims, order: order, copy, gather: false)
+            transposeCopy(data, dims: dims, strides: strides, order: order, copy, gather: false)
         })
     }
 }
@@ -96,8 +100,9 @@ struct HeadGroup {
 /// One fused attention pass over a `HeadGroup`, as `Projector.attend` ran it: what its
 /// backward needs.
 struct AttendedHeads<T: KernelScalar> {
-    /// The projections (rows, heads, width) and the output (query rows, heads, valueDim),
-    /// in the inputs' layout.
+    /// The projections (rows, heads, width; contiguous in passes that keep the log-sum-exp,
+    /// else possibly rows of one shared projection) and the output (query rows, heads,
+    /// valueDim), in the inputs' layout.
     var query, key, value, attended: UnsafeMutablePointer<T>
     /// The kernel's view of them (transposed copies where the axes need them).
     var operands: AttentionOperands<T>
@@ -118,13 +123,20 @@ extension Projector {
         let queryRows = try checkedProduct(Array(a.query.dims.dropLast()), "the query rows")
         let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
         let (h, kv, hk, hv) = (group.heads, group.keyValueHeads, group.keyDim, group.valueDim)
-        let q = try project(try a.query.elements(of: T.self, "query"), rows: queryRows, group.query, "the projected query")
-        let k = try project(try key.elements(of: T.self, "key"), rows: keyRows, group.key, "the projected key")
-        let v = try project(try a.value.elements(of: T.self, "value"), rows: keyRows, group.value, "the projected value")
+        let q: UnsafeMutablePointer<T>, k: UnsafeMutablePointer<T>, v: UnsafeMutablePointer<T>
+        var rowStride: Int?
+        if !keepLogSumExp, let shared = try projectShared(a, group, rows: queryRows) {
+            (q, k, v) = (shared.query, shared.key, shared.value)
+            rowStride = shared.rowStride
+        } else {
+            q = try project(try a.query.elements(of: T.self, "query"), rows: queryRows, group.query, "the projected query")
+            k = try project(try key.elements(of: T.self, "key"), rows: keyRows, group.key, "the projected key")
+            v = try project(try a.value.elements(of: T.self, "value"), rows: keyRows, group.value, "the projected value")
+        }
         let attended = try workspace.buffer(try checkedProduct([queryRows, h, hv], "the attention output"), "the attention output")
-        let qOperand = try operand(q, input: a.query.dims, heads: h, width: hk, axes, gather: true)
-        let kOperand = try operand(k, input: key.dims, heads: kv, width: hk, axes, gather: true)
-        let vOperand = try operand(v, input: a.value.dims, heads: kv, width: hv, axes, gather: true)
+        let qOperand = try operand(q, input: a.query.dims, heads: h, width: hk, axes, gather: true, rowStride: rowStride)
+        let kOperand = try operand(k, input: key.dims, heads: kv, width: hk, axes, gather: true, rowStride: rowStride)
+        let vOperand = try operand(v, input: a.value.dims, heads: kv, width: hv, axes, gather: true, rowStride: rowStride)
         let oOperand = try operand(attended, input: a.query.dims, heads: h, width: hv, axes, gather: false)
         let (groups, tq, tk) = try axes.problemSizes(query: a.query.dims, key: key.dims)
         let shape = AttentionShape(groups: groups, heads: h, keyValueHeads: kv, queryLength: tq, keyLength: tk,
@@ -192,6 +204,50 @@ extension Projector {
                         input: grads.keyShare(a))
         try backProject(dv, input: try a.value.elements(of: T.self, "value"), rows: keyRows, group.value, grads,
                         input: grads.value)
+    }
+}
+
+extension Projector {
+    /// Self-attention (query, key and value one tensor): the three projections in one GEMM
+    /// pass over the input, against the kernels side by side — each row of the result holds
+    /// the row's query, key and value projections. nil when the inputs differ.
+    func projectShared(_ a: CallArguments, _ group: HeadGroup, rows: Int)
+        throws(AttentionError) -> (query: UnsafeMutablePointer<T>, key: UnsafeMutablePointer<T>,
+                                   value: UnsafeMutablePointer<T>, rowStride: Int)? {
+        guard a.value.data == a.query.data, a.value.dims == a.query.dims,
+              a.key.map({ $0.data == a.query.data && $0.dims == a.query.dims }) ?? true else { return nil }
+        let projections = [group.query, group.key, group.value]
+        let widths = projections.map { weights.specs[$0.kernel].shape.dropFirst().reduce(1, *) }
+        let input = weights.specs[group.query.kernel].shape[0], total = widths.reduce(0, +)
+        let kernel = try workspace.buffer(try checkedProduct([input, total], "the shared projection's kernel"),
+                                          "the shared projection's kernel")
+        var column = 0
+        for (p, width) in zip(projections, widths) {
+            let w = weights.values(p.kernel)
+            for r in 0..<input { (kernel + r * total + column).update(from: w + r * width, count: width) }
+            column += width
+        }
+        var bias: UnsafeMutablePointer<T>?
+        if projections.contains(where: { $0.bias != nil }) {
+            let b = try workspace.buffer(total, "the shared projection's bias")
+            column = 0
+            for (p, width) in zip(projections, widths) {
+                if let index = p.bias {
+                    (b + column).update(from: weights.values(index), count: width)
+                } else {
+                    (b + column).update(repeating: 0, count: width)
+                }
+                column += width
+            }
+            bias = b
+        }
+        let out = try workspace.buffer(try checkedProduct([rows, total], "the shared projection"), "the shared projection")
+        let scratch = try workspace.buffer(gemmScratchCount(T.self, m: rows, n: total, k: input), "the projection's packed panels")
+        gemm(m: rows, n: total, k: input,
+             GemmOperands(a: try a.query.elements(of: T.self, "query"), lda: input, b: kernel, ldb: total, c: out,
+                          ldc: total, bias: bias.map { UnsafePointer($0) }),
+             scratch: scratch)
+        return (out, out + widths[0], out + widths[0] + widths[1], total)
     }
 }
 

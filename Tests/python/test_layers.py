@@ -960,3 +960,17 @@ def test_orthogonal_initializer(gain):
         matrix = w.reshape(-1, w.shape[-1])  # Keras: (prod(shape[:-1]), shape[-1])
         gram = matrix.T @ matrix if matrix.shape[0] >= matrix.shape[1] else matrix @ matrix.T
         np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=1e-4 * gain**2)
+
+
+@pytest.mark.parametrize("kind, kwargs, shape", [
+    ("MultiHeadAttention", dict(num_heads=3, key_dim=4, value_dim=5, use_gate=True), (2, 5, 6)),
+    ("MultiHeadAttention", dict(num_heads=3, key_dim=4, attention_axes=(1, 3)), (2, 3, 2, 4, 6)),
+    ("MultiHeadAttention", dict(num_heads=2, key_dim=4, attention_axes=(2,), use_bias=False), (2, 3, 4, 6)),
+    ("GroupQueryAttention", dict(head_dim=4, num_query_heads=4, num_key_value_heads=2), (2, 5, 8)),
+])
+def test_self_attention_shares_one_projection_pass(kind, kwargs, shape):
+    """Self-attention (one tensor as query, key and value) projects Q, K and V in one GEMM
+    pass; the result equals the separate projections of three distinct buffers, bit for bit."""
+    layer = getattr(attention, kind)(**kwargs, dtype="float64", seed=3)
+    x = np.random.default_rng(1).normal(size=shape)
+    np.testing.assert_array_equal(layer(x, x), layer(x, x.copy(), x.copy()))
