@@ -420,8 +420,8 @@ typedef struct att_gradient_args {
  * attention tiles from the forward's per-row log-sum-exp (FlashAttention-2): working memory
  * stays O(T·d). Errors: those of att_layer_call, plus SHAPE / DTYPE for a gradient tensor
  * that does not match, INVALID_ARGUMENT for key_gradient without args->key, a
- * reuse_attention_scores_gradient for a layer that reuses no scores, or scores_gradient
- * without args->scores. Thread-safe as att_layer_call. */
+ * reuse_attention_scores_gradient without args->reuse_attention_scores or for a layer that
+ * reuses no scores, or scores_gradient without args->scores. Thread-safe as att_layer_call. */
 att_status att_layer_backward(const att_layer *layer, const att_call_args *args, const att_gradient_args *grads);
 
 /* The layer's regularization losses, as Keras's layer.losses: first the penalty of each

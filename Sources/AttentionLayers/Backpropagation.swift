@@ -28,30 +28,37 @@ public struct GradientArguments: Sendable {
 }
 
 /// Where one backward pass puts its results, checked and zeroed: input gradients (nil when
-/// not asked for) and weight gradients by weight index.
+/// not asked for) and weight gradients by weight index; and the gradient of the returned
+/// scores with the scores themselves, when the loss reads them.
 struct Gradients<T: KernelScalar> {
     var query: UnsafeMutablePointer<T>?
     var value: UnsafeMutablePointer<T>?
     var key: UnsafeMutablePointer<T>?
+    var reuseAttentionScores: UnsafeMutablePointer<T>?
     var weights: [UnsafeMutablePointer<T>?]
+    var scores: (gradient: UnsafePointer<T>, forward: UnsafePointer<T>)?
 
-    /// The output and scores gradients, after checking them against the call's shapes, and
-    /// the checked, zeroed outputs. `keyShare` is where the key's gradient goes (the value's
-    /// when the call has no key).
+    /// The output gradient and the results, after checking every tensor against the call's
+    /// shapes. `keyShare` is where the key's gradient goes (the value's when the call has
+    /// no key).
     static func prepare(_ g: GradientArguments, _ a: CallArguments, specs: [WeightSpec], output: [Int], scores: [Int])
-        throws(AttentionError) -> (Gradients, outputGradient: UnsafeMutablePointer<T>, scoresGradient: UnsafeMutablePointer<T>?) {
+        throws(AttentionError) -> (Gradients, outputGradient: UnsafeMutablePointer<T>) {
         try g.outputGradient.expect(output, "output_gradient", "the output's shape")
         let dOut = try g.outputGradient.elements(of: T.self, "output_gradient")
-        var dScores: UnsafeMutablePointer<T>?
+        var scoresPair: (gradient: UnsafePointer<T>, forward: UnsafePointer<T>)?
         if let s = g.scoresGradient {
-            guard a.scores != nil else {
+            guard let forward = a.scores else {
                 throw .invalid("a scores_gradient needs the call to return the scores (pass a scores tensor)")
             }
             try s.expect(scores, "scores_gradient", "the scores' shape")
-            dScores = try s.elements(of: T.self, "scores_gradient")
+            scoresPair = (UnsafePointer(try s.elements(of: T.self, "scores_gradient")),
+                          UnsafePointer(try forward.elements(of: T.self, "scores")))
         }
         if g.key != nil, a.key == nil {
             throw .invalid("a key gradient was asked for but the call has no key (its gradient is part of the value's)")
+        }
+        if g.reuseAttentionScores != nil, a.reuseAttentionScores == nil {
+            throw .invalid("a reuse_attention_scores gradient was asked for but the call has no reuse_attention_scores")
         }
         func zeroed(_ t: RawTensor?, _ shape: [Int], _ what: String) throws(AttentionError) -> UnsafeMutablePointer<T>? {
             guard let t else { return nil }
@@ -62,7 +69,10 @@ struct Gradients<T: KernelScalar> {
         }
         var result = Gradients(query: try zeroed(g.query, a.query.dims, "query_gradient"),
                                value: try zeroed(g.value, a.value.dims, "value_gradient"),
-                               key: try zeroed(g.key, a.key?.dims ?? [], "key_gradient"), weights: [])
+                               key: try zeroed(g.key, a.key?.dims ?? [], "key_gradient"),
+                               reuseAttentionScores: try zeroed(g.reuseAttentionScores, a.reuseAttentionScores?.dims ?? [],
+                                                                "reuse_attention_scores_gradient"),
+                               weights: [], scores: scoresPair)
         if let weights = g.weights {
             guard weights.count == specs.count else {
                 throw .invalid("\(weights.count) weight gradients given for a layer of \(specs.count) weights")
@@ -73,7 +83,7 @@ struct Gradients<T: KernelScalar> {
         } else {
             result.weights = Array(repeating: nil, count: specs.count)
         }
-        return (result, dOut, dScores)
+        return (result, dOut)
     }
 
     /// The gradient of the key input: the key's, or the value's when the call has none.

@@ -96,7 +96,7 @@ struct DenseAttention {
             zeroMaskedRows(out)
             return
         }
-        let (grads, dOut, dScores) = try Gradients<T>.prepare(g, a, specs: specs, output: outputShape, scores: scoresShape)
+        let (grads, dOut) = try Gradients<T>.prepare(g, a, specs: specs, output: outputShape, scores: scoresShape)
         let dO = try workspace.buffer(b * tq * dv, "the output gradient")
         dO.update(from: dOut, count: b * tq * dv)
         zeroMaskedRows(dO)
@@ -109,8 +109,7 @@ struct DenseAttention {
         let dvBuffer = try buffer(grads.value, b * tv * dv, "the value gradient")
         // dot: [scale]; concat: [scale, weight]; additive: d scales.
         let slots = max(2, d)
-        let weightGradients = try workspace.buffer(slots, "the score weights' gradients")
-        weightGradients.update(repeating: 0, count: slots)
+        let weightGradients = try workspace.zeros(slots, "the score weights' gradients")
         guard let count = attentionBackwardScratchCount(shape, score: score, bias: nil) else {
             throw .shape("the attention backward's scratch does not fit in 64 bits")
         }
@@ -121,7 +120,7 @@ struct DenseAttention {
                               gradients: AttentionGradients(
                                 output: UnsafePointer(dO), outputLayout: layouts.output, query: dq, queryLayout: layouts.query,
                                 key: dk, keyLayout: layouts.key, value: dvBuffer, valueLayout: layouts.value,
-                                scores: dScores.flatMap { ds in scores.map { (UnsafePointer(ds), UnsafePointer($0)) } },
+                                scores: grads.scores,
                                 scoreWeights: weightGradients),
                               scratch: scratch)
         }

@@ -182,8 +182,8 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         let (b, w) = try state()
         let workspace = Workspace<T>()
         let pass = try forward(a, workspace, keep: true)
-        let (grads, dOut, dScores) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
-                                                              scores: pass.scoresShape)
+        let (grads, dOut) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
+                                                     scores: pass.scoresShape)
         let projector = Projector(weights: w, workspace: workspace)
         let activity = g.regularization ? config.weightOptions.activityRegularizer : nil
         let outputCount = try elementCount(pass.outputShape, "the output")
@@ -195,17 +195,16 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
             activity.addGradient(of: pass.output, outputCount, factor: times / Double(a.query.dims[0]), into: total)
             dOutput = UnsafePointer(total)
         }
-        var scoresGradient = dScores.flatMap { d in pass.scores.map { (UnsafePointer(d), UnsafePointer($0)) } }
+        var scoresGradient = grads.scores
         if let activity, penalizesOwnOutputs, let scores = pass.scores {
             let count = try elementCount(pass.scoresShape, "the scores")
-            let total = try workspace.buffer(count, "the scores' gradient")
-            if let dScores { total.update(from: dScores, count: count) } else { total.update(repeating: 0, count: count) }
+            let total = try workspace.zeros(count, "the scores' gradient")
+            if let given = grads.scores { total.update(from: given.gradient, count: count) }
             activity.addGradient(of: scores, count, factor: 1 / Double(a.query.dims[0]), into: total)
             scoresGradient = (UnsafePointer(total), UnsafePointer(scores))
         }
         let width = pass.queryRows * heads * valueWidth
-        let dAttended = try workspace.buffer(width, "the attention output's gradient")
-        dAttended.update(repeating: 0, count: width)
+        let dAttended = try workspace.zeros(width, "the attention output's gradient")
         try projector.backProject(dOutput, input: pass.gated ?? pass.heads.attended, rows: pass.queryRows, b.output,
                                   inputAxes: 2, grads, input: dAttended)
         if let gateProjection = b.gate, let gate = pass.gate {

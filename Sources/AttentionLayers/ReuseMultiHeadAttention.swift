@@ -126,7 +126,7 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         _ = try forward(a, Workspace<T>(), keep: false)
     }
 
-    /// What one forward pass computed, for the backward and the activity losses.
+    /// What one forward pass computed, for the backward.
     private struct Pass {
         var output: UnsafeMutablePointer<T>, scores: UnsafeMutablePointer<T>?
         var outputShape: [Int], scoresShape: [Int]
@@ -228,29 +228,21 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
         let (b, w) = try state()
         let ws = Workspace<T>()
         let pass = try forward(a, ws, keep: true)
-        let (grads, dOut, dScores) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
-                                                              scores: pass.scoresShape)
+        let (grads, dOut) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
+                                                     scores: pass.scoresShape)
         let projector = Projector(weights: w, workspace: ws)
         let (r, n, hv) = (config.reused, config.fresh, valueWidth)
         let (groups, tq, tk) = try b.inputs.axes.problemSizes(query: a.query.dims, key: (a.key ?? a.value).dims)
         let headSize = tq * tk
         if let reuse = pass.reuse, let vOperand = pass.reusedValueOperand, let attended = pass.reusedAttended,
            let shape = pass.reusedShape, let valueReuse = b.valueReuse, let outputReuse = b.outputReuse {
-            let count = pass.queryRows * r * hv
-            let dAttended = try ws.buffer(count, "the reused heads' output gradient")
-            dAttended.update(repeating: 0, count: count)
+            let dAttended = try ws.zeros(pass.queryRows * r * hv, "the reused heads' output gradient")
             try projector.backProject(dOut, input: attended, rows: pass.queryRows, outputReuse, inputAxes: 2, grads,
                                       input: dAttended)
             let dv = try ws.buffer(pass.keyRows * r * hv, "the reused heads' value gradient")
             let dO = try projector.operand(dAttended, input: a.query.dims, heads: r, width: hv, b.inputs.axes, gather: true)
             let dvOperand = try projector.operand(dv, input: a.value.dims, heads: r, width: hv, b.inputs.axes, gather: false)
-            let dReuse = try g.reuseAttentionScores.map { t throws(AttentionError) in
-                try t.expect(a.reuseAttentionScores?.dims ?? [], "reuse_attention_scores_gradient",
-                             "the shape of reuse_attention_scores")
-                let p = try t.elements(of: T.self, "reuse_attention_scores_gradient")
-                p.update(repeating: 0, count: groups * pass.reuseHeads * headSize)
-                return p
-            }
+            let dReuse = grads.reuseAttentionScores
             let layout = WeightsLayout(group: pass.reuseHeads * headSize, head: headSize, row: tk)
             weightedSumBackward(shape: shape, weights: reuse, weightsLayout: layout, value: vOperand.data,
                                 valueLayout: vOperand.layout, dropout: pass.dropout,
@@ -260,26 +252,23 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
                                                                 weights: dReuse, weightsLayout: layout))
             dvOperand.scatter()
             // The returned scores of the reused heads are the given ones.
-            if let dReuse, let dScores {
+            if let dReuse, let dScores = grads.scores?.gradient {
                 for gi in 0..<groups {
                     axpy(1, dScores + (gi * heads + n) * headSize, dReuse + gi * pass.reuseHeads * headSize, r * headSize)
                 }
             }
             try projector.backProject(dv, input: try a.value.elements(of: T.self, "value"), rows: pass.keyRows, valueReuse,
                                       grads, input: grads.value)
-        } else if let t = g.reuseAttentionScores {
-            throw .invalid("a reuse_attention_scores gradient was asked for but the layer reuses no scores (\(t.dims))")
+        } else if grads.reuseAttentionScores != nil {
+            throw .invalid("a reuse_attention_scores gradient was asked for but the layer reuses no scores")
         }
         if let fresh = pass.fresh, let group = pass.group, let mask = pass.mask, let outputNew = b.outputNew {
-            let count = pass.queryRows * n * hv
-            let dAttended = try ws.buffer(count, "the new heads' output gradient")
-            dAttended.update(repeating: 0, count: count)
+            let dAttended = try ws.zeros(pass.queryRows * n * hv, "the new heads' output gradient")
             try projector.backProject(dOut, input: fresh.attended, rows: pass.queryRows, outputNew, inputAxes: 2, grads,
                                       input: dAttended)
-            let scores = dScores.flatMap { d in pass.scores.map { (UnsafePointer(d), UnsafePointer($0)) } }
             try projector.attendBackward(fresh, a, group, b.inputs.axes, mask: mask, bias: pass.bias, dropout: pass.dropout,
                                          placement: ScoresPlacement(heads: heads, firstHead: 0), dAttended: dAttended,
-                                         scores: scores, biasGradient: b.positionEmbeddings.flatMap { grads.weights[$0] },
+                                         scores: grads.scores, biasGradient: b.positionEmbeddings.flatMap { grads.weights[$0] },
                                          activity: nil, grads)
         }
         if g.regularization { w.addPenaltyGradients(config.weightOptions, grads) }

@@ -13,6 +13,13 @@ final class Workspace<T: KernelScalar> {
         try keep(allocateMemory(count, elementSize: MemoryLayout<T>.stride, what)).assumingMemoryBound(to: T.self)
     }
 
+    /// A buffer of `count` elements of `T`, zeroed.
+    func zeros(_ count: Int, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<T> {
+        let p = try buffer(count, what)
+        p.update(repeating: 0, count: count)
+        return p
+    }
+
     /// A buffer of `count` bytes, uninitialised.
     func bytes(_ count: Int, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<UInt8> {
         try keep(allocateMemory(count, elementSize: 1, what)).assumingMemoryBound(to: UInt8.self)

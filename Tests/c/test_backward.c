@@ -435,6 +435,10 @@ static void backward_errors(void) {
     expect(att_layer_backward(p.layer, &a, &g), ATT_ERR_INVALID_ARGUMENT, "key",
            "key_gradient while args->key is NULL");
     g = ok;
+    g.reuse_attention_scores_gradient = &wrong_scores; /* the call has no reuse_attention_scores */
+    expect(att_layer_backward(p.layer, &a, &g), ATT_ERR_INVALID_ARGUMENT, "reuse_attention_scores",
+           "reuse_attention_scores_gradient without reuse_attention_scores");
+    g = ok;
     att_tensor saved = weights[1];
     weights[1] = wrong_weight;
     expect(att_layer_backward(p.layer, &a, &g), ATT_ERR_SHAPE, "weight|shape", "weight_gradients[1] of shape (99)");
