@@ -120,7 +120,7 @@ public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_ca
     withStatus {
         let l = try Handles.layer(layer)
         let a = try versionedStruct(args, "att_call_args", nullName: "args")
-        guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
+        try requireBuilt(l)
         try l.call(try callArguments(a, l, scratch: nil))
     }
 }
@@ -132,7 +132,7 @@ public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<at
         let l = try Handles.layer(layer)
         let a = try versionedStruct(args, "att_call_args", nullName: "args")
         let g = try versionedStruct(grads, "att_gradient_args", nullName: "grads")
-        guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
+        try requireBuilt(l)
         let output = ScratchOutput()
         let arguments = try callArguments(a, l, scratch: output)
         var weights: [RawTensor?]?
@@ -161,7 +161,7 @@ public func att_layer_losses(_ layer: OpaquePointer?, _ args: UnsafePointer<att_
     withStatus {
         let l = try Handles.layer(layer)
         guard let count else { throw Failure.null("count") }
-        guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
+        try requireBuilt(l)
         let output = ScratchOutput()
         let arguments = try args.map { p throws in
             try callArguments(try versionedStruct(p, "att_call_args", nullName: "args"), l, scratch: output)
@@ -179,9 +179,14 @@ public func att_layer_losses(_ layer: OpaquePointer?, _ args: UnsafePointer<att_
 public func att_layer_apply_constraints(_ layer: OpaquePointer?) -> att_status {
     withStatus {
         let l = try Handles.layer(layer)
-        guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
+        try requireBuilt(l)
         try l.applyConstraints()
     }
+}
+
+/// Throws NOT_BUILT for a layer without weights (the entry points that run it).
+private func requireBuilt(_ l: any AttentionLayer) throws {
+    guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
 }
 
 /// The output buffer of a call whose caller passed none (training entry points), freed with it.
