@@ -330,14 +330,16 @@ class Layer:
     # -- training -----------------------------------------------------------------------------
 
     def _losses(self, args):
-        """att_layer_losses for the call `args` (None: the weights' penalties only)."""
-        count = ctypes.c_size_t()
-        handle = self._handle
-        check(_lib.lib().att_layer_losses(handle, args and ctypes.byref(args), None, 0, ctypes.byref(count)))
-        values = (ctypes.c_double * max(1, count.value))()
-        check(_lib.lib().att_layer_losses(handle, args and ctypes.byref(args), values, count.value,
-                                          ctypes.byref(count)))
-        return [float(v) for v in values[:count.value]]
+        """att_layer_losses for the call `args` (None: the weights' penalties only). With args
+        the library reruns the forward, so the buffer is sized to need one call."""
+        count, capacity = ctypes.c_size_t(), 64  # more than any layer's weights + activity terms
+        while True:
+            values = (ctypes.c_double * capacity)()
+            check(_lib.lib().att_layer_losses(self._handle, args and ctypes.byref(args), values, capacity,
+                                              ctypes.byref(count)))
+            if count.value <= capacity:
+                return [float(v) for v in values[:count.value]]
+            capacity = count.value
 
     def _record_activity_losses(self, args):
         """Keeps the activity penalties of the call `args`, for `losses`."""
