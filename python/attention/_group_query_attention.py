@@ -15,7 +15,7 @@ its fused path (no scores, dropout 0) and zero otherwise.
 from . import _lib
 from ._initializers import WeightOptions
 from ._layer import Layer
-from ._multi_head_attention import _positive_int
+from ._multi_head_attention import MultiHeadAttention, _positive_int
 
 
 class GroupedQueryAttention(Layer):
@@ -91,20 +91,7 @@ class GroupedQueryAttention(Layer):
                                      use_causal_mask=use_causal_mask,
                                      return_scores=return_attention_scores)
 
-    def gradients(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
-                  attention_mask=None, training=None, use_causal_mask=False, *, output_gradient,
-                  scores_gradient=None, regularization=False):
-        """One training step: the forward of this call (same arguments as __call__) and the
-        backward of L = sum(output * output_gradient) [+ sum(scores * scores_gradient)]
-        [+ sum(self.losses) when regularization], with one dropout mask for both (the stream
-        then advances as after a training call). Returns a Gradients."""
-        masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask,
-                 "attention_mask": attention_mask}
-        return self._call_multi_head(
-            query, value, key, masks, training=training, use_causal_mask=use_causal_mask,
-            return_scores=False, gradients={"output_gradient": output_gradient,
-                                            "scores_gradient": scores_gradient,
-                                            "regularization": regularization})
+    gradients = MultiHeadAttention.gradients  # the same call arguments and training step
 
     def _config(self):
         return {
