@@ -59,20 +59,17 @@ public enum ScoreFunction<T: KernelScalar>: @unchecked Sendable {
     case additive(scale: UnsafePointer<T>?, tanh: TanhRows<T>? = nil)
 }
 
-/// tanh(c·q) and tanh(c·k) of every query and key row (c: concat's scale, or 1) as a sign
-/// s = ±1 and a complement γ = 1 − |tanh| = 2 / (e^{2|x|} + 1) (exact also where tanh
-/// rounds to ±1), laid out as the query and the key. A concat/additive logit then needs no
-/// tanh per pair: with σ = s_x·s_y, the addition theorem
-///     tanh(x + y) = s_x · ((1 + σ) − γ_x − σ·γ_y) / ((1 + σ) − σ·(γ_x + γ_y − γ_x·γ_y))
-/// cancels no leading digits. Where both complements underflow (0/0), the pair is computed
-/// from tanh(c·(q + k)) directly.
+/// e^{2c·x} of every element of the query and key rows (c: concat's scale, or 1), laid out as
+/// the query and the key, NaN where it is not a finite normal number (|c·x| ≳ 43.6 in float32)
+/// or x is NaN. A concat/additive logit then needs no tanh per pair, only a quotient:
+///     tanh(c·(q + k)) = 1 − 2 / (1 + e^{2c·q}·e^{2c·k})
+/// (the product overflows or underflows only where tanh rounds to ±1). A pair that meets a
+/// NaN entry is computed from tanh(c·(q + k)) directly.
 public struct TanhRows<T: KernelScalar>: @unchecked Sendable {
-    public var querySign: UnsafePointer<T>, queryComplement: UnsafePointer<T>
-    public var keySign: UnsafePointer<T>, keyComplement: UnsafePointer<T>
-    public init(querySign: UnsafePointer<T>, queryComplement: UnsafePointer<T>,
-                keySign: UnsafePointer<T>, keyComplement: UnsafePointer<T>) {
-        self.querySign = querySign; self.queryComplement = queryComplement
-        self.keySign = keySign; self.keyComplement = keyComplement
+    public var queryExponential: UnsafePointer<T>
+    public var keyExponential: UnsafePointer<T>
+    public init(queryExponential: UnsafePointer<T>, keyExponential: UnsafePointer<T>) {
+        self.queryExponential = queryExponential; self.keyExponential = keyExponential
     }
 }
 

@@ -1,7 +1,8 @@
-/// The dot-product hot path of `attentionForward` when no scores are returned: a block of
-/// query rows against tiles of 2 SIMD vectors of keys. Per key tile, K is packed transposed
-/// (head dim × keys) once for the whole block; then for each micro-block of 8 rows
-///   1. logits (8 × tile) = Q·Kᵀ in registers (8 × 2 vectors of accumulators),
+/// The hot path of `attentionForward` when no scores are returned: a block of query rows
+/// against tiles of 2 SIMD vectors of keys. For dot scores K is packed transposed (head dim ×
+/// keys) once per key tile for the whole block; then for each micro-block of 8 rows
+///   1. logits (8 × tile): Q·Kᵀ in registers (8 × 2 vectors of accumulators), or the
+///      concat/additive sums of `Row.tanhLogits`,
 ///   2. the online softmax update per row on whole vectors (running max m, sum l),
 ///   3. O (8 × valueDim) = O·e^(m_old − m) + P·V, 4 rows × 2 vectors at a time.
 /// Tiles a causal band or sliding window empties for every row of the block are skipped.
@@ -12,8 +13,8 @@ enum FlashTile {
 }
 
 extension Row {
-    /// Rows `rows` of this (group, head), scores not returned, score function `.dot(scale)`.
-    func flashBlock(_ rows: Range<Int>, scale: T, scratch: UnsafeMutablePointer<T>) {
+    /// Rows `rows` of this (group, head), scores not returned.
+    func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = 2 * lanes
         let h = shape.keyDim, hv = shape.valueDim, count = rows.count
         // Scratch: packed Kᵀ (h × width), logits (8 × width), per-row m and l, O (rows × hv).
@@ -41,7 +42,7 @@ extension Row {
                     r0 += micro
                     continue
                 }
-                tileLogits(rows.lowerBound + r0, micro, j0, keys, packed, scale: scale, into: logits)
+                tileLogits(rows.lowerBound + r0, micro, j0, keys, packed, into: logits)
                 for r in 0..<micro {
                     softmaxUpdate(rows.lowerBound + r0 + r, j0, keys, logits + r * width,
                                   max: maxes + r0 + r, sum: sums + r0 + r, out: out + (r0 + r) * hv)
@@ -64,22 +65,32 @@ extension Row {
         }
     }
 
-    /// packed[d · width + t] = key[j0 + t][d], zero beyond `keys`.
-    private func packTransposedKeys(_ j0: Int, _ keys: Int, into packed: UnsafeMutablePointer<T>) {
+    /// packed[d · width + t] = key[j0 + t][d] — for concat/additive scores with tables, the
+    /// key's row of e^{2c·k} — zero beyond `keys`.
+    func packTransposedKeys(_ j0: Int, _ keys: Int, into packed: UnsafeMutablePointer<T>) {
         let width = 2 * T.Vector.scalarCount, h = shape.keyDim
         if keys < width {
             for d in 0..<h { (packed + d * width + keys).update(repeating: 0, count: width - keys) }
         }
+        let rows = tanhTables?.keyExponential ?? job.operands.key
         for t in 0..<keys {
-            let k = keyRow(j0 + t)
+            let k = rows + job.operands.keyLayout.offset(g, kvHead, j0 + t)
             for d in 0..<h { packed[d * width + t] = k[d] }
         }
     }
 
-    /// logits[r · width + t] = scale · q[i0 + r] · k[j0 + t] (+ bias) for r < micro.
+    /// logits[r · width + t] = the logit (bias added) of query row i0 + r and key j0 + t, for
+    /// r < micro and t < keys; dot scores from the packed keys.
     private func tileLogits(_ i0: Int, _ micro: Int, _ j0: Int, _ keys: Int, _ packed: UnsafeMutablePointer<T>,
-                            scale: T, into logits: UnsafeMutablePointer<T>) {
+                            into logits: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = 2 * lanes
+        guard case .dot(let scale) = job.score else {
+            for r in 0..<micro {
+                tanhLogits(i0 + r, j0, keys, packed, into: logits + r * width)
+                addBias(i0 + r, j0, keys, to: logits + r * width)
+            }
+            return
+        }
         func q(_ r: Int) -> UnsafePointer<T> { queryRow(i0 + min(r, micro - 1)) }
         var tile = Tile8x2<T>()
         tile.accumulate(q, aStep: 1, UnsafePointer(packed), bStep: width, depth: shape.keyDim)

@@ -54,6 +54,8 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     let logSumExp: UnsafeMutablePointer<T>?
     let queryBlocks: Int
     let headsPerKeyValueHead: Int
+    /// Σ_d w_d of additive scores' weights (keyDim for concat and unscaled additive).
+    let tanhWeightSum: T
 
     init(shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
          mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
@@ -63,6 +65,11 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         self.logSumExp = logSumExp
         queryBlocks = (shape.queryLength + AttentionTile.queryRows - 1) / AttentionTile.queryRows
         headsPerKeyValueHead = max(1, shape.heads / max(1, shape.keyValueHeads))
+        tanhWeightSum = if case .additive(let scale?, _) = score {
+            (0..<shape.keyDim).reduce(0) { $0 + scale[$1] }
+        } else {
+            T(shape.keyDim)
+        }
     }
 
     var workItems: Int { shape.groups * shape.heads * queryBlocks }
@@ -80,15 +87,14 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
         let tile = AttentionTile.keys
         let width = 2 * T.Vector.scalarCount
-        let flash: T? = if scores == nil, case .dot(let scale) = score { scale } else { nil }
-        let flashScratch = flash == nil ? 0
+        let flashScratch = scores != nil ? 0
             : (shape.keyDim + FlashTile.microRows) * width + rows.count * (2 + shape.valueDim)
         withUnsafeTemporaryAllocation(of: T.self, capacity: tile + shape.valueDim + flashScratch) { buffer in
             withUnsafeTemporaryAllocation(of: Bool.self, capacity: tile) { keptBuffer in
                 guard let logits = buffer.baseAddress, let kept = keptBuffer.baseAddress else { return }
                 let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
-                if let flash, rows.count >= FlashTile.microRows / 2 {
-                    row.flashBlock(rows, scale: flash, scratch: logits + tile + shape.valueDim)
+                if scores == nil, rows.count >= FlashTile.microRows / 2 {
+                    row.flashBlock(rows, scratch: logits + tile + shape.valueDim)
                     return
                 }
                 for i in rows {
@@ -145,10 +151,8 @@ struct Row<T: KernelScalar> {
         switch job.score {
         case .dot(let scale):
             for t in 0..<count { out[t] = dot(q, keyRow(j0 + t), h) * scale }
-        case .concat(let scale, let weight, let tanh):
-            for t in 0..<count { out[t] = weight * tanhSum(i, j0 + t, inner: scale, outer: nil, tanh) }
-        case .additive(let scale, let tanh):
-            for t in 0..<count { out[t] = tanhSum(i, j0 + t, inner: 1, outer: scale, tanh) }
+        case .concat, .additive:
+            tanhLogits(i, j0, count, into: out)
         }
         addBias(i, j0, count, to: out)
     }
@@ -165,62 +169,6 @@ struct Row<T: KernelScalar> {
         case nil:
             break
         }
-    }
-
-    /// Σ_d outer_d · tanh(inner · (q_d + k_d)) of query row i and key row j, from the tanh
-    /// tables when given and well conditioned for the pair (see `TanhRows`).
-    func tanhSum(_ i: Int, _ j: Int, inner: T, outer: UnsafePointer<T>?, _ tanh: TanhRows<T>?) -> T {
-        let dim = shape.keyDim
-        guard let tanh else { return tanhSum(queryRow(i), keyRow(j), dim, inner: inner, outer: outer) }
-        let qo = job.operands.queryLayout.offset(g, n, i), ko = job.operands.keyLayout.offset(g, kvHead, j)
-        let sx = tanh.querySign + qo, gx = tanh.queryComplement + qo
-        let sy = tanh.keySign + ko, gy = tanh.keyComplement + ko
-        let lanes = T.Vector.scalarCount
-        let one = T.Vector(repeating: 1)
-        var acc = T.Vector()
-        var d = 0
-        while d + lanes <= dim {
-            let sxv = sx.vector(at: d), gxv = gx.vector(at: d), gyv = gy.vector(at: d)
-            let sigma = sxv * sy.vector(at: d), both = one + sigma
-            let numerator = both - gxv - sigma * gyv
-            let denominator = both - sigma * (gxv + gyv - gxv * gyv)
-            let th = sxv * numerator / denominator
-            if let outer { acc = acc.plusProduct(outer.vector(at: d), th) } else { acc += th }
-            d += lanes
-        }
-        var s = T.sum(acc)
-        while d < dim {
-            let sigma = sx[d] * sy[d], both = 1 + sigma
-            let th = sx[d] * (both - gx[d] - sigma * gy[d]) / (both - sigma * (gx[d] + gy[d] - gx[d] * gy[d]))
-            s += (outer?[d] ?? 1) * th
-            d += 1
-        }
-        return s.isNaN ? tanhSum(queryRow(i), keyRow(j), dim, inner: inner, outer: outer) : s
-    }
-
-    /// Σ_d outer_d · tanh(inner · (q_d + k_d)) (outer nil: all ones), SIMD across d.
-    func tanhSum(_ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ n: Int, inner: T, outer: UnsafePointer<T>?) -> T {
-        let lanes = T.Vector.scalarCount
-        let c = T.Vector(repeating: inner)
-        var acc = T.Vector()
-        var d = 0
-        if let outer {
-            while d + lanes <= n {
-                acc = acc.plusProduct(outer.vector(at: d), T.tanh(c * (q.vector(at: d) + k.vector(at: d))))
-                d += lanes
-            }
-        } else {
-            while d + lanes <= n {
-                acc += T.tanh(c * (q.vector(at: d) + k.vector(at: d)))
-                d += lanes
-            }
-        }
-        var s = T.sum(acc)
-        while d < n {
-            s += (outer?[d] ?? 1) * T.tanh(inner * (q[d] + k[d]))
-            d += 1
-        }
-        return s
     }
 
     /// kept[t] for keys j0 ..< j0 + count of row i (band included); returns whether any is kept.

@@ -30,6 +30,8 @@ where Vector.Scalar == Self, Vector: Sendable {
     /// The sum of the lanes, added pairwise as a tree (halves, quarters, …), which keeps it
     /// in vector registers; `SIMD.sum()` adds the lanes one after another.
     static func sum(_ v: Vector) -> Self
+    /// min(x, bound) lane by lane, NaN where x is NaN (`pointwiseMin` gives the bound there).
+    static func minimum(_ x: Vector, _ bound: Self) -> Vector
 }
 
 extension Float: KernelScalar {
@@ -42,8 +44,13 @@ extension Float: KernelScalar {
     @inlinable public static func cos(_ x: Float) -> Float { cosf(x) }
     @inlinable @inline(__always)
     public static func sum(_ v: SIMD16<Float>) -> Float {
-        let h8 = v.lowHalf + v.highHalf, h4 = h8.lowHalf + h8.highHalf, h2 = h4.lowHalf + h4.highHalf
-        return h2.x + h2.y
+        let h8 = halves(v, SIMD8<Float>.self), h4 = halves(h8.0 + h8.1, SIMD4<Float>.self)
+        let h2 = halves(h4.0 + h4.1, SIMD2<Float>.self)
+        return (h2.0 + h2.1).x + (h2.0 + h2.1).y
+    }
+    @inlinable @inline(__always)
+    public static func minimum(_ x: SIMD16<Float>, _ bound: Float) -> SIMD16<Float> {
+        x.replacing(with: bound, where: x .> bound)
     }
 }
 
@@ -57,9 +64,20 @@ extension Double: KernelScalar {
     @inlinable public static func cos(_ x: Double) -> Double { Glibc.cos(x) }
     @inlinable @inline(__always)
     public static func sum(_ v: SIMD8<Double>) -> Double {
-        let h4 = v.lowHalf + v.highHalf, h2 = h4.lowHalf + h4.highHalf
-        return h2.x + h2.y
+        let h4 = halves(v, SIMD4<Double>.self), h2 = halves(h4.0 + h4.1, SIMD2<Double>.self)
+        return (h2.0 + h2.1).x + (h2.0 + h2.1).y
     }
+    @inlinable @inline(__always)
+    public static func minimum(_ x: SIMD8<Double>, _ bound: Double) -> SIMD8<Double> {
+        x.replacing(with: bound, where: x .> bound)
+    }
+}
+
+/// The low and high halves of v (`SIMD.lowHalf`/`highHalf` are generic getters the optimizer
+/// leaves as calls; a bit cast is a register split).
+@inlinable @inline(__always)
+func halves<V: SIMD, Half: SIMD>(_ v: V, _: Half.Type) -> (Half, Half) {
+    unsafeBitCast(v, to: (Half, Half).self)
 }
 
 extension SIMD where Scalar: FloatingPoint {

@@ -46,45 +46,44 @@ public func scale<T: KernelScalar>(_ alpha: T, _ y: UnsafeMutablePointer<T>, _ n
     while d < n { y[d] *= alpha; d += 1 }
 }
 
-/// sign[e] = ±1 (the sign of c·x[e]; +1 for zero) and complement[e] = 1 − |tanh(c·x[e])|
-/// = 2 / (e^{2|c·x[e]|} + 1), for e in 0..<count (see `TanhRows`).
+/// exponential[e] = e^{2c·x[e]} for e in 0..<count, NaN where that would not be a finite
+/// normal number (see `TanhRows`).
 @_specialize(where T == Float)
 @_specialize(where T == Double)
-public func tanhSignAndComplement<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
-                                                   sign: UnsafeMutablePointer<T>, complement: UnsafeMutablePointer<T>) {
+public func tanhExponentials<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
+                                              into exponential: UnsafeMutablePointer<T>) {
     let chunk = 1 << 14
-    let job = Buffers(x: x, sign: sign, complement: complement)
+    let job = Buffers(x: x, exponential: exponential)
     parallelFor((count + chunk - 1) / chunk) { k in
         let start = k * chunk
-        tanhSignAndComplementRun(job.x + start, c, min(chunk, count - start),
-                                 sign: job.sign + start, complement: job.complement + start)
+        tanhExponentialsRun(job.x + start, c, min(chunk, count - start), into: job.exponential + start)
     }
 }
 
-/// The pointers of one `tanhSignAndComplement` call, for its workers.
+/// The pointers of one `tanhExponentials` call, for its workers.
 private struct Buffers<T>: @unchecked Sendable {
-    let x: UnsafePointer<T>, sign: UnsafeMutablePointer<T>, complement: UnsafeMutablePointer<T>
+    let x: UnsafePointer<T>, exponential: UnsafeMutablePointer<T>
 }
 
 @inline(__always)
-private func tanhSignAndComplementRun<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
-                                                       sign: UnsafeMutablePointer<T>, complement: UnsafeMutablePointer<T>) {
+private func tanhExponentialsRun<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
+                                                  into exponential: UnsafeMutablePointer<T>) {
     let lanes = T.Vector.scalarCount
-    let cv = T.Vector(repeating: c), two = T.Vector(repeating: 2), one = T.Vector(repeating: 1)
+    // e^y is a finite normal number for |y| ≤ −log(smallest normal) (87.3 in float32).
+    let bound = -T.log(T.leastNormalMagnitude)
+    let twice = T.Vector(repeating: 2 * c)
     var e = 0
     while e + lanes <= count {
-        let t = cv * x.vector(at: e)
-        let negative = t .< 0
-        sign.store(one.replacing(with: -1, where: negative), at: e)
-        complement.store(two / (T.exp(two * t.replacing(with: -t, where: negative)) + one), at: e)
+        let y = twice * x.vector(at: e)
+        exponential.store(T.exp(y), at: e)
         e += lanes
     }
     while e < count {
-        let t = c * x[e]
-        sign[e] = t < 0 ? -1 : 1
-        complement[e] = 2 / (T.exp(2 * abs(t)) + 1)
+        exponential[e] = T.exp(2 * c * x[e])
         e += 1
     }
+    // (A scalar pass: comparisons of generic SIMD vectors compile lane by lane.)
+    for e in 0..<count where !(abs(2 * c * x[e]) <= bound) { exponential[e] = .nan }
 }
 
 /// x[e] *= sigmoid(gate[e]) for e in 0..<count — the gate of gated attention.

@@ -134,16 +134,15 @@ struct DenseAttention {
     }
 }
 
-/// Concat and additive scores with tanh(c·q) and tanh(c·k) precomputed for every row (the
-/// workspace keeps them alive as long as the caller keeps it).
+/// Concat and additive scores with e^{2c·q} and e^{2c·k} precomputed for every element (see
+/// `TanhRows`; the workspace keeps them alive as long as the caller keeps it).
 func withTanhTables<T: KernelScalar>(_ score: ScoreFunction<T>, query: UnsafePointer<T>, key: UnsafePointer<T>,
                                      queries: Int, keys: Int, _ workspace: Workspace<T>) throws(AttentionError) -> ScoreFunction<T> {
     func tables(_ c: T) throws(AttentionError) -> TanhRows<T> {
-        let qs = try workspace.buffer(queries, "tanh of the query"), qg = try workspace.buffer(queries, "tanh of the query")
-        let ks = try workspace.buffer(keys, "tanh of the key"), kg = try workspace.buffer(keys, "tanh of the key")
-        tanhSignAndComplement(query, c, queries, sign: qs, complement: qg)
-        tanhSignAndComplement(key, c, keys, sign: ks, complement: kg)
-        return TanhRows(querySign: qs, queryComplement: qg, keySign: ks, keyComplement: kg)
+        let qe = try workspace.buffer(queries, "e^(2c·query)"), ke = try workspace.buffer(keys, "e^(2c·key)")
+        tanhExponentials(query, c, queries, into: qe)
+        tanhExponentials(key, c, keys, into: ke)
+        return TanhRows(queryExponential: qe, keyExponential: ke)
     }
     switch score {
     case .dot: return score

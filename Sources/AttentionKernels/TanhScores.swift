@@ -1,0 +1,131 @@
+/// Concat and additive logits, Σ_d w_d · tanh(c·(q_d + k_d)), without a tanh per pair: from
+/// the e^{2c·x} tables of `TanhRows`, tanh(c·(q + k)) = 1 − 2/D with D = 1 + E_q·E_k, so a
+/// logit is Σ_d w_d − 2·Σ_d w_d/D_d, and four quotients share one division:
+///     w₁/D₁ + w₂/D₂ + w₃/D₃ + w₄/D₄ = ((w₁D₂ + w₂D₁)·D₃D₄ + (w₃D₄ + w₄D₃)·D₁D₂) / (D₁D₂·D₃D₄),
+/// each D capped at 2^(E/4) (E: the largest finite exponent) so the products stay finite (the
+/// capped quotient is below an ulp of 1, as the exact one). The lanes run over keys: the key
+/// table is packed transposed, 2 vectors of keys per tile, as the dot path packs K.
+
+extension Row {
+    /// The tables of concat/additive scores, nil for dot scores or when the caller gave none.
+    var tanhTables: TanhRows<T>? {
+        switch job.score {
+        case .dot: nil
+        case .concat(_, _, let tables), .additive(_, let tables): tables
+        }
+    }
+
+    /// out[t] = the concat/additive logit of query row i and key j0 + t for t < count (no bias).
+    func tanhLogits(_ i: Int, _ j0: Int, _ count: Int, into out: UnsafeMutablePointer<T>) {
+        guard tanhTables != nil else {
+            for t in 0..<count { out[t] = directTanhLogit(i, j0 + t) }
+            return
+        }
+        let width = 2 * T.Vector.scalarCount
+        withUnsafeTemporaryAllocation(of: T.self, capacity: shape.keyDim * width) { buffer in
+            guard let packed = buffer.baseAddress else { return }
+            var c = 0
+            while c < count {
+                let keys = min(width, count - c)
+                packTransposedKeys(j0 + c, keys, into: packed)
+                tanhLogits(i, j0 + c, keys, packed, into: out + c)
+                c += keys
+            }
+        }
+    }
+
+    /// out[t] for t < keys ≤ 2 vectors: the logits of query row i and keys j0 ..< j0 + keys
+    /// from `packed`, their table rows transposed (`packTransposedKeys`).
+    func tanhLogits(_ i: Int, _ j0: Int, _ keys: Int, _ packed: UnsafePointer<T>, into out: UnsafeMutablePointer<T>) {
+        guard let tables = tanhTables else {
+            for t in 0..<keys { out[t] = directTanhLogit(i, j0 + t) }
+            return
+        }
+        let weights: UnsafePointer<T>?, factor: T
+        switch job.score {
+        case .concat(_, let weight, _): (weights, factor) = (nil, weight)
+        case .additive(let scale, _): (weights, factor) = (scale, 1)
+        case .dot: return
+        }
+        let lanes = T.Vector.scalarCount, width = 2 * lanes, dim = shape.keyDim
+        let e = tables.queryExponential + job.operands.queryLayout.offset(g, n, i)
+        var acc0 = T.Vector(), acc1 = T.Vector()
+        var d = 0
+        while d + 4 <= dim {
+            let p = packed + d * width, w = weights.map { $0 + d }
+            acc0 += fourQuotients(e + d, p, width, w)
+            acc1 += fourQuotients(e + d, p + lanes, width, w)
+            d += 4
+        }
+        while d < dim {
+            let w = T.Vector(repeating: weights?[d] ?? 1)
+            acc0 += w / denominator(e[d], packed + d * width)
+            acc1 += w / denominator(e[d], packed + d * width + lanes)
+            d += 1
+        }
+        let total = T.Vector(repeating: job.tanhWeightSum), f = T.Vector(repeating: factor)
+        let x0 = f * (total - 2 * acc0), x1 = f * (total - 2 * acc1)
+        for t in 0..<keys {
+            let x = t < lanes ? x0[t] : x1[t - lanes]
+            out[t] = x.isFinite ? x : directTanhLogit(i, j0 + t)
+        }
+    }
+
+    /// The concat/additive logit of query row i and key j by tanh itself, SIMD across d: for
+    /// calls without tables and pairs the tables cannot give (see `TanhRows`).
+    func directTanhLogit(_ i: Int, _ j: Int) -> T {
+        let inner: T, outer: UnsafePointer<T>?, factor: T
+        switch job.score {
+        case .concat(let scale, let weight, _): (inner, outer, factor) = (scale, nil, weight)
+        case .additive(let scale, _): (inner, outer, factor) = (1, scale, 1)
+        case .dot: return .nan
+        }
+        let q = queryRow(i), k = keyRow(j), dim = shape.keyDim
+        let lanes = T.Vector.scalarCount
+        let c = T.Vector(repeating: inner)
+        var acc = T.Vector()
+        var d = 0
+        while d + lanes <= dim {
+            let th = T.tanh(c * (q.vector(at: d) + k.vector(at: d)))
+            acc = outer.map { acc.plusProduct($0.vector(at: d), th) } ?? acc + th
+            d += lanes
+        }
+        var s = T.sum(acc)
+        while d < dim {
+            s += (outer?[d] ?? 1) * T.tanh(inner * (q[d] + k[d]))
+            d += 1
+        }
+        return factor * s
+    }
+}
+
+/// 2^(E/4), E the largest finite exponent of T: four capped denominators multiply finitely.
+@_transparent
+private func quotientCap<T: KernelScalar>(_: T.Type) -> T {
+    T(sign: .plus, exponent: T.greatestFiniteMagnitude.exponent / 4, significand: 1)
+}
+
+/// min(1 + e·p[lanes], cap), NaN where e or a p lane is NaN.
+@_transparent
+private func denominator<T: KernelScalar>(_ e: T, _ p: UnsafePointer<T>) -> T.Vector {
+    T.minimum(T.Vector(repeating: 1).plusProduct(T.Vector(repeating: e), p.vector(at: 0)), quotientCap(T.self))
+}
+
+/// Σ_{m<4} w[m]/D_m lane by lane, D_m = min(1 + e[m]·p[m·stride ..< + lanes], cap) (w nil:
+/// all ones), with one division.
+@_transparent
+private func fourQuotients<T: KernelScalar>(_ e: UnsafePointer<T>, _ p: UnsafePointer<T>, _ stride: Int,
+                                            _ w: UnsafePointer<T>?) -> T.Vector {
+    let d1 = denominator(e[0], p), d2 = denominator(e[1], p + stride)
+    let d3 = denominator(e[2], p + 2 * stride), d4 = denominator(e[3], p + 3 * stride)
+    let d12 = d1 * d2, d34 = d3 * d4
+    let first: T.Vector, second: T.Vector  // w₁D₂ + w₂D₁ and w₃D₄ + w₄D₃
+    if let w {
+        first = (d2 * w[0]).plusProduct(d1, T.Vector(repeating: w[1]))
+        second = (d4 * w[2]).plusProduct(d3, T.Vector(repeating: w[3]))
+    } else {
+        first = d1 + d2
+        second = d3 + d4
+    }
+    return (first * d34).plusProduct(second, d12) / (d12 * d34)
+}
