@@ -42,12 +42,16 @@ extension Row {
                     r0 += micro
                     continue
                 }
-                tileLogits(rows.lowerBound + r0, micro, j0, keys, packed, into: logits)
+                // Keys past the last row's band are masked for every row: on a causal
+                // diagonal (or a short tile) the micro-block works on the first `active` only,
+                // one vector of them when they fit.
+                let active = min(keys, last.upperBound - j0)
+                tileLogits(rows.lowerBound + r0, micro, j0, active, packed, into: logits)
                 for r in 0..<micro {
-                    softmaxUpdate(rows.lowerBound + r0 + r, j0, keys, logits + r * width,
+                    softmaxUpdate(rows.lowerBound + r0 + r, j0, active, logits + r * width,
                                   max: maxes + r0 + r, sum: sums + r0 + r, out: out + (r0 + r) * hv)
                 }
-                accumulateValues(micro, j0, keys, logits, out: out + r0 * hv)
+                accumulateValues(micro, j0, active, logits, out: out + r0 * hv)
                 r0 += micro
             }
             j0 += keys
@@ -93,7 +97,11 @@ extension Row {
         }
         func q(_ r: Int) -> UnsafePointer<T> { queryRow(i0 + min(r, micro - 1)) }
         var tile = Tile8x2<T>()
-        tile.accumulate(q, aStep: 1, UnsafePointer(packed), bStep: width, depth: shape.keyDim)
+        if keys > lanes {
+            tile.accumulate(q, aStep: 1, UnsafePointer(packed), bStep: width, depth: shape.keyDim)
+        } else {
+            tile.accumulateFirstVector(q, aStep: 1, UnsafePointer(packed), bStep: width, depth: shape.keyDim)
+        }
         let s = T.Vector(repeating: scale)
         func put(_ r: Int, _ a: T.Vector, _ b: T.Vector) {
             logits.store(a * s, at: r * width)
@@ -109,11 +117,12 @@ extension Row {
     }
 
     /// The online softmax step of row i over keys j0 ..< j0 + keys whose logits are in `x`:
-    /// x becomes the weights e^(x − m) (times the dropout keep), l and O are rescaled.
+    /// x becomes the weights e^(x − m) (times the dropout keep), l and O are rescaled. Only
+    /// the first vector of x is read and written when keys fit in it.
     private func softmaxUpdate(_ i: Int, _ j0: Int, _ keys: Int, _ x: UnsafeMutablePointer<T>,
                                max m: UnsafeMutablePointer<T>, sum l: UnsafeMutablePointer<T>,
                                out: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = 2 * lanes
+        let lanes = T.Vector.scalarCount, both = keys > lanes, width = both ? 2 * lanes : lanes
         let band = band(i)
         if job.mask.views.isEmpty {
             // Only the band masks: keep the tile's keys inside it, one run of lanes.
@@ -131,18 +140,19 @@ extension Row {
             }
             for t in 0..<width where t >= keys || !kept[t] { x[t] = -T.infinity }
         }
-        let x0 = UnsafePointer(x).vector(at: 0), x1 = UnsafePointer(x).vector(at: lanes)
+        let x0 = UnsafePointer(x).vector(at: 0)
+        let x1 = both ? UnsafePointer(x).vector(at: lanes) : T.Vector(repeating: -T.infinity)
         // Lazy rescaling: with the running max m as the shift, the weights e^(x − m) are
         // exact up to rounding whatever the tile's own max, as long as they stay moderate;
         // only a tile that raises them past e^20 pays for a new max and a rescale.
         if m.pointee > -T.infinity {
             let shift = T.Vector(repeating: m.pointee)
-            let p0 = T.exp(x0 - shift), p1 = T.exp(x1 - shift)
+            let p0 = T.exp(x0 - shift), p1 = both ? T.exp(x1 - shift) : T.Vector()
             let total = T.sum(p0 + p1)
             if total < 4.8e8 {
                 l.pointee += total
                 x.store(p0, at: 0)
-                x.store(p1, at: lanes)
+                if both { x.store(p1, at: lanes) }
                 if job.dropout != nil {
                     for t in 0..<keys { x[t] *= keep(i, j0 + t) }
                 }
@@ -160,10 +170,10 @@ extension Row {
         m.pointee = newMax
         let shift = T.Vector(repeating: newMax)
         // Excluded keys hold −∞, so e^(x − m) = 0 for them (m is finite once a key is kept).
-        let p0 = T.exp(x0 - shift), p1 = T.exp(x1 - shift)
+        let p0 = T.exp(x0 - shift), p1 = both ? T.exp(x1 - shift) : T.Vector()
         l.pointee += T.sum(p0 + p1)
         x.store(p0, at: 0)
-        x.store(p1, at: lanes)
+        if both { x.store(p1, at: lanes) }
         if job.dropout != nil {
             for t in 0..<keys { x[t] *= keep(i, j0 + t) }
         }

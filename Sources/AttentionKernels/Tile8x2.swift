@@ -45,6 +45,28 @@ struct Tile8x2<T: KernelScalar> {
         }
     }
 
+    /// `accumulate` on the first vector of b only (acc[r].1 untouched): for strips of at most
+    /// one vector of columns.
+    @inline(__always)
+    mutating func accumulateFirstVector(_ rows: (Int) -> UnsafePointer<T>, aStep: Int, _ b: UnsafePointer<T>,
+                                        bStep: Int, depth: Int) {
+        let (a0, a1, a2, a3, a4, a5, a6, a7) = (rows(0), rows(1), rows(2), rows(3), rows(4), rows(5), rows(6), rows(7))
+        var bp = b, k = 0
+        for _ in 0..<depth {
+            let b0 = bp.vector(at: 0)
+            x00 = x00.plusProduct(T.Vector(repeating: a0[k]), b0)
+            x10 = x10.plusProduct(T.Vector(repeating: a1[k]), b0)
+            x20 = x20.plusProduct(T.Vector(repeating: a2[k]), b0)
+            x30 = x30.plusProduct(T.Vector(repeating: a3[k]), b0)
+            x40 = x40.plusProduct(T.Vector(repeating: a4[k]), b0)
+            x50 = x50.plusProduct(T.Vector(repeating: a5[k]), b0)
+            x60 = x60.plusProduct(T.Vector(repeating: a6[k]), b0)
+            x70 = x70.plusProduct(T.Vector(repeating: a7[k]), b0)
+            bp += bStep
+            k += aStep
+        }
+    }
+
     /// The two accumulator vectors of row r (0 ..< 8).
     @inline(__always) func row(_ r: Int) -> (T.Vector, T.Vector) {
         switch r {
