@@ -140,40 +140,23 @@ extension Row {
             }
             for t in 0..<width where t >= keys || !kept[t] { x[t] = -T.infinity }
         }
+        // Lazy rescaling: the running max m stays the shift while the tile's weights
+        // e^(x − m) stay below e^20, exact up to rounding whatever the tile's own max; only a
+        // tile that raises them past that takes a new max and rescales l and O.
         let x0 = UnsafePointer(x).vector(at: 0)
-        let x1 = both ? UnsafePointer(x).vector(at: lanes) : T.Vector(repeating: -T.infinity)
-        // Lazy rescaling: with the running max m as the shift, the weights e^(x − m) are
-        // exact up to rounding whatever the tile's own max, as long as they stay moderate;
-        // only a tile that raises them past e^20 pays for a new max and a rescale.
-        if m.pointee > -T.infinity {
-            let shift = T.Vector(repeating: m.pointee)
-            let p0 = T.exp(x0 - shift), p1 = both ? T.exp(x1 - shift) : T.Vector()
-            let total = T.sum(p0 + p1)
-            if total < 4.8e8 {
-                l.pointee += total
-                x.store(p0, at: 0)
-                if both { x.store(p1, at: lanes) }
-                if job.dropout != nil {
-                    for t in 0..<keys { x[t] *= keep(i, j0 + t) }
-                }
-                return
+        let tileMax = T.maximum(x0, both ? UnsafePointer(x).vector(at: lanes) : x0)
+        if !(m.pointee > -T.infinity && tileMax <= m.pointee + 20) {
+            let newMax = maxPropagatingNaN(m.pointee, tileMax)
+            if newMax != m.pointee && l.pointee != 0 {
+                let correction = T.exp(m.pointee - newMax)
+                l.pointee *= correction
+                scale(correction, out, shape.valueDim)
             }
+            m.pointee = newMax
         }
-        var tileMax = -T.infinity
-        for t in 0..<width { tileMax = maxPropagatingNaN(tileMax, x[t]) }
-        let newMax = maxPropagatingNaN(m.pointee, tileMax)
-        if newMax != m.pointee && l.pointee != 0 {
-            let correction = T.exp(m.pointee - newMax)
-            l.pointee *= correction
-            scale(correction, out, shape.valueDim)
-        }
-        m.pointee = newMax
-        let shift = T.Vector(repeating: newMax)
-        // Excluded keys hold −∞, so e^(x − m) = 0 for them (m is finite once a key is kept).
-        let p0 = T.exp(x0 - shift), p1 = both ? T.exp(x1 - shift) : T.Vector()
-        l.pointee += T.sum(p0 + p1)
-        x.store(p0, at: 0)
-        if both { x.store(p1, at: lanes) }
+        // Excluded keys hold −∞, so e^(x − m) = 0 for them (m is finite once a key is kept;
+        // a NaN logit, which the max may pass over, makes the sum NaN).
+        l.pointee += T.exponentiate(x, vectors: both ? 2 : 1, minus: m.pointee)
         if job.dropout != nil {
             for t in 0..<keys { x[t] *= keep(i, j0 + t) }
         }

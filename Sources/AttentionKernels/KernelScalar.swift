@@ -32,6 +32,10 @@ where Vector.Scalar == Self, Vector: Sendable {
     static func sum(_ v: Vector) -> Self
     /// min(x, bound) lane by lane, NaN where x is NaN (`pointwiseMin` gives the bound there).
     static func minimum(_ x: Vector, _ bound: Self) -> Vector
+    /// The largest lane of a and b, by a tree as `sum` (a NaN lane may be passed over).
+    static func maximum(_ a: Vector, _ b: Vector) -> Self
+    /// x[e] ← e^(x[e] − shift) (as `exp`) on the `vectors` whole vectors at x; returns their sum.
+    static func exponentiate(_ x: UnsafeMutablePointer<Self>, vectors: Int, minus shift: Self) -> Self
 }
 
 extension Float: KernelScalar {
@@ -52,6 +56,14 @@ extension Float: KernelScalar {
     public static func minimum(_ x: SIMD16<Float>, _ bound: Float) -> SIMD16<Float> {
         x.replacing(with: bound, where: x .> bound)
     }
+    @inlinable @inline(__always)
+    public static func maximum(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> Float {
+        // Concrete SIMD comparisons: generic ones compile lane by lane.
+        let m16 = a.replacing(with: b, where: b .> a), h8 = halves(m16, SIMD8<Float>.self)
+        let m8 = h8.0.replacing(with: h8.1, where: h8.1 .> h8.0), h4 = halves(m8, SIMD4<Float>.self)
+        let m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
+        return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
+    }
 }
 
 extension Double: KernelScalar {
@@ -70,6 +82,12 @@ extension Double: KernelScalar {
     @inlinable @inline(__always)
     public static func minimum(_ x: SIMD8<Double>, _ bound: Double) -> SIMD8<Double> {
         x.replacing(with: bound, where: x .> bound)
+    }
+    @inlinable @inline(__always)
+    public static func maximum(_ a: SIMD8<Double>, _ b: SIMD8<Double>) -> Double {
+        let m8 = a.replacing(with: b, where: b .> a), h4 = halves(m8, SIMD4<Double>.self)
+        let m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
+        return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
     }
 }
 

@@ -7,7 +7,23 @@
 
 extension Float {
     @inlinable
-    public static func exp(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    public static func exp(_ x: SIMD16<Float>) -> SIMD16<Float> { expInline(x) }
+
+    /// `exponentiate` of KernelScalar, with e^x inlined.
+    @inlinable
+    public static func exponentiate(_ x: UnsafeMutablePointer<Float>, vectors: Int, minus shift: Float) -> Float {
+        let raw = UnsafeMutableRawPointer(x), s = SIMD16<Float>(repeating: shift)
+        var total = SIMD16<Float>()
+        for v in 0..<vectors {
+            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD16<Float>.self) - s)
+            raw.storeBytes(of: p, toByteOffset: v * 64, as: SIMD16<Float>.self)
+            total += p
+        }
+        return sum(total)
+    }
+
+    @inlinable @inline(__always)
+    static func expInline(_ x: SIMD16<Float>) -> SIMD16<Float> {
         var clamped = x.replacing(with: -87.6, where: x .< -87.6)
         clamped.replace(with: 88, where: clamped .> 88)
         // k = round(x·log2 e): adding 1.5·2²³ rounds to an integer in the low mantissa bits.
@@ -43,7 +59,23 @@ extension Float {
 
 extension Double {
     @inlinable
-    public static func exp(_ x: SIMD8<Double>) -> SIMD8<Double> {
+    public static func exp(_ x: SIMD8<Double>) -> SIMD8<Double> { expInline(x) }
+
+    /// `exponentiate` of KernelScalar, with e^x inlined.
+    @inlinable
+    public static func exponentiate(_ x: UnsafeMutablePointer<Double>, vectors: Int, minus shift: Double) -> Double {
+        let raw = UnsafeMutableRawPointer(x), s = SIMD8<Double>(repeating: shift)
+        var total = SIMD8<Double>()
+        for v in 0..<vectors {
+            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD8<Double>.self) - s)
+            raw.storeBytes(of: p, toByteOffset: v * 64, as: SIMD8<Double>.self)
+            total += p
+        }
+        return sum(total)
+    }
+
+    @inlinable @inline(__always)
+    static func expInline(_ x: SIMD8<Double>) -> SIMD8<Double> {
         var clamped = x.replacing(with: -708, where: x .< -708)
         clamped.replace(with: 709, where: clamped .> 709)
         // k = round(x·log2 e): adding 1.5·2⁵² rounds to an integer in the low mantissa bits.
@@ -82,3 +114,4 @@ extension Double {
         return t
     }
 }
+
