@@ -340,12 +340,8 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 x.update(repeating: 0, count: ld)
                 continue
             }
-            let shift = T.Vector(repeating: lse[(g * shape.heads + n) * shape.queryLength + i])
-            var t = 0
-            while t < ld {
-                x.store(T.exp(UnsafePointer(x).vector(at: t) - shift), at: t)
-                t += T.Vector.scalarCount
-            }
+            _ = T.exponentiate(x, vectors: ld / T.Vector.scalarCount,
+                               minus: lse[(g * shape.heads + n) * shape.queryLength + i])
             for t in 0..<width where !row.kept[t] { x[t] = 0 }
             (x + width).update(repeating: 0, count: ld - width)
         }

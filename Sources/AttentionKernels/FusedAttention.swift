@@ -254,16 +254,7 @@ struct Row<T: KernelScalar> {
         let lanes = T.Vector.scalarCount
         let padded = (count + lanes - 1) / lanes * lanes
         for t in 0..<padded where t >= count || !kept[t] { logits[t] = -T.infinity }
-        let s = T.Vector(repeating: shift)
-        var total = T.Vector()
-        var t = 0
-        while t < padded {
-            let p = T.exp(UnsafePointer(logits).vector(at: t) - s)
-            logits.store(p, at: t)
-            total += p
-            t += lanes
-        }
-        return T.sum(total)
+        return T.exponentiate(logits, vectors: padded / lanes, minus: shift)
     }
 
     /// acc += Σ_t logits[t] · v[j0 + t] (excluded keys carry weight 0): two vectors of the
