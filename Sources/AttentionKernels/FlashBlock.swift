@@ -179,7 +179,8 @@ extension Row {
     }
 
     /// out[r] += Σ_t weights[r · width + t] · v[j0 + t] for the micro-block's rows: 8 rows ×
-    /// 2 vectors of value columns in registers per pass over the tile's keys.
+    /// 2 vectors of value columns in registers per pass over the tile's keys (then 8 × 1
+    /// vector, then scalars, for the columns left).
     private func accumulateValues(_ micro: Int, _ j0: Int, _ keys: Int, _ weights: UnsafeMutablePointer<T>,
                                   out: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = 2 * lanes, hv = shape.valueDim
@@ -198,6 +199,12 @@ extension Row {
                 o(r).store(x1, at: c + lanes)
             }
             c += 2 * lanes
+        }
+        if c + lanes <= hv {
+            var tile = Tile8x2<T>()
+            tile.accumulateFirstVector(w, aStep: 1, values + c, bStep: valueStride, depth: keys)
+            for r in 0..<micro { o(r).store(UnsafePointer(o(r)).vector(at: c) + tile.row(r).0, at: c) }
+            c += lanes
         }
         for r in 0..<micro where c < hv {
             let wr = weights + r * width
