@@ -101,7 +101,8 @@ func halves<V: SIMD, Half: SIMD>(_ v: V, _: Half.Type) -> (Half, Half) {
 extension SIMD where Scalar: FloatingPoint {
     /// self + a·b: one fused multiply-add where the target CPU has FMA; else a multiply and an
     /// add (a fused operation without the hardware is a library call per lane, ~50× slower).
-    /// The register-blocked products use it; e^x and tanh keep the exact `addingProduct`.
+    /// The register-blocked products and e^x's range reduction use it; the e^x polynomial keeps
+    /// the exact `addingProduct`.
     @inlinable @inline(__always)
     public func plusProduct(_ a: Self, _ b: Self) -> Self {
         #if ATTENTION_NO_FMA

@@ -1,8 +1,10 @@
-/// e^x and tanh(x) on whole SIMD registers: x = k·ln2 + r with |r| ≤ ln2/2 (ln2 split in a
-/// high and a low part so k·ln2_hi is exact), e^r by its Taylor polynomial (degree 7 for
-/// Float, 12 for Double: truncation below 1 ulp), and 2^k built in the exponent bits.
+/// e^x and tanh(x) on whole SIMD registers: x = k·ln2 + r with |r| ≤ ln2/2 (k rounded by one
+/// multiply-add, r by two with ln2 split in a high and a low part), e^r by its Taylor
+/// polynomial (degree 7 for Float, 12 for Double: truncation below 1 ulp), and 2^k built in
+/// the exponent bits.
 /// Domain: below −87.6 (Float) / −708 (Double) the result is 0, above 88 / 709 it is +∞
-/// (libm's last ulps of range are not needed by attention, whose exponents are ≤ 0).
+/// (libm's last ulps of range are not needed by attention, whose exponents are ≤ 0); a NaN
+/// stays NaN through the arithmetic (the clamps keep it).
 /// tanh(x) = 1 − 2/(e^{2x} + 1), odd-symmetric, and ±1 beyond where it rounds to ±1.
 
 extension Float {
@@ -27,9 +29,10 @@ extension Float {
         var clamped = x.replacing(with: -87.6, where: x .< -87.6)
         clamped.replace(with: 88, where: clamped .> 88)
         // k = round(x·log2 e): adding 1.5·2²³ rounds to an integer in the low mantissa bits.
-        let shifted = clamped * 1.442_695_04 + 12_582_912
+        let shifted = SIMD16<Float>(repeating: 12_582_912).plusProduct(clamped, SIMD16(repeating: 1.442_695_04))
         let k = shifted - 12_582_912
-        let r = clamped - k * 0.693_145_751_953_125 - k * 1.428_606_765_330_187e-6
+        let r = clamped.plusProduct(k, SIMD16(repeating: -0.693_145_751_953_125))
+            .plusProduct(k, SIMD16(repeating: -1.428_606_765_330_187e-6))
         var p = SIMD16<Float>(repeating: 1.0 / 5040)
         p = SIMD16<Float>(repeating: 1.0 / 720).addingProduct(p, r)
         p = SIMD16<Float>(repeating: 1.0 / 120).addingProduct(p, r)
@@ -38,11 +41,10 @@ extension Float {
         p = SIMD16<Float>(repeating: 0.5).addingProduct(p, r)
         p = SIMD16<Float>(repeating: 1).addingProduct(p, r)
         p = SIMD16<Float>(repeating: 1).addingProduct(p, r)
-        let bits = (unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+        let bits = (unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- (0x4B40_0000 - 127)) &<< 23
         var result = p * unsafeBitCast(bits, to: SIMD16<Float>.self)
         result.replace(with: 0, where: x .< -87.6)
         result.replace(with: .infinity, where: x .> 88)
-        result.replace(with: x, where: x .!= x)
         return result
     }
 
@@ -79,9 +81,10 @@ extension Double {
         var clamped = x.replacing(with: -708, where: x .< -708)
         clamped.replace(with: 709, where: clamped .> 709)
         // k = round(x·log2 e): adding 1.5·2⁵² rounds to an integer in the low mantissa bits.
-        let shifted = clamped * 1.442_695_040_888_963_4 + 6_755_399_441_055_744
+        let shifted = SIMD8<Double>(repeating: 6_755_399_441_055_744).plusProduct(clamped, SIMD8(repeating: 1.442_695_040_888_963_4))
         let k = shifted - 6_755_399_441_055_744
-        let r = clamped - k * 0.693_147_180_369_123_8 - k * 1.908_214_929_270_587_7e-10
+        let r = clamped.plusProduct(k, SIMD8(repeating: -0.693_147_180_369_123_8))
+            .plusProduct(k, SIMD8(repeating: -1.908_214_929_270_587_7e-10))
         var p = SIMD8<Double>(repeating: 1.0 / 6_227_020_800)
         p = SIMD8<Double>(repeating: 1.0 / 479_001_600).addingProduct(p, r)
         p = SIMD8<Double>(repeating: 1.0 / 39_916_800).addingProduct(p, r)
@@ -96,11 +99,10 @@ extension Double {
         p = SIMD8<Double>(repeating: 0.5).addingProduct(p, r)
         p = SIMD8<Double>(repeating: 1.0).addingProduct(p, r)
         p = SIMD8<Double>(repeating: 1.0).addingProduct(p, r)
-        let bits = (unsafeBitCast(shifted, to: SIMD8<Int64>.self) &- 0x4338_0000_0000_0000 &+ 1023) &<< 52
+        let bits = (unsafeBitCast(shifted, to: SIMD8<Int64>.self) &- (0x4338_0000_0000_0000 - 1023)) &<< 52
         var result = p * unsafeBitCast(bits, to: SIMD8<Double>.self)
         result.replace(with: 0, where: x .< -708)
         result.replace(with: .infinity, where: x .> 709)
-        result.replace(with: x, where: x .!= x)
         return result
     }
 
