@@ -335,14 +335,18 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         }
         // P (in `logits`), with masked positions and fully masked rows at 0.
         for r in 0..<count {
-            let i = i0 + r, x = b.logits + r * ld
-            if fullyMasked[r] || !row.computeKept(i, j0, width) {
+            let i = i0 + r, x = b.logits + r * ld, band = row.band(i)
+            // A block inside the row's band, with no mask views, keeps every key.
+            let keepsAll = job.mask.views.isEmpty && band.lowerBound <= j0 && j0 + width <= band.upperBound
+            if fullyMasked[r] || !(keepsAll || row.computeKept(i, j0, width)) {
                 x.update(repeating: 0, count: ld)
                 continue
             }
             _ = T.exponentiate(x, vectors: ld / T.Vector.scalarCount,
                                minus: lse[(g * shape.heads + n) * shape.queryLength + i])
-            for t in 0..<width where !row.kept[t] { x[t] = 0 }
+            if !keepsAll {
+                for t in 0..<width where !row.kept[t] { x[t] = 0 }
+            }
             (x + width).update(repeating: 0, count: ld - width)
         }
         // dP = dO·Vᵀ, then dropout and the scores' gradient.
