@@ -3,7 +3,10 @@
 Every figure is measured in this run: the FMA peak (benchmarks/fma_probe), the memory copy
 bandwidth (numpy copyto of 256 MiB, read + write counted), our time, and the same workload as a
 plain numpy formula (matmul + softmax, or attention.reference) — and torch / onnxruntime when
-they are importable. Times are medians of >= 5 calls after a warm-up. "×numpy" (×torch, ×ort) is
+they are importable. Times are medians of >= 5 calls after a warm-up, taken in ROUNDS rounds
+that each visit every workload in turn; a figure is the fastest round's median (ours, numpy's
+and the peers' alike), so a burst of interference from the host — which this VM shows, unseen
+in /proc/stat — spoils one round, not the figure. "×numpy" (×torch, ×ort) is
 the other's time over ours: above 1 means libattention is faster. Each workload's output is also
 compared with numpy's (err = max |ours - numpy| / max |numpy|), so the timed work is the right one.
 
@@ -35,6 +38,7 @@ import attention  # noqa: E402
 from attention import reference  # noqa: E402
 
 THREADS = 2
+ROUNDS = 3
 MIB = 2**20
 NAME = 36  # width of the workload column
 FLOP_MODELS = [
@@ -193,29 +197,43 @@ def ort_sdpa(q, k, v, causal):
 
 # -- workloads ------------------------------------------------------------------------------
 
+# Each workload's row and its timed functions (key in the row → function), for the rounds.
+TIMED = []
+
+
 def time_workload(name, ours, numpy_fn, *, flops=None, bytes_read=None, peers=None, scaling=True):
-    """Times ours (at THREADS and, if scaling, 1 thread), the numpy formula and the peers; checks
-    ours against numpy. Returns the row's figures."""
-    # Ours first, after a pause: OpenBLAS's and OpenMP's worker threads spin for a while
-    # after numpy's or torch's last call and would take our cores.
-    time.sleep(0.5)
-    row = {"name": name, "seconds": median_seconds(ours)}
-    if scaling:
-        attention.set_num_threads(1)
-        row["seconds_1_thread"] = median_seconds(ours)
-        attention.set_num_threads(THREADS)
-    output, expected = ours(), numpy_fn()
-    row["numpy_seconds"] = median_seconds(numpy_fn)
-    row["error_vs_numpy"] = relative_error(output, expected)
+    """Checks ours against the numpy formula and registers the timings of ours (at THREADS and,
+    if scaling, 1 thread), numpy's and the peers' for `measure_rounds`. Returns the row."""
+    row = {"name": name, "error_vs_numpy": relative_error(ours(), numpy_fn())}
     if flops is not None:
         row["flops"] = flops
     if bytes_read is not None:
         row["bytes_read"] = bytes_read
-    for peer, fn in (peers or {}).items():
-        if fn is not None:
-            row[f"{peer}_seconds"] = median_seconds(fn)
-    print(f"  measured {name}", file=sys.stderr)
+
+    def one_thread():
+        attention.set_num_threads(1)
+        try:
+            return ours()
+        finally:
+            attention.set_num_threads(THREADS)
+    timed = {"seconds": ours, "seconds_1_thread": one_thread if scaling else None, "numpy_seconds": numpy_fn}
+    timed |= {f"{peer}_seconds": fn for peer, fn in (peers or {}).items()}
+    TIMED.append((row, {key: fn for key, fn in timed.items() if fn is not None}))
     return row
+
+
+def measure_rounds():
+    """ROUNDS passes over every registered workload; each timing's figure is its fastest
+    round's median, and the row keeps every round's median under "<key>_rounds"."""
+    for round_number in range(ROUNDS):
+        for row, timed in TIMED:
+            # Ours first, after a pause: OpenBLAS's and OpenMP's worker threads spin for a
+            # while after numpy's or torch's last call and would take our cores.
+            time.sleep(0.5)
+            for key, fn in timed.items():
+                row.setdefault(f"{key}_rounds", []).append(median_seconds(fn))
+                row[key] = min(row[f"{key}_rounds"])
+            print(f"  round {round_number + 1}/{ROUNDS}: measured {row['name']}", file=sys.stderr)
 
 
 def sdpa_workload(b, n, t, h, causal=False, tq=None):
@@ -469,6 +487,7 @@ def main():
         "gemm": gemm_rows(our_gemm),
         "backward": backward_rows(our_gemm),
     }
+    measure_rounds()
     # The peak is the better of two probes, one before and one after the workloads.
     results["fma_peak_flops"] = max(first_probe, fma_peak(args.fma_probe, THREADS))
     results["fma_peak_flops_1_thread"] = fma_peak(args.fma_probe, 1)
