@@ -54,8 +54,6 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     let logSumExp: UnsafeMutablePointer<T>?
     let queryBlocks: Int
     let headsPerKeyValueHead: Int
-    /// Σ_d w_d of additive scores' weights (keyDim for concat and unscaled additive).
-    let tanhWeightSum: T
 
     init(shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
          mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
@@ -65,11 +63,6 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         self.logSumExp = logSumExp
         queryBlocks = (shape.queryLength + AttentionTile.queryRows - 1) / AttentionTile.queryRows
         headsPerKeyValueHead = max(1, shape.heads / max(1, shape.keyValueHeads))
-        tanhWeightSum = if case .additive(let scale?, _) = score {
-            (0..<shape.keyDim).reduce(0) { $0 + scale[$1] }
-        } else {
-            T(shape.keyDim)
-        }
     }
 
     var workItems: Int { shape.groups * shape.heads * queryBlocks }

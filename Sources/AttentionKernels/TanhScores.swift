@@ -49,22 +49,26 @@ extension Row {
         }
         let lanes = T.Vector.scalarCount, width = 2 * lanes, dim = shape.keyDim
         let e = tables.queryExponential + job.operands.queryLayout.offset(g, n, i)
+        // Σ_d w_d·tanh_d = 2·Σ_d w_d·(1/2 − 1/D_d), accumulated per group of four from
+        // (w₁ + w₂ + w₃ + w₄)/2 − Σ w/D: centred, the sums stay as small as the logit (Σ_d w_d/D_d
+        // itself grows to Σ w/2, where float32's ulp is ~30× coarser at dim 128).
         var acc0 = T.Vector(), acc1 = T.Vector()
         var d = 0
         while d + 4 <= dim {
             let p = packed + d * width, w = weights.map { $0 + d }
-            acc0 += fourQuotients(e + d, p, width, w)
-            acc1 += fourQuotients(e + d, p + lanes, width, w)
+            let centre = T.Vector(repeating: w.map { ($0[0] + $0[1] + $0[2] + $0[3]) / 2 } ?? 2)
+            acc0 += centre - fourQuotients(e + d, p, width, w)
+            acc1 += centre - fourQuotients(e + d, p + lanes, width, w)
             d += 4
         }
         while d < dim {
-            let w = T.Vector(repeating: weights?[d] ?? 1)
-            acc0 += w / denominator(e[d], packed + d * width)
-            acc1 += w / denominator(e[d], packed + d * width + lanes)
+            let w = weights?[d] ?? 1
+            acc0 += T.Vector(repeating: w / 2) - T.Vector(repeating: w) / denominator(e[d], packed + d * width)
+            acc1 += T.Vector(repeating: w / 2) - T.Vector(repeating: w) / denominator(e[d], packed + d * width + lanes)
             d += 1
         }
-        let total = T.Vector(repeating: job.tanhWeightSum), f = T.Vector(repeating: factor)
-        let x0 = f * (total - 2 * acc0), x1 = f * (total - 2 * acc1)
+        let f = T.Vector(repeating: 2 * factor)
+        let x0 = f * acc0, x1 = f * acc1
         for t in 0..<keys {
             let x = t < lanes ? x0[t] : x1[t - lanes]
             out[t] = x.isFinite ? x : directTanhLogit(i, j0 + t)
