@@ -111,6 +111,32 @@ def test_additive_attention_matches_reference(case):
     _check(_call_luong(layer, case, q, v, k, qm, vm), expected, case["dtype"])
 
 
+@pytest.mark.parametrize("kind", ["concat", "additive"])
+@pytest.mark.parametrize("dim", [512, 2048])
+def test_tanh_scores_of_wide_features_in_float32(kind, dim):
+    """Concat/additive logits sum dim tanh terms; in float32 their rounding must not grow
+    with dim past the contract (a sum of Σ 1/(1 + e^{2q}·e^{2k}) ≈ dim/2 once did: 3e-4 at
+    dim 2048). Against float64 formulas, fused output and returned scores."""
+    rng = np.random.default_rng(dim)
+    q, v = (rng.standard_normal((2, 48, dim)).astype(np.float32) for _ in range(2))
+    if kind == "concat":
+        layer = attention.Attention(score_mode="concat", use_scale=True)
+        layer.build([q.shape, v.shape])
+        scale, weight = layer.get_weights()
+        expected = reference.attention(q.astype(np.float64), v.astype(np.float64), score_mode="concat",
+                                       scale=np.float64(scale), concat_score_weight=np.float64(weight))
+    else:
+        layer = attention.AdditiveAttention()
+        layer.build([q.shape, v.shape])
+        layer.set_weights([rng.uniform(-1, 1, dim)])
+        expected = reference.additive_attention(q.astype(np.float64), v.astype(np.float64),
+                                                scale=layer.get_weights()[0].astype(np.float64))
+    output, scores = layer([q, v], return_attention_scores=True)
+    assert_close(layer([q, v]), expected[0], what="fused output")
+    assert_close(output, expected[0])
+    assert_close(scores, expected[1], what="scores")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_causal_argument_is_use_causal_mask(dtype):
     rng = np.random.default_rng(3)
