@@ -4,11 +4,12 @@ Every figure is measured in this run: the FMA peak (benchmarks/fma_probe), the m
 bandwidth (numpy copyto of 256 MiB, read + write counted), our time, and the same workload as a
 plain numpy formula (matmul + softmax, or attention.reference) — and torch / onnxruntime when
 they are importable. Times are medians of >= 5 calls after a warm-up, taken in ROUNDS rounds
-that each visit every workload in turn; a figure is the fastest round's median (ours, numpy's
-and the peers' alike), so a burst of interference from the host — which this VM shows, unseen
-in /proc/stat — spoils one round, not the figure. "×numpy" (×torch, ×ort) is
-the other's time over ours: above 1 means libattention is faster. Each workload's output is also
-compared with numpy's (err = max |ours - numpy| / max |numpy|), so the timed work is the right one.
+that each visit every workload in turn (and rerun benchmarks/AttentionBench for the GEMM and
+training rows); a figure is the fastest round's median (ours, numpy's and the peers' alike),
+so a burst of interference from the host — which this VM shows, unseen in /proc/stat —
+spoils one round, not the figure. "×numpy" (×torch, ×ort) is the other's time over ours:
+above 1 means libattention is faster. Each workload's output is also compared with numpy's
+(err = max |ours - numpy| / max |numpy|), so the timed work is the right one.
 
     python3 benchmarks/bench.py [--fma-probe P] [--tiny-call P] [--gemm-bench P] [--json P]
 
@@ -222,18 +223,34 @@ def time_workload(name, ours, numpy_fn, *, flops=None, bytes_read=None, peers=No
     return row
 
 
-def measure_rounds():
-    """ROUNDS passes over every registered workload; each timing's figure is its fastest
-    round's median, and the row keeps every round's median under "<key>_rounds"."""
+def measure_rounds(before_round):
+    """ROUNDS passes over every registered workload, each after before_round(round number);
+    each timing's figure is its fastest round's median, and the row keeps every round's median
+    under "<key>_rounds"."""
     for round_number in range(ROUNDS):
+        before_round(round_number)
         for row, timed in TIMED:
             # Ours first, after a pause: OpenBLAS's and OpenMP's worker threads spin for a
             # while after numpy's or torch's last call and would take our cores.
             time.sleep(0.5)
             for key, fn in timed.items():
-                row.setdefault(f"{key}_rounds", []).append(median_seconds(fn))
+                # numpy's backward formulas take seconds a call: fewer repeats.
+                repeats = {"min_repeats": 3, "max_repeats": 5} if row["name"].endswith("_backward") else {}
+                row.setdefault(f"{key}_rounds", []).append(median_seconds(fn, **repeats))
                 row[key] = min(row[f"{key}_rounds"])
             print(f"  round {round_number + 1}/{ROUNDS}: measured {row['name']}", file=sys.stderr)
+
+
+def fold_report(results, report):
+    """Our GEMM and training-kernel figures from another AttentionBench run (one per round):
+    each the faster of what the rows hold and the report's."""
+    for row in results["gemm"]:
+        row["seconds"] = min(row["seconds"], row["flops"] / report["gemm_flops"][row["name"].removeprefix("gemm_")])
+    for row in results["backward"]:
+        timing = report["attention"][row["name"].removesuffix("_backward")]
+        for key, source in (("seconds", "backward_seconds"), ("seconds_1_thread", "backward_seconds_1_thread"),
+                            ("forward_seconds", "forward_seconds")):
+            row[key] = min(row[key], timing[source])
 
 
 def sdpa_workload(b, n, t, h, causal=False, tq=None):
@@ -329,8 +346,9 @@ def peak_rss():
 
 
 def gemm_report(gemm_bench):
-    """Our GEMM's FLOP/s from AttentionBench. Run before this process does any numpy work:
-    OpenBLAS's worker threads spin for a while after a matmul and would take its cores."""
+    """Our GEMM's FLOP/s and the training kernels' times from AttentionBench, run once per
+    round: the first time before this process does any numpy work (OpenBLAS's worker threads
+    spin for a while after a matmul and would take its cores), later after a pause."""
     return json.loads(subprocess.run([str(gemm_bench)], check=True, capture_output=True, text=True).stdout)
 
 
@@ -342,8 +360,9 @@ def gemm_rows(report):
         rng = np.random.default_rng(n)
         a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
         flops = 2 * n**3
-        rows.append({"name": f"gemm_{n}", "flops": flops, "seconds": flops / rate,
-                     "numpy_seconds": median_seconds(lambda: a @ b), "threads": report["threads"]})
+        row = {"name": f"gemm_{n}", "flops": flops, "seconds": flops / rate, "threads": report["threads"]}
+        TIMED.append((row, {"numpy_seconds": lambda a=a, b=b: a @ b}))
+        rows.append(row)
     return rows
 
 
@@ -371,12 +390,10 @@ def backward_rows(report):
         rng = np.random.default_rng(3)
         q, k, v, d_out = (rng.standard_normal((b, n, t, h), dtype=np.float32) for _ in range(4))
         flops = 10 * b * n * t * t * h * (0.5 if causal else 1)
-        rows.append({"name": f"{name}_backward", "flops": flops, "seconds": timing["backward_seconds"],
-                     "seconds_1_thread": timing["backward_seconds_1_thread"],
-                     "forward_seconds": timing["forward_seconds"],
-                     "numpy_seconds": median_seconds(lambda: numpy_sdpa_backward(q, k, v, d_out, causal),
-                                                     min_repeats=3, max_repeats=5)})
-        print(f"  measured {name}_backward", file=sys.stderr)
+        row = {"name": f"{name}_backward", "flops": flops, "seconds": timing["backward_seconds"],
+               "seconds_1_thread": timing["backward_seconds_1_thread"], "forward_seconds": timing["forward_seconds"]}
+        TIMED.append((row, {"numpy_seconds": lambda q=q, k=k, v=v, d=d_out, c=causal: numpy_sdpa_backward(q, k, v, d, c)}))
+        rows.append(row)
     return rows
 
 
@@ -487,7 +504,11 @@ def main():
         "gemm": gemm_rows(our_gemm),
         "backward": backward_rows(our_gemm),
     }
-    measure_rounds()
+    def before_round(round_number):
+        if round_number > 0:  # the first report was taken before any numpy work
+            time.sleep(0.5)
+            fold_report(results, gemm_report(args.gemm_bench))
+    measure_rounds(before_round)
     # The peak is the better of two probes, one before and one after the workloads.
     results["fma_peak_flops"] = max(first_probe, fma_peak(args.fma_probe, THREADS))
     results["fma_peak_flops_1_thread"] = fma_peak(args.fma_probe, 1)
