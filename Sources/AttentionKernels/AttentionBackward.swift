@@ -498,19 +498,21 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 for t in 0..<count { l += T.exp(row.logits[t] - row.largeMaskOffset - m) }
             }
             let afterDropout = job.dropout?.scoresAfterDropout ?? false
-            for j in keys {
-                row.computeLogits(i, j, 1, into: b.logits)
-                let p = T.exp(b.logits[0] - row.largeMaskOffset - m) / l
-                let keep = job.dropout == nil ? 1 : row.keep(i, j) * scale
-                axpy(p * keep, dO, valueGradientRow(g, h, j), dv)
-                var dp = dot(dO, row.valueRow(j), dv) * keep
-                if let (gradient, _) = grads.scores {
-                    dp += gradient[job.flatIndex(g, n, i, j)] * (afterDropout ? keep : 1)
-                }
-                let ds = p * (dp - delta)
-                if ds != 0 {
-                    pairGradient(row, i, j, ds, query: dq, b)
-                    if grads.bias != nil { addBiasGradient(row, i, j, 1, [ds], b) }
+            row.forEachLogitTile(i, over: keys) { j0, count in
+                for t in 0..<count {
+                    let j = j0 + t
+                    let p = T.exp(row.logits[t] - row.largeMaskOffset - m) / l
+                    let keep = job.dropout == nil ? 1 : row.keep(i, j) * scale
+                    axpy(p * keep, dO, valueGradientRow(g, h, j), dv)
+                    var dp = dot(dO, row.valueRow(j), dv) * keep
+                    if let (gradient, _) = grads.scores {
+                        dp += gradient[job.flatIndex(g, n, i, j)] * (afterDropout ? keep : 1)
+                    }
+                    let ds = p * (dp - delta)
+                    if ds != 0 {
+                        pairGradient(row, i, j, ds, query: dq, b)
+                        if grads.bias != nil { addBiasGradient(row, i, j, 1, [ds], b) }
+                    }
                 }
             }
         }

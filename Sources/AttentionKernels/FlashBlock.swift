@@ -1,10 +1,11 @@
 /// The hot path of `attentionForward` when no scores are returned: a block of query rows
-/// against tiles of 2 SIMD vectors of keys. For dot scores K is packed transposed (head dim ×
-/// keys) once per key tile for the whole block; then for each micro-block of 8 rows
+/// against tiles of 2 SIMD vectors of keys. K (for concat/additive scores, its e^{2c·k} table)
+/// is packed transposed (head dim × keys) once per key tile for the whole block; then for each
+/// micro-block of 8 rows, on the keys its last row's band reaches (one vector when they fit)
 ///   1. logits (8 × tile): Q·Kᵀ in registers (8 × 2 vectors of accumulators), or the
 ///      concat/additive sums of `Row.tanhLogits`,
 ///   2. the online softmax update per row on whole vectors (running max m, sum l),
-///   3. O (8 × valueDim) = O·e^(m_old − m) + P·V, 4 rows × 2 vectors at a time.
+///   3. O (8 × valueDim) = O·e^(m_old − m) + P·V, 8 rows × 2 vectors at a time (then 1).
 /// Tiles a causal band or sliding window empties for every row of the block are skipped.
 /// Rows whose keys are all masked fall back to `Row.fullyMaskedStreaming`.
 enum FlashTile {

@@ -304,11 +304,13 @@ struct Row<T: KernelScalar> {
     /// What Keras's Attention subtracts from masked logits.
     var largeMaskOffset: T { 1e9 }
 
-    /// Calls body(j0, count) with `logits` holding keys j0 ..< j0 + count, over all keys.
-    func forEachLogitTile(_ i: Int, _ body: (Int, Int) -> Void) {
-        var j0 = 0
-        while j0 < shape.keyLength {
-            let count = min(AttentionTile.keys, shape.keyLength - j0)
+    /// Calls body(j0, count) with `logits` holding keys j0 ..< j0 + count, over `keys` (all
+    /// keys by default).
+    func forEachLogitTile(_ i: Int, over keys: Range<Int>? = nil, _ body: (Int, Int) -> Void) {
+        let keys = keys ?? 0..<shape.keyLength
+        var j0 = keys.lowerBound
+        while j0 < keys.upperBound {
+            let count = min(AttentionTile.keys, keys.upperBound - j0)
             computeLogits(i, j0, count, into: logits)
             body(j0, count)
             j0 += count

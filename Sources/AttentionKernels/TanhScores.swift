@@ -1,6 +1,6 @@
 /// Concat and additive logits, Σ_d w_d · tanh(c·(q_d + k_d)), without a tanh per pair: from
 /// the e^{2c·x} tables of `TanhRows`, tanh(c·(q + k)) = 1 − 2/D with D = 1 + E_q·E_k, so a
-/// logit is Σ_d w_d − 2·Σ_d w_d/D_d, and four quotients share one division:
+/// logit is 2·Σ_d w_d·(1/2 − 1/D_d), and four quotients share one division:
 ///     w₁/D₁ + w₂/D₂ + w₃/D₃ + w₄/D₄ = ((w₁D₂ + w₂D₁)·D₃D₄ + (w₃D₄ + w₄D₃)·D₁D₂) / (D₁D₂·D₃D₄),
 /// each D capped at 2^(E/4) (E: the largest finite exponent) so the products stay finite (the
 /// capped quotient is below an ulp of 1, as the exact one). The lanes run over keys: the key

@@ -69,8 +69,6 @@ private struct Buffers<T>: @unchecked Sendable {
 private func tanhExponentialsRun<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T, _ count: Int,
                                                   into exponential: UnsafeMutablePointer<T>) {
     let lanes = T.Vector.scalarCount
-    // e^y is a finite normal number for |y| ≤ −log(smallest normal) (87.3 in float32).
-    let bound = -T.log(T.leastNormalMagnitude)
     let twice = T.Vector(repeating: 2 * c)
     var e = 0
     while e + lanes <= count {
@@ -82,8 +80,12 @@ private func tanhExponentialsRun<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T,
         exponential[e] = T.exp(2 * c * x[e])
         e += 1
     }
-    // (A scalar pass: comparisons of generic SIMD vectors compile lane by lane.)
-    for e in 0..<count where !(abs(2 * c * x[e]) <= bound) { exponential[e] = .nan }
+    // Checked on the results, not on y: the vector e^y is 0 from −708 in float64, inside the
+    // range −log(smallest normal) = −708.4 would allow. (A scalar pass: comparisons of
+    // generic SIMD vectors compile lane by lane.)
+    for e in 0..<count where !(exponential[e] >= T.leastNormalMagnitude && exponential[e] <= T.greatestFiniteMagnitude) {
+        exponential[e] = .nan
+    }
 }
 
 /// x[e] *= sigmoid(gate[e]) for e in 0..<count — the gate of gated attention.

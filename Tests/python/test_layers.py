@@ -138,6 +138,27 @@ def test_tanh_scores_of_wide_features_in_float32(kind, dim):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_scores_where_the_exponential_tables_end(dtype):
+    """q and k of opposite sign near the edge of e^{2x}'s range, in vector lanes and in the
+    scalar tail: tanh(q + k) is moderate though e^{2q} underflows (float64's vector e^x is 0
+    from −708, short of −708.4 where normals end; such pairs must take the direct tanh)."""
+    edge = {"float32": 43.7, "float64": 354.1}[dtype]
+    rng = np.random.default_rng(11)
+    q = rng.standard_normal((1, 3, 19)).astype(dtype)
+    k = rng.standard_normal((1, 5, 19)).astype(dtype)
+    q[0, 0, [2, 17]], k[0, 1, [2, 17]] = -edge, edge + 0.05
+    q[0, 1, [5, 18]], k[0, 2, [5, 18]] = edge - 0.4, -edge
+    layer = attention.AdditiveAttention(dtype=dtype)
+    layer.build([q.shape, k.shape])
+    layer.set_weights([rng.uniform(-1, 1, 19)])
+    expected = reference.additive_attention(q, k, scale=layer.get_weights()[0])
+    output, scores = layer([q, k], return_attention_scores=True)
+    assert_close(layer([q, k]), expected[0], what="fused output")
+    assert_close(output, expected[0])
+    assert_close(scores, expected[1], what="scores")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_attention_causal_argument_is_use_causal_mask(dtype):
     rng = np.random.default_rng(3)
     q, v = rng.normal(size=(2, 5, 4)).astype(dtype), rng.normal(size=(2, 4, 4)).astype(dtype)
