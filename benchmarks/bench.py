@@ -3,13 +3,14 @@
 Every figure is measured in this run: the FMA peak (benchmarks/fma_probe), the memory copy
 bandwidth (numpy copyto of 256 MiB, read + write counted), our time, and the same workload as a
 plain numpy formula (matmul + softmax, or attention.reference) — and torch / onnxruntime when
-they are importable. Times are medians of >= 5 calls after a warm-up, taken in ROUNDS rounds
-that each visit every workload in turn (and rerun benchmarks/AttentionBench for the GEMM and
-training rows); a figure is the fastest round's median (ours, numpy's and the peers' alike),
-so a burst of interference from the host — which this VM shows, unseen in /proc/stat —
-spoils one round, not the figure. "×numpy" (×torch, ×ort) is the other's time over ours:
-above 1 means libattention is faster. Each workload's output is also compared with numpy's
-(err = max |ours - numpy| / max |numpy|), so the timed work is the right one.
+they are importable. Times are medians of >= 5 calls (3-5 for numpy's backward formulas) after
+a warm-up, taken in ROUNDS rounds that each visit every workload in turn (and rerun
+benchmarks/AttentionBench for the GEMM and training rows); a figure is the fastest round's
+median (ours, numpy's and the peers' alike), so a burst of interference from the host — which
+this VM shows, unseen in /proc/stat — spoils one round, not the figure. "×numpy" (×torch, ×ort)
+is the other's time over ours: above 1 means libattention is faster. Each workload's output is
+also compared with numpy's (err = max |ours - numpy| / max |numpy|), so the timed work is the
+right one.
 
     python3 benchmarks/bench.py [--fma-probe P] [--tiny-call P] [--gemm-bench P] [--json P]
 
