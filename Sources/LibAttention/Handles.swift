@@ -1,6 +1,5 @@
 import AttentionLayers
 import CAttention
-import Synchronization
 
 /// The live layers, by handle. A handle is an id that is never reused, so a destroyed or
 /// made-up handle is recognised and refused instead of dereferenced.
@@ -10,7 +9,7 @@ enum Handles {
         var nextID: UInt = 0x10_0000
     }
 
-    private static let table = Mutex(Table())
+    private static let table = Locked(Table())
 
     /// Registers `layer` and returns its new handle.
     static func insert(_ layer: any AttentionLayer) -> OpaquePointer? {
@@ -44,7 +43,7 @@ enum Handles {
 
 /// Weight names as C strings that live as long as the library (the set of names is small).
 enum InternedNames {
-    private static let table = Mutex([String: UnsafeMutablePointer<CChar>]())
+    private static let table = Locked([String: UnsafeMutablePointer<CChar>]())
 
     static func cString(_ name: String) -> UnsafePointer<CChar>? {
         table.withLock { t in
