@@ -31,15 +31,22 @@ public func gemmScratchCount<T: KernelScalar>(_: T.Type, m: Int, n: Int, k: Int)
     return sizes.panelColumns * sizes.depth + sizes.workers * sizes.aBlock
 }
 
-/// The panel sizes of one `gemm` call.
+/// The panel sizes of one `gemm` call. Row blocks have at most `GemmTile.rows` rows and
+/// come in a whole number per worker, of equal height up to a micro-kernel's rows (512 rows
+/// on 2 workers: 6 blocks of 88 (the last 72) rather than 5 of 96 and one of 32, which gave
+/// one worker 288 rows and the other 224).
 struct GemmSizes<T: KernelScalar> {
     let strip = 2 * T.Vector.scalarCount
-    let panelColumns: Int, depth: Int, rowBlocks: Int, workers: Int, aBlock: Int
+    let panelColumns: Int, depth: Int, blockRows: Int, rowBlocks: Int, workers: Int, aBlock: Int
     init(m: Int, n: Int, k: Int) {
         panelColumns = min(GemmTile.columns, (n + strip - 1) / strip * strip)
         depth = min(GemmTile.depth, k)
-        rowBlocks = (m + GemmTile.rows - 1) / GemmTile.rows
-        workers = min(Threads.current, rowBlocks)
+        let fullBlocks = (m + GemmTile.rows - 1) / GemmTile.rows
+        workers = min(Threads.current, fullBlocks)
+        let blocks = (fullBlocks + workers - 1) / workers * workers
+        let mr = GemmTile.microRows
+        blockRows = ((m + blocks - 1) / blocks + mr - 1) / mr * mr
+        rowBlocks = (m + blockRows - 1) / blockRows
         aBlock = (GemmTile.rows + GemmTile.microRows) * depth
     }
 }
@@ -56,7 +63,7 @@ public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>,
     let sizes = GemmSizes<T>(m: m, n: n, k: k)
     let (panelColumns, depth, rowBlocks, workers) = (sizes.panelColumns, sizes.depth, sizes.rowBlocks, sizes.workers)
     let bPanel = scratch, aBlocks = scratch + panelColumns * depth, aBlock = sizes.aBlock
-    let job = GemmJob(op: op, m: m, bPanel: bPanel, aBlocks: aBlocks, aBlockSize: aBlock)
+    let job = GemmJob(op: op, m: m, blockRows: sizes.blockRows, bPanel: bPanel, aBlocks: aBlocks, aBlockSize: aBlock)
     var j0 = 0
     while j0 < n {
         let width = min(panelColumns, n - j0)
@@ -98,7 +105,7 @@ private func initialise<T: KernelScalar>(m: Int, n: Int, _ op: GemmOperands<T>) 
 
 struct GemmJob<T: KernelScalar>: @unchecked Sendable {
     let op: GemmOperands<T>
-    let m: Int
+    let m: Int, blockRows: Int
     let bPanel: UnsafeMutablePointer<T>
     let aBlocks: UnsafeMutablePointer<T>
     let aBlockSize: Int
@@ -140,8 +147,8 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
     }
 
     func multiply(rowBlock: Int, worker: Int, p0: Int, depth: Int, j0: Int, width: Int) {
-        let r0 = rowBlock * GemmTile.rows
-        let rows = min(GemmTile.rows, m - r0)
+        let r0 = rowBlock * blockRows
+        let rows = min(blockRows, m - r0)
         let a = aBlocks + worker * aBlockSize
         packA(a, r0, rows, p0, depth)
         let mr = GemmTile.microRows
