@@ -5,7 +5,7 @@ bandwidth (numpy copyto of 256 MiB, read + write counted), our time, and the sam
 plain numpy formula (matmul + softmax, or attention.reference) — and torch / onnxruntime when
 they are importable. Times are medians of >= 5 calls (3-5 for numpy's backward formulas) after
 a warm-up, taken in ROUNDS rounds that each visit every workload in turn (and rerun
-benchmarks/AttentionBench for the GEMM and training rows); a figure is the fastest round's
+benchmarks/AttentionBench for the GEMM and training rows, and the tiny calls); a figure is the fastest round's
 median (ours, numpy's and the peers' alike), so a burst of interference from the host — which
 this VM shows, unseen in /proc/stat — spoils one round, not the figure. "×numpy" (×torch, ×ort)
 is the other's time over ours: above 1 means libattention is faster. Each workload's output is
@@ -509,6 +509,9 @@ def main():
         if round_number > 0:  # the first report was taken before any numpy work
             time.sleep(0.5)
             fold_report(results, gemm_report(args.gemm_bench))
+            tiny = tiny_workload(args.tiny_call)
+            for key in ("c_seconds_per_call", "python_seconds_per_call", "numpy_seconds_per_call"):
+                results["tiny"][key] = min(results["tiny"][key], tiny[key])
     measure_rounds(before_round)
     # The peak is the better of two probes, one before and one after the workloads.
     results["fma_peak_flops"] = max(first_probe, fma_peak(args.fma_probe, THREADS))
