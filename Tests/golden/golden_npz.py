@@ -1,6 +1,6 @@
 """What the golden generators share: seeded numpy draws and the .npz writer (format: README.md).
 
-Imported by make_golden.py (Keras) and make_reuse_golden.py (TF Model Garden); needs numpy only.
+Imported by every make_*.py (Keras and TF Model Garden); needs numpy only.
 """
 
 import json
@@ -28,6 +28,33 @@ def rows_masked(shape, index):
     mask = np.ones(shape, bool)
     mask[index] = False
     return mask
+
+
+def value_row_masked(tv, batch=1):
+    """A value mask whose row `batch` is all False (a fully masked score row)."""
+    mask = np.ones((B, tv), bool)
+    mask[0, 1] = False
+    mask[batch] = False
+    return mask
+
+
+def config_json(value):
+    """JSON of a layer's get_config() (TensorShapes and tuples as lists)."""
+    return json.dumps(value, default=lambda v: v.as_list() if hasattr(v, "as_list") else list(v))
+
+
+def trainable_order(layer, trainable):
+    """For each of layer.weights (get_weights() order), its index in `trainable` (the
+    variables a gradient comes back for); raises unless the two are the same variables."""
+    order = []
+    for w in layer.weights:
+        matches = [i for i, t in enumerate(trainable) if t is w]
+        if len(matches) != 1:
+            raise RuntimeError(f"{layer.name}: weight {getattr(w, 'path', w.name)} is not one trainable variable")
+        order.append(matches[0])
+    if len(order) != len(trainable):
+        raise RuntimeError(f"{layer.name}: trainable variables outside get_weights()")
+    return order
 
 
 def write_case(group, name, dtype, layer, config, call, weights, inputs, outputs, *, stamps,

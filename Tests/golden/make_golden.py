@@ -7,28 +7,12 @@ Inputs and weights come from numpy generators seeded by the case name, so a reru
 same numbers. Every call runs with training=False: dropout cannot match a framework RNG.
 """
 
-import os
 import sys
 
-from golden_npz import B, DTYPES, OUT, bool_mask, generator, rows_masked, write_case
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("JAX_ENABLE_X64", "1")
-if os.environ["KERAS_BACKEND"] != "jax":
-    sys.exit("make_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
-try:
-    import numpy as np
-    import jax
-    import jax.numpy as jnp
-    import keras
-    from keras.src.backend import set_keras_mask
-except ImportError as error:
-    sys.exit(f"make_golden.py needs Keras 3.15 with JAX installed ({error}).\n"
-             "Run it with the python of an environment that has them (see README.md).")
-if not jax.config.jax_enable_x64:
-    sys.exit("make_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
-if not keras.__version__.startswith("3.15."):
-    sys.exit(f"make_golden.py reproduces Keras 3.15; found Keras {keras.__version__}.")
+from golden_npz import (B, DTYPES, OUT, bool_mask, generator, rows_masked, value_row_masked,
+                        write_case)
+from keras_jax import GQA_DEFAULTS, MHA_DEFAULTS, jnp, keras, np, set_random_weights
+from keras.src.backend import set_keras_mask
 
 QUERY_MASK_NOTE = (
     "Keras 3.15 MultiHeadAttention ignores its query_mask argument; this case's query_mask was "
@@ -63,13 +47,6 @@ def save(group, name, dtype, layer, config, call, weights, inputs, outputs, **fl
     write_case(group, name, dtype, layer, config, call, weights, inputs, outputs,
                stamps={"keras_version": keras.__version__, "backend": keras.backend.backend()},
                finite=group != EXTREMES, **flags)
-
-
-def set_random_weights(layer, rng, dtype, draw):
-    """Replace every weight by draw(shape); return the weights in get_weights() order."""
-    weights = [draw(rng, w.shape).astype(dtype) for w in layer.get_weights()]
-    layer.set_weights(weights)
-    return [np.asarray(w) for w in layer.get_weights()]
 
 
 def with_changes(changes, dtype, layer, weights, **inputs):
@@ -146,14 +123,6 @@ def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=Fa
                     no_scale_additive and ADDITIVE_NO_SCALE_NOTE))
 
 
-def value_row_masked(tv, batch=1):
-    """A value mask whose row `batch` is all False (a fully masked score row)."""
-    mask = np.ones((B, tv), bool)
-    mask[0, 1] = False
-    mask[batch] = False
-    return mask
-
-
 def attention_cases():
     g = "attention"
     dot = {"use_scale": False, "score_mode": "dot", "dropout": 0.0}
@@ -211,10 +180,6 @@ def additive_attention_cases():
 # --------------------------------------------------------------------------------------------
 # keras.layers.MultiHeadAttention
 # --------------------------------------------------------------------------------------------
-
-MHA_DEFAULTS = {"num_heads": 2, "key_dim": 3, "value_dim": None, "dropout": 0.0,
-                "use_bias": True, "output_shape": None, "attention_axes": None,
-                "sliding_window": None, "use_gate": False}
 
 
 def mha_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, self_attention=False,
@@ -418,8 +383,6 @@ def dot_product_attention_cases():
 # keras.layers.GroupQueryAttention
 # --------------------------------------------------------------------------------------------
 
-GQA_DEFAULTS = {"head_dim": 3, "num_query_heads": 4, "num_key_value_heads": 2, "dropout": 0.0,
-                "use_bias": True, "use_gate": False, "sliding_window": None}
 GQA_FUSED_NOTE = (
     "Keras-JAX's GroupQueryAttention fused path (no scores, dropout 0) calls "
     "keras.ops.dot_product_attention, which casts the float64 projections to float32: logits, "

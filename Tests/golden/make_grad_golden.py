@@ -22,27 +22,11 @@ gradients (float64 cases; loosely where Keras computes in float32).
 """
 
 import json
-import os
 import sys
 
-from golden_npz import B, DTYPES, OUT, bool_mask, generator, rows_masked, write_case
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("JAX_ENABLE_X64", "1")
-if os.environ["KERAS_BACKEND"] != "jax":
-    sys.exit("make_grad_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
-try:
-    import numpy as np
-    import jax
-    import jax.numpy as jnp
-    import keras
-except ImportError as error:
-    sys.exit(f"make_grad_golden.py needs Keras 3.15 with JAX installed ({error}).\n"
-             "Run it with the python of an environment that has them (see README.md).")
-if not jax.config.jax_enable_x64:
-    sys.exit("make_grad_golden.py needs KERAS_BACKEND=jax and JAX_ENABLE_X64=1.")
-if not keras.__version__.startswith("3.15."):
-    sys.exit(f"make_grad_golden.py reproduces Keras 3.15; found Keras {keras.__version__}.")
+from golden_npz import (B, DTYPES, OUT, bool_mask, generator, rows_masked, trainable_order,
+                        value_row_masked, write_case)
+from keras_jax import GQA_DEFAULTS, MHA_DEFAULTS, jax, jnp, keras, np, set_random_weights
 
 ROOT = "gradients"
 STAMPS = {"keras_version": keras.__version__, "backend": "jax", "jax_version": jax.__version__}
@@ -97,12 +81,6 @@ def save(group, name, dtype, layer, config, call, weights, inputs, outputs, **fl
                stamps=STAMPS, **flags)
 
 
-def set_random_weights(layer, rng, dtype, draw):
-    weights = [draw(rng, w.shape).astype(dtype) for w in layer.get_weights()]
-    layer.set_weights(weights)
-    return [np.asarray(w) for w in layer.get_weights()]
-
-
 def serialize(obj, family):
     """Keras's serialized dict (JSON-able), or None."""
     return None if obj is None else json.loads(json.dumps(family.serialize(obj)))
@@ -118,14 +96,7 @@ def keras_step(layer, call, inputs, output_gradient, scores_gradient, regulariza
     listed by layer.losses after an eager call, checks) with the weight gradients in
     get_weights() order."""
     trainable = list(layer.trainable_variables)
-    order = []
-    for w in layer.weights:
-        matches = [i for i, t in enumerate(trainable) if t is w]
-        if len(matches) != 1:
-            raise RuntimeError(f"{layer.name}: weight {w.path} is not one trainable variable")
-        order.append(matches[0])
-    if len(order) != len(trainable):
-        raise RuntimeError(f"{layer.name}: trainable variables outside get_weights()")
+    order = trainable_order(layer, trainable)
     others = list(layer.non_trainable_variables)
     xs = {n: jnp.asarray(x) for n, x in inputs.items() if x is not None}
     og = jnp.asarray(output_gradient)
@@ -262,14 +233,6 @@ def luong_case(group, name, config, *, tq=3, tv=4, dim=4, value_dim=None, key=Fa
                notes=(note, tanh and TANH_NOTE, no_scale_additive and ADDITIVE_NO_SCALE_NOTE))
 
 
-def value_row_masked(tv, batch=1):
-    """A value mask whose row `batch` is all False (a fully masked score row)."""
-    mask = np.ones((B, tv), bool)
-    mask[0, 1] = False
-    mask[batch] = False
-    return mask
-
-
 def attention_cases():
     g = "attention"
     dot = {"use_scale": False, "score_mode": "dot", "dropout": 0.0}
@@ -319,11 +282,6 @@ def additive_attention_cases():
 # keras.layers.MultiHeadAttention and keras.layers.GroupQueryAttention
 # --------------------------------------------------------------------------------------------
 
-MHA_DEFAULTS = {"num_heads": 2, "key_dim": 3, "value_dim": None, "dropout": 0.0,
-                "use_bias": True, "output_shape": None, "attention_axes": None,
-                "sliding_window": None, "use_gate": False}
-GQA_DEFAULTS = {"head_dim": 3, "num_query_heads": 4, "num_key_value_heads": 2, "dropout": 0.0,
-                "use_bias": True, "use_gate": False, "sliding_window": None}
 VALUE_DIM_NOTE = ("value_dim != key_dim fails on Keras-JAX's fused path (rank 3, no scores, "
                   "dropout 0); this case uses a path that works.")
 

@@ -14,21 +14,8 @@ layer's get_config()), `dtype`, `weight_count`, `weight_<i>` (its get_weights())
 training=False), `keras_version`, `backend`.
 """
 
-import json
-import os
-import sys
-
-from golden_npz import OUT, generator
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("JAX_ENABLE_X64", "1")
-try:
-    import numpy as np
-    import keras
-except ImportError as error:
-    sys.exit(f"make_h5_weights.py needs Keras 3.15 with JAX installed ({error}).")
-if not keras.__version__.startswith("3.15."):
-    sys.exit(f"make_h5_weights.py reproduces Keras 3.15; found Keras {keras.__version__}.")
+from golden_npz import OUT, config_json, generator
+from keras_jax import keras, np
 
 H5 = OUT / "h5" / "keras"  # a level below the golden groups: test_golden.py reads */*.npz
 GROUP = "h5"
@@ -37,16 +24,12 @@ STAMPS = {"keras_version": keras.__version__, "backend": keras.backend.backend()
 L = keras.layers
 
 
-def _json(value):
-    return json.dumps(value, default=lambda v: v.as_list() if hasattr(v, "as_list") else list(v))
-
-
 def describe(case, h5_name, layer, inputs, output):
     """Write H5/<case>.npz for `layer` (see the module docstring)."""
     weights = layer.get_weights()
     arrays = {
         "h5": np.array(h5_name), "layer": np.array(type(layer).__name__),
-        "layer_name": np.array(layer.name), "config": np.array(_json(layer.get_config())),
+        "layer_name": np.array(layer.name), "config": np.array(config_json(layer.get_config())),
         "dtype": np.array(str(layer.dtype)), "weight_count": np.array(len(weights)),
         **{f"weight_{i}": np.asarray(w) for i, w in enumerate(weights)},
         **{k: np.asarray(v) for k, v in inputs.items() if v is not None},

@@ -7,44 +7,9 @@ Inputs and weights come from numpy generators seeded by the case name, so a reru
 same numbers. Every call runs with training=False: dropout cannot match a framework RNG.
 """
 
-import os
-import sys
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Model Garden's layers are tf.keras 2 layers
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from golden_npz import B, DTYPES, OUT, bool_mask, generator, rows_masked, write_case
-
-try:
-    import importlib.metadata
-
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    from official.nlp.modeling.layers.reuse_attention import ReuseMultiHeadAttention
-except ImportError as error:
-    sys.exit(f"make_reuse_golden.py needs TensorFlow, tf-keras and tf-models-official ({error}).\n"
-             "Run it with the python of an environment that has them (see README.md).")
-
-GROUP = "reuse_multi_head_attention"
-STAMPS = {
-    "keras_version": tf_keras.__version__,
-    "backend": "tensorflow",
-    "tensorflow_version": tf.__version__,
-    "tf_models_version": importlib.metadata.version("tf-models-official"),
-}
-DEFAULTS = {"num_heads": 3, "key_dim": 2, "value_dim": None, "dropout": 0.0,
-            "reuse_attention": 0, "use_relative_pe": False, "pe_max_seq_length": 512,
-            "use_bias": True, "output_shape": None, "attention_axes": None}
-PE_FLOAT32_NOTE = (
-    "Model Garden creates relative_position_embeddings in float32 whatever the layer's dtype "
-    "(float64 layers then fail adding it), so this case exists in float32 only.")
-
-
-def heads(config):
-    """(reused, new) head counts."""
-    reused = config["num_heads"] if config["reuse_attention"] == -1 else config["reuse_attention"]
-    return reused, config["num_heads"] - reused
+from model_garden import (DEFAULTS, GROUP, PE_FLOAT32_NOTE, STAMPS, ReuseMultiHeadAttention, heads,
+                          np, tf_keras)
 
 
 def reuse_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, attention_mask=None,

@@ -14,40 +14,12 @@ writing: finite gradients, layer.losses after an eager call equal to the taped o
 (float64) a central difference of L along a random direction.
 """
 
-import os
-import sys
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Model Garden's layers are tf.keras 2 layers
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from golden_npz import B, DTYPES, OUT, bool_mask, generator, rows_masked, write_case
-
-try:
-    import importlib.metadata
-
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    from official.nlp.modeling.layers.reuse_attention import ReuseMultiHeadAttention
-except ImportError as error:
-    sys.exit(f"make_reuse_grad_golden.py needs TensorFlow, tf-keras and tf-models-official "
-             f"({error}).\nRun it with the python of an environment that has them (see "
-             "README.md).")
+from golden_npz import (B, DTYPES, OUT, bool_mask, generator, rows_masked, trainable_order,
+                        write_case)
+from model_garden import (DEFAULTS, GROUP, PE_FLOAT32_NOTE, STAMPS, ReuseMultiHeadAttention, heads,
+                          np, tf, tf_keras)
 
 ROOT = "gradients"
-GROUP = "reuse_multi_head_attention"
-STAMPS = {
-    "keras_version": tf_keras.__version__,
-    "backend": "tensorflow",
-    "tensorflow_version": tf.__version__,
-    "tf_models_version": importlib.metadata.version("tf-models-official"),
-}
-DEFAULTS = {"num_heads": 3, "key_dim": 2, "value_dim": None, "dropout": 0.0,
-            "reuse_attention": 0, "use_relative_pe": False, "pe_max_seq_length": 512,
-            "use_bias": True, "output_shape": None, "attention_axes": None}
-PE_FLOAT32_NOTE = (
-    "Model Garden creates relative_position_embeddings in float32 whatever the layer's dtype "
-    "(float64 layers then fail adding it), so this case exists in float32 only.")
 ACTIVITY_NOTE = (
     "Model Garden's ReuseMultiHeadAttention takes activity_regularizer as a named constructor "
     "argument and never stores it: tf_keras's base Layer sets _activity_regularizer = None, the "
@@ -64,11 +36,6 @@ FULLY_MASKED_NOTE = (
 REUSE_MORE_HEADS_NOTE = (
     "reuse_attention_scores has 3 heads; the layer slices the first 2 (the returned scores hold "
     "only those), so the last head's gradient is zero.")
-
-
-def heads(config):
-    reused = config["num_heads"] if config["reuse_attention"] == -1 else config["reuse_attention"]
-    return reused, config["num_heads"] - reused
 
 
 def save(group, name, dtype, config, call, weights, inputs, outputs, notes):
@@ -104,20 +71,6 @@ def reuse_scores_for(rng, config, dtype, q, v, k, reuse_scores_heads):
         shape[1] = reuse_scores_heads
     rs = rng.random(shape) + 0.1
     return (rs / rs.sum(axis=-1, keepdims=True)).astype(dtype)
-
-
-def ordered(layer):
-    """Indices of layer.trainable_weights in get_weights() order."""
-    trainable = list(layer.trainable_weights)
-    order = []
-    for w in layer.weights:
-        matches = [i for i, t in enumerate(trainable) if t is w]
-        if len(matches) != 1:
-            raise RuntimeError(f"weight {w.name} is not one trainable variable")
-        order.append(matches[0])
-    if len(order) != len(trainable):
-        raise RuntimeError("trainable variables outside get_weights()")
-    return order
 
 
 def reuse_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, attention_mask=None,
@@ -158,8 +111,8 @@ def reuse_case(name, *, q_shape=(B, 4, 4), v_shape=(B, 5, 3), k_dim=None, attent
 
         inputs = {"query": q, "value": v, "key": k, "reuse_attention_scores": rs}
         names = [n for n, x in inputs.items() if x is not None]
-        order = ordered(layer)
         trainable = list(layer.trainable_weights)
+        order = trainable_order(layer, trainable)
 
         def loss(xs):
             """L and (output, scores, losses) at inputs xs (tf tensors), current weights."""

@@ -7,29 +7,11 @@ Run with the python of an environment with TensorFlow, tf-keras and tf-models-of
     <python> Tests/golden/make_reuse_h5_weights.py
 """
 
-import json
-import os
-import sys
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Model Garden's layers are tf.keras 2 layers
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from golden_npz import OUT, generator
-
-try:
-    import numpy as np
-    import tensorflow as tf
-    import tf_keras
-    from official.nlp.modeling.layers.reuse_attention import ReuseMultiHeadAttention
-except ImportError as error:
-    sys.exit(f"make_reuse_h5_weights.py needs TensorFlow, tf-keras and tf-models-official ({error}).")
+from golden_npz import OUT, config_json, generator
+from model_garden import ReuseMultiHeadAttention, np, tf, tf_keras
 
 H5 = OUT / "h5" / "model_garden"
 B = 2
-
-
-def _json(value):
-    return json.dumps(value, default=lambda v: v.as_list() if hasattr(v, "as_list") else list(v))
 
 
 def main():
@@ -51,7 +33,7 @@ def main():
     weights = layer.get_weights()
     np.savez_compressed(
         H5 / f"{case}.npz", h5=np.array(f"{case}.weights.h5"), layer=np.array(type(layer).__name__),
-        layer_name=np.array(layer.name), config=np.array(_json(layer.get_config())),
+        layer_name=np.array(layer.name), config=np.array(config_json(layer.get_config())),
         dtype=np.array(layer.dtype),
         weight_count=np.array(len(weights)), **{f"weight_{i}": w for i, w in enumerate(weights)},
         query=q, value=v, reuse_attention_scores=scores, output=output,
