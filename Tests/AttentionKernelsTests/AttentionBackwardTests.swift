@@ -7,7 +7,7 @@ import Testing
 @Suite struct AttentionBackwardTests {
     enum Score: Sendable { case dot, concat, additive }
 
-    struct Case: CustomTestStringConvertible, Sendable {
+    struct Case: CustomTestStringConvertible, Sendable, ContiguousProblem {
         var groups = 2, heads = 2, kvHeads = 2, t = 5, s = 7, h = 4, hv = 3
         var score = Score.dot
         var causal = false, window = 0, padding = false, scores = false
@@ -51,13 +51,9 @@ import Testing
         x.q.withUnsafeBufferPointer { qp in x.k.withUnsafeBufferPointer { kp in x.v.withUnsafeBufferPointer { vp in
             x.weights.withUnsafeBufferPointer { wp in x.table.withUnsafeBufferPointer { tp in
                 keep.withUnsafeBufferPointer { mp in
-                    let shape = AttentionShape(groups: c.groups, heads: c.heads, keyValueHeads: c.kvHeads,
-                                               queryLength: c.t, keyLength: c.s, keyDim: c.h, valueDim: c.hv)
-                    let operands = AttentionOperands(
-                        query: qp.baseAddress!, queryLayout: RowLayout(group: c.heads * c.t * c.h, head: c.t * c.h, row: c.h),
-                        key: kp.baseAddress!, keyLayout: RowLayout(group: c.kvHeads * c.s * c.h, head: c.s * c.h, row: c.h),
-                        value: vp.baseAddress!, valueLayout: RowLayout(group: c.kvHeads * c.s * c.hv, head: c.s * c.hv, row: c.hv),
-                        output: output, outputLayout: RowLayout(group: c.heads * c.t * c.hv, head: c.t * c.hv, row: c.hv))
+                    let shape = c.shape
+                    let operands = c.operands(query: qp.baseAddress!, key: kp.baseAddress!, value: vp.baseAddress!,
+                                              output: output)
                     let score: ScoreFunction<Double> = switch c.score {
                     case .dot: .dot(scale: wp[0])
                     case .concat: .concat(scale: wp[0], weight: wp[1])

@@ -3,7 +3,7 @@ import Testing
 
 /// The fused kernel against a float64 softmax written out in full, one row at a time.
 @Suite struct FusedAttentionTests {
-    struct Case: CustomTestStringConvertible, Sendable {
+    struct Case: CustomTestStringConvertible, Sendable, ContiguousProblem {
         var groups = 2, heads = 3, kvHeads = 3, t = 5, s = 7, h = 4, hv = 3
         var causal = false, window = 0, padding = false, scores = false
         var policy = FullyMaskedRow.zero
@@ -71,13 +71,9 @@ import Testing
           bias.withUnsafeBufferPointer { bp in
             keep.withUnsafeBufferPointer { mp in out.withUnsafeMutableBufferPointer { op in
                 scores.withUnsafeMutableBufferPointer { sp in
-                    let shape = AttentionShape(groups: c.groups, heads: c.heads, keyValueHeads: c.kvHeads,
-                                               queryLength: c.t, keyLength: c.s, keyDim: c.h, valueDim: c.hv)
-                    let operands = AttentionOperands(
-                        query: qp.baseAddress!, queryLayout: RowLayout(group: c.heads * c.t * c.h, head: c.t * c.h, row: c.h),
-                        key: kp.baseAddress!, keyLayout: RowLayout(group: c.kvHeads * c.s * c.h, head: c.s * c.h, row: c.h),
-                        value: vp.baseAddress!, valueLayout: RowLayout(group: c.kvHeads * c.s * c.hv, head: c.s * c.hv, row: c.hv),
-                        output: op.baseAddress!, outputLayout: RowLayout(group: c.heads * c.t * c.hv, head: c.t * c.hv, row: c.hv))
+                    let shape = c.shape
+                    let operands = c.operands(query: qp.baseAddress!, key: kp.baseAddress!, value: vp.baseAddress!,
+                                              output: op.baseAddress!)
                     let views = c.padding ? [MaskView(base: mp.baseAddress!, group: c.t * c.s, head: 0, row: c.s, column: 1)] : []
                     attentionForward(shape: shape, operands: operands, score: .dot(scale: scale),
                                      mask: AttentionMask(views: views, causal: c.causal, window: c.window, fullyMaskedRow: c.policy),
