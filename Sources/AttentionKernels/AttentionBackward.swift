@@ -331,7 +331,8 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 row.addBias(i0 + r, j0, width, to: x)
             }
         } else {
-            for r in 0..<count { row.computeLogits(i0 + r, j0, width, into: b.logits + r * ld) }
+            row.tanhLogits(rows, j0, width) { b.logits + ($0 - i0) * ld }
+            for r in 0..<count { row.addBias(i0 + r, j0, width, to: b.logits + r * ld) }
         }
         // P (in `logits`), with masked positions and fully masked rows at 0.
         for r in 0..<count {

@@ -23,6 +23,10 @@ extension Row {
         let sums = maxes + count, out = sums + count
         for r in 0..<count { maxes[r] = -T.infinity; sums[r] = 0 }
         out.update(repeating: 0, count: count * hv)
+        // Dot scores multiply the packed keys, concat/additive ones read their packed table
+        // (without tables they take tanh directly and read neither).
+        var packs = tanhTables != nil
+        if case .dot = job.score { packs = true }
 
         // The keys any row of the block may see.
         var lo = shape.keyLength, hi = 0
@@ -33,7 +37,7 @@ extension Row {
         var j0 = lo
         while j0 < hi {
             let keys = min(width, hi - j0)
-            packTransposedKeys(j0, keys, into: packed)
+            if packs { packTransposedKeys(j0, keys, into: packed) }
             var r0 = 0
             while r0 < count {
                 let micro = min(FlashTile.microRows, count - r0)

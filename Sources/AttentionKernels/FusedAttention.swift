@@ -145,7 +145,7 @@ struct Row<T: KernelScalar> {
         case .dot(let scale):
             for t in 0..<count { out[t] = dot(q, keyRow(j0 + t), h) * scale }
         case .concat, .additive:
-            tanhLogits(i, j0, count, into: out)
+            tanhLogits(i..<i + 1, j0, count) { _ in out }
         }
         addBias(i, j0, count, to: out)
     }

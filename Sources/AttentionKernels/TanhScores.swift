@@ -15,10 +15,11 @@ extension Row {
         }
     }
 
-    /// out[t] = the concat/additive logit of query row i and key j0 + t for t < count (no bias).
-    func tanhLogits(_ i: Int, _ j0: Int, _ count: Int, into out: UnsafeMutablePointer<T>) {
+    /// out(i)[t] = the concat/additive logit of query row i and key j0 + t for i in `rows`,
+    /// t < count (no bias); each tile of keys is packed once for all the rows.
+    func tanhLogits(_ rows: Range<Int>, _ j0: Int, _ count: Int, into out: (Int) -> UnsafeMutablePointer<T>) {
         guard tanhTables != nil else {
-            for t in 0..<count { out[t] = directTanhLogit(i, j0 + t) }
+            for i in rows { for t in 0..<count { out(i)[t] = directTanhLogit(i, j0 + t) } }
             return
         }
         let width = 2 * T.Vector.scalarCount
@@ -28,7 +29,7 @@ extension Row {
             while c < count {
                 let keys = min(width, count - c)
                 packTransposedKeys(j0 + c, keys, into: packed)
-                tanhLogits(i, j0 + c, keys, packed, into: out + c)
+                for i in rows { tanhLogits(i, j0 + c, keys, packed, into: out(i) + c) }
                 c += keys
             }
         }
