@@ -127,12 +127,13 @@ struct Row<T: KernelScalar> {
     }
 
     /// Keys j in this range may be kept by the causal band and the sliding window.
+    /// A window wider than the key axis reaches its end (so i + window cannot overflow).
     func band(_ i: Int) -> Range<Int> {
         var lo = 0, hi = shape.keyLength
         if job.mask.causal { hi = min(hi, i + 1) }
         if job.mask.window > 0 {
             lo = max(lo, i - job.mask.window + 1)
-            hi = min(hi, i + job.mask.window)
+            hi = min(hi, i + min(job.mask.window, hi))
         }
         return min(lo, hi)..<hi
     }

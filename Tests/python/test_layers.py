@@ -423,6 +423,36 @@ def test_grouped_query_attention_is_group_query_attention():
     assert attention.GroupQueryAttention(2, 2, 1).name.startswith("grouped_query_attention")
 
 
+@pytest.mark.parametrize("window", [7, 2**40, 2**63 - 1])
+@pytest.mark.parametrize("kind", ["mha", "gqa"])
+def test_a_window_wider_than_both_sequences_masks_nothing(kind, window):
+    """|i − j| < window holds for every pair once window ≥ max(T, S), however large the window
+    (i + window must not overflow): output, scores and gradients equal the unwindowed layer's."""
+    rng = np.random.default_rng(13)
+    q, v = rng.normal(size=(2, 5, 6)), rng.normal(size=(2, 7, 6))
+
+    def make(sliding_window):
+        layer = (attention.MultiHeadAttention(2, 3, sliding_window=sliding_window, dtype="float64")
+                 if kind == "mha" else
+                 attention.GroupQueryAttention(3, 4, 2, sliding_window=sliding_window, dtype="float64"))
+        layer.build(q.shape, v.shape)
+        return layer
+
+    windowed, plain = make(window), make(None)
+    plain.set_weights(_random_weights(windowed, rng, -1.0, 1.0))
+    output_gradient = rng.normal(size=q.shape)
+    for causal in (False, True):
+        got, expected = (layer(q, v, use_causal_mask=causal, return_attention_scores=True)
+                         for layer in (windowed, plain))
+        _check(got, expected, "float64")
+        got, expected = (layer.gradients(q, v, use_causal_mask=causal, output_gradient=output_gradient)
+                         for layer in (windowed, plain))
+        for name in ("output", "query", "value"):
+            assert_close(getattr(got, name), getattr(expected, name), "float64", name)
+        for index, (g, e) in enumerate(zip(got.weights, expected.weights)):
+            assert_close(g, e, "float64", f"weight {index}")
+
+
 # -- ReuseMultiHeadAttention ------------------------------------------------------------------
 
 @st.composite
