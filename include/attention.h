@@ -218,7 +218,7 @@ typedef struct att_multi_head_attention_config {
     int64_t value_dim;             /* >= 1, or 0 for key_dim */
     double dropout;                /* [0, 1) */
     int32_t use_bias;              /* Keras's default is 1: set it explicitly */
-    int32_t output_rank;           /* 0: output last dim = query's last dim */
+    int32_t output_rank;           /* 0: output last dim = query's last dim; at most ATT_MAX_RANK - 2 */
     int64_t output_shape[ATT_MAX_RANK]; /* output_shape[0 .. output_rank-1], each >= 1 */
     int32_t num_attention_axes;    /* 0: every axis but batch and features */
     int64_t attention_axes[ATT_MAX_RANK]; /* input axes; negative counts from the rank */
@@ -281,7 +281,7 @@ typedef struct att_reuse_multi_head_attention_config {
     int32_t use_relative_pe;
     int64_t pe_max_seq_length;     /* >= 1; 0 means upstream's default, 512 */
     int32_t use_bias;              /* upstream's default is 1: set it explicitly */
-    int32_t output_rank;           /* 0: output last dim = query's last dim */
+    int32_t output_rank;           /* 0: output last dim = query's last dim; at most ATT_MAX_RANK - 2 */
     int64_t output_shape[ATT_MAX_RANK];
     int32_t num_attention_axes;    /* 0: every axis but batch and features */
     int64_t attention_axes[ATT_MAX_RANK];
@@ -436,7 +436,8 @@ att_status att_layer_losses(const att_layer *layer, const att_call_args *args, d
 
 /* Applies kernel_constraint and bias_constraint to the weights in place — what Keras's
  * optimizer does after each update. Not concurrent with other uses of the layer.
- * Errors: INVALID_HANDLE, NOT_BUILT. */
+ * Errors: INVALID_HANDLE, NOT_BUILT; INVALID_ARGUMENT when a constraint's axis does not fit
+ * a weight's rank, and then no weight is changed. */
 att_status att_layer_apply_constraints(att_layer *layer);
 
 /* ---------------------------------------------------------------------------------------- */

@@ -26,7 +26,9 @@ import Glibc
 #endif
 
 /// Runs `body(i)` for every i in 0..<count, spread over `Threads.current` workers in
-/// contiguous chunks. Runs inline when there is one worker or one item.
+/// contiguous chunks whose sizes differ by at most one (worker w starts at
+/// w·⌊count/workers⌋ + min(w, count mod workers), a form with no product to overflow).
+/// Runs inline when there is one worker or one item.
 @inlinable
 public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
     let workers = min(Threads.current, count)
@@ -34,9 +36,9 @@ public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
         for i in 0..<count { body(i) }
         return
     }
+    let (base, extra) = count.quotientAndRemainder(dividingBy: workers)
     DispatchQueue.concurrentPerform(iterations: workers) { w in
-        let lo = count * w / workers
-        let hi = count * (w + 1) / workers
-        for i in lo..<hi { body(i) }
+        let lo = w * base + min(w, extra)
+        for i in lo..<lo + base + (w < extra ? 1 : 0) { body(i) }
     }
 }

@@ -81,11 +81,11 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             throw .invalid("use_relative_pe needs attention over axis 1 only; attention_axes resolve to \(axes.attention)")
         }
         let (hk, hv, p) = (config.keyDim, valueWidth, config.peMaxSeqLength)
-        _ = try checkedProduct([2, p], "2 x pe_max_seq_length")
         var plan = WeightPlan(options: config.weightOptions)
         let bias = config.useBias
         var b = Built(inputs: inputs)
         if usePE {
+            _ = try checkedProduct([2, p], "2 x pe_max_seq_length")
             b.positionEmbeddings = plan.add(WeightSpec(name: "relative_position_embeddings", shape: [1, n, 2 * p - 1]),
                                             .truncatedNormal(mean: 0, stddev: 0.2))
         }

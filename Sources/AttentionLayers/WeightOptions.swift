@@ -55,6 +55,9 @@ extension WeightStore {
     /// Applies each weight's constraint to it in place (what Keras's optimizer does after
     /// an update).
     func applyConstraints(_ options: WeightOptions) throws(AttentionError) {
+        for spec in specs {  // all or nothing: no weight changes if any constraint's axis does not fit
+            try options.constraint(for: spec)?.validate(rank: spec.shape.count)
+        }
         for i in specs.indices {
             guard let constraint = options.constraint(for: specs[i]) else { continue }
             let p = pointer(i), count = specs[i].count

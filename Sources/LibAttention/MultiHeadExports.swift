@@ -76,10 +76,10 @@ func weightOptions(_ c: some WeightOptionFields) throws -> WeightOptions {
     return o
 }
 
-/// The first `count` entries of a C array field of ATT_MAX_RANK int64s.
-func prefix<Tuple>(_ tuple: Tuple, _ count: Int32, _ what: String) throws -> [Int] {
-    guard count >= 0, Int(count) <= Int(ATT_MAX_RANK) else {
-        throw Failure(ATT_ERR_INVALID_ARGUMENT, "\(what) count \(count) is outside 0...\(ATT_MAX_RANK)")
+/// The first `count` (at most `limit`) entries of a C array field of ATT_MAX_RANK int64s.
+func prefix<Tuple>(_ tuple: Tuple, _ count: Int32, _ what: String, limit: Int = Int(ATT_MAX_RANK)) throws -> [Int] {
+    guard count >= 0, Int(count) <= limit else {
+        throw Failure(ATT_ERR_INVALID_ARGUMENT, "\(what) \(count) is outside 0...\(limit)")
     }
     var copy = tuple
     return withUnsafeBytes(of: &copy) { raw in
@@ -87,12 +87,18 @@ func prefix<Tuple>(_ tuple: Tuple, _ count: Int32, _ what: String) throws -> [In
     }
 }
 
+/// output_shape[0 ..< rank]: at most ATT_MAX_RANK − 2 dims, as the output kernel is
+/// (num_heads, value_dim, *output_shape).
+func outputShape<Tuple>(_ tuple: Tuple, _ rank: Int32) throws -> [Int] {
+    try prefix(tuple, rank, "output_rank", limit: Int(ATT_MAX_RANK) - 2)
+}
+
 func multiHeadConfig(_ c: att_multi_head_attention_config) throws -> MultiHeadAttentionConfig {
     var m = MultiHeadAttentionConfig(numHeads: Int(c.num_heads), keyDim: Int(c.key_dim),
                                      valueDim: c.value_dim == 0 ? nil : Int(c.value_dim))
     m.dropout = c.dropout
     m.useBias = c.use_bias != 0
-    m.outputShape = c.output_rank == 0 ? nil : try prefix(c.output_shape, c.output_rank, "output_rank")
+    m.outputShape = c.output_rank == 0 ? nil : try outputShape(c.output_shape, c.output_rank)
     m.attentionAxes = c.num_attention_axes == 0 ? nil : try prefix(c.attention_axes, c.num_attention_axes, "num_attention_axes")
     m.slidingWindow = c.sliding_window == 0 ? nil : Int(c.sliding_window)
     m.useGate = c.use_gate != 0
@@ -121,7 +127,7 @@ func reuseConfig(_ c: att_reuse_multi_head_attention_config) throws -> ReuseMult
     m.useRelativePE = c.use_relative_pe != 0
     m.peMaxSeqLength = c.pe_max_seq_length == 0 ? 512 : Int(c.pe_max_seq_length)
     m.useBias = c.use_bias != 0
-    m.outputShape = c.output_rank == 0 ? nil : try prefix(c.output_shape, c.output_rank, "output_rank")
+    m.outputShape = c.output_rank == 0 ? nil : try outputShape(c.output_shape, c.output_rank)
     m.attentionAxes = c.num_attention_axes == 0 ? nil : try prefix(c.attention_axes, c.num_attention_axes, "num_attention_axes")
     m.seed = c.seed
     m.weightOptions = try weightOptions(c)

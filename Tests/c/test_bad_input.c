@@ -172,6 +172,7 @@ static void create_errors(void) {
     BAD_MHA("value_dim", "value_dim -1", c.value_dim = -1);
     BAD_MHA("output_rank|output_shape", "output_rank -1", c.output_rank = -1);
     BAD_MHA("output_rank|output_shape", "output_rank 9", c.output_rank = ATT_MAX_RANK + 1);
+    BAD_MHA("output_rank|output_shape", "output_rank 7 (a kernel of 9 dims)", c.output_rank = ATT_MAX_RANK - 1);
     BAD_MHA("output_shape", "output_shape (3, 0)", c.output_rank = 2, c.output_shape[0] = 3, c.output_shape[1] = 0);
     BAD_MHA("output_shape", "output_shape (-2)", c.output_rank = 1, c.output_shape[0] = -2);
     BAD_MHA("attention_axes|axes", "num_attention_axes -1", c.num_attention_axes = -1);

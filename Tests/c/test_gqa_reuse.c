@@ -760,6 +760,7 @@ static void reuse_bad_input(void) {
     BAD_REUSE(ATT_ERR_INVALID_ARGUMENT, "dropout", "dropout -0.1", c.dropout = -0.1);
     BAD_REUSE(ATT_ERR_INVALID_ARGUMENT, "dtype", "dtype 7", c.dtype = (att_dtype)7);
     BAD_REUSE(ATT_ERR_INVALID_ARGUMENT, "output_shape", "output_shape (0)", c.output_rank = 1, c.output_shape[0] = 0);
+    BAD_REUSE(ATT_ERR_INVALID_ARGUMENT, "output_rank", "output_rank 7 (a kernel of 9 dims)", c.output_rank = ATT_MAX_RANK - 1);
 #undef BAD_REUSE
 
     /* Relative PE needs attention over axis 1 only; -3 is axis 1 of a rank-3 input's projection. */

@@ -98,6 +98,14 @@ def test_sliding_window_must_be_positive(window):
         attention.MultiHeadAttention(2, 3, sliding_window=window)
 
 
+@pytest.mark.parametrize("layer", [attention.MultiHeadAttention, attention.ReuseMultiHeadAttention])
+def test_output_shape_leaves_room_for_the_output_kernel(layer):
+    """The output kernel (num_heads, value_dim, *output_shape) has at most MAX_RANK dims."""
+    assert layer(2, 3, output_shape=(1,) * 6).get_config()["output_shape"] == (1,) * 6
+    with pytest.raises(ValueError, match="`output_shape` has 7 entries; at most 6 are supported"):
+        layer(2, 3, output_shape=(1,) * 7)
+
+
 @pytest.mark.parametrize("axes", ["1", 1.0, [1, "2"]])
 def test_attention_axes_must_be_ints(axes):
     with pytest.raises(ValueError, match="`attention_axes` must be an int, list, or tuple"):
@@ -538,6 +546,9 @@ def test_reuse_position_table_too_large():
     huge = attention.ReuseMultiHeadAttention(2, 3, use_relative_pe=True, pe_max_seq_length=2**40)
     with library_error("cannot allocate", "OUT_OF_MEMORY", MemoryError):
         huge.build((1, 2, 3), (1, 2, 3))
+    # Without the table (no relative PE, or every head reused) the length is never used.
+    for config in ({}, {"use_relative_pe": True, "reuse_attention": -1}):
+        attention.ReuseMultiHeadAttention(2, 3, pe_max_seq_length=2**62, **config).build((1, 2, 3), (1, 2, 3))
 
 
 # -- dot_product_attention --------------------------------------------------------------------
@@ -643,10 +654,10 @@ def test_c_attention_config_out_of_range(fields, fragment):
     ({"key_dim": 0}, "key_dim must be a positive integer; got 0"),
     ({"value_dim": -2}, "value_dim must be a positive integer or None; got -2"),
     ({"sliding_window": -1}, "sliding_window must be None or a positive integer; got -1"),
-    ({"output_rank": 9}, "output_rank count 9 is outside 0...8"),
-    ({"output_rank": -1}, "output_rank count -1 is outside 0...8"),
-    ({"num_attention_axes": 9}, "num_attention_axes count 9 is outside 0...8"),
-    ({"num_attention_axes": -1}, "num_attention_axes count -1 is outside 0...8"),
+    ({"output_rank": 9}, "output_rank 9 is outside 0...6"),
+    ({"output_rank": -1}, "output_rank -1 is outside 0...6"),
+    ({"num_attention_axes": 9}, "num_attention_axes 9 is outside 0...8"),
+    ({"num_attention_axes": -1}, "num_attention_axes -1 is outside 0...8"),
     ({"kernel_initializer": _lib.Initializer(kind=14)}, "kernel_initializer.kind 14 is not a known"),
     ({"kernel_regularizer": _lib.Regularizer(kind=2, l2=-0.1)}, "l2 must be a finite number >= 0"),
     ({"bias_regularizer": _lib.Regularizer(kind=1, l1=float("nan"))}, "got l1=nan"),
@@ -694,7 +705,7 @@ _REUSE_DEFAULTS = {"num_heads": 4, "key_dim": 2, "use_bias": 1}
     (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
      {"value_dim": -1}, "value_dim must be a positive integer or None; got -1"),
     (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
-     {"output_rank": 9}, "output_rank count 9 is outside 0...8"),
+     {"output_rank": 9}, "output_rank 9 is outside 0...6"),
     (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
      {"bias_constraint": _lib.Constraint(kind=9)}, "bias_constraint.kind 9 is not a known"),
 ])

@@ -998,6 +998,14 @@ def test_apply_constraints(kind):
         elif i in biases:
             np.testing.assert_array_equal(a, np.maximum(b, 0))
 
+    # The output bias has rank 1, the other biases rank 2: axis 1 fits only some of them,
+    # so the call is refused before any weight changes.
+    layer, weights = constrained(bias_constraint={"class_name": "UnitNorm", "config": {"axis": 1}})
+    with pytest.raises(ValueError, match="axis"):
+        layer.apply_constraints()
+    for a, b in zip(layer.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
+
 
 # -- bad gradients ----------------------------------------------------------------------------
 

@@ -34,18 +34,24 @@ def _positive_int(value, name, allow_none=False):
     return value
 
 
-def _int_tuple(value, name):
-    """None, an int, or a list/tuple of ints, as None or a tuple of ints."""
+def _int_tuple(value, name, limit=_lib.MAX_RANK):
+    """None, an int, or a list/tuple of at most `limit` ints, as None or a tuple of ints."""
     if value is None:
         return None
     items = (value,) if isinstance(value, int) else value
     if not isinstance(items, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
         raise ValueError(f"`{name}` must be an int, list, or tuple of ints. Received: {name}={value}")
-    if len(items) > _lib.MAX_RANK:
-        raise ValueError(f"`{name}` has {len(items)} entries; at most {_lib.MAX_RANK} are supported")
+    if len(items) > limit:
+        raise ValueError(f"`{name}` has {len(items)} entries; at most {limit} are supported")
     if any(not -(2**63) <= v < 2**63 for v in items):
         raise ValueError(f"`{name}` entries must fit a 64-bit integer. Received: {name}={value}")
     return tuple(items)
+
+
+def _output_shape(value):
+    """output_shape as a tuple (or None): at most MAX_RANK − 2 dims, the output kernel being
+    (num_heads, value_dim, *output_shape)."""
+    return _int_tuple(value or None, "output_shape", _lib.MAX_RANK - 2)
 
 
 class MultiHeadAttention(Layer):
@@ -69,7 +75,7 @@ class MultiHeadAttention(Layer):
         self._value_dim = _positive_int(value_dim, "value_dim", allow_none=True) or key_dim
         self._dropout = float(dropout)
         self._use_bias = bool(use_bias)
-        self._output_shape = _int_tuple(output_shape or None, "output_shape")
+        self._output_shape = _output_shape(output_shape)
         self._attention_axes = _int_tuple(attention_axes, "attention_axes")
         self._sliding_window = _positive_int(sliding_window, "sliding_window", allow_none=True)
         self._use_gate = bool(use_gate)

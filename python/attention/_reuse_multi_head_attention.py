@@ -25,7 +25,7 @@ import operator
 from . import _lib
 from ._initializers import WeightOptions
 from ._layer import Layer
-from ._multi_head_attention import _int_tuple, _positive_int
+from ._multi_head_attention import _int_tuple, _output_shape, _positive_int
 
 _DEFAULT_PE_MAX_SEQ_LENGTH = 512
 
@@ -84,7 +84,7 @@ class ReuseMultiHeadAttention(Layer):
         self._use_relative_pe = bool(use_relative_pe)
         self._pe_max_seq_length = _pe_max_seq_length(pe_max_seq_length, max_sequence_length)
         self._use_bias = bool(use_bias)
-        self._output_shape = _int_tuple(output_shape or None, "output_shape")
+        self._output_shape = _output_shape(output_shape)
         self._attention_axes = _int_tuple(attention_axes, "attention_axes")
         self._weight_options = WeightOptions(
             kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
