@@ -11,6 +11,10 @@
 public enum AttentionTile {
     public static let keys = 128
     public static let queryRows = 256
+    /// Elements of packed tiles a worker may allocate; wider heads (key_dim above 2^17 in
+    /// float32) take the row-by-row path, so scratch stays O(tile + valueDim) per worker
+    /// whatever the caller's sizes (a failed allocation would abort the process).
+    public static let maxPackedScratch = 1 << 22
 }
 
 /// Runs attention for every (group, head, query row) of `shape`.
@@ -80,13 +84,14 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
         let tile = AttentionTile.keys
         let width = 2 * T.Vector.scalarCount
-        let flashScratch = scores != nil ? 0
-            : (shape.keyDim + FlashTile.microRows) * width + rows.count * (2 + shape.valueDim)
-        withUnsafeTemporaryAllocation(of: T.self, capacity: tile + shape.valueDim + flashScratch) { buffer in
+        let flashScratch = (shape.keyDim + FlashTile.microRows) * width + rows.count * (2 + shape.valueDim)
+        let flash = scores == nil && rows.count >= FlashTile.microRows / 2
+            && flashScratch <= AttentionTile.maxPackedScratch
+        withUnsafeTemporaryAllocation(of: T.self, capacity: tile + shape.valueDim + (flash ? flashScratch : 0)) { buffer in
             withUnsafeTemporaryAllocation(of: Bool.self, capacity: tile) { keptBuffer in
                 guard let logits = buffer.baseAddress, let kept = keptBuffer.baseAddress else { return }
                 let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
-                if scores == nil, rows.count >= FlashTile.microRows / 2 {
+                if flash {
                     row.flashBlock(rows, scratch: logits + tile + shape.valueDim)
                     return
                 }

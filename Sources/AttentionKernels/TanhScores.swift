@@ -16,13 +16,14 @@ extension Row {
     }
 
     /// out(i)[t] = the concat/additive logit of query row i and key j0 + t for i in `rows`,
-    /// t < count (no bias); each tile of keys is packed once for all the rows.
+    /// t < count (no bias); each tile of keys is packed once for all the rows (when it fits
+    /// AttentionTile.maxPackedScratch; wider heads take tanh directly).
     func tanhLogits(_ rows: Range<Int>, _ j0: Int, _ count: Int, into out: (Int) -> UnsafeMutablePointer<T>) {
-        guard tanhTables != nil else {
+        let width = 2 * T.Vector.scalarCount
+        guard tanhTables != nil, shape.keyDim * width <= AttentionTile.maxPackedScratch else {
             for i in rows { for t in 0..<count { out(i)[t] = directTanhLogit(i, j0 + t) } }
             return
         }
-        let width = 2 * T.Vector.scalarCount
         withUnsafeTemporaryAllocation(of: T.self, capacity: shape.keyDim * width) { buffer in
             guard let packed = buffer.baseAddress else { return }
             var c = 0

@@ -55,8 +55,13 @@ extension WeightStore {
     /// Applies each weight's constraint to it in place (what Keras's optimizer does after
     /// an update).
     func applyConstraints(_ options: WeightOptions) throws(AttentionError) {
-        for spec in specs {  // all or nothing: no weight changes if any constraint's axis does not fit
-            try options.constraint(for: spec)?.validate(rank: spec.shape.count)
+        // All or nothing: no weight changes if any constraint's axis does not fit, or any
+        // weight's float64 working copy could not be had.
+        for spec in specs {
+            guard let constraint = options.constraint(for: spec) else { continue }
+            try constraint.validate(rank: spec.shape.count)
+            try checkMemoryRequest(spec.count * MemoryLayout<Double>.stride,
+                                   "the \(constraint.name) constraint's float64 copy of weight \(spec.name)")
         }
         for i in specs.indices {
             guard let constraint = options.constraint(for: specs[i]) else { continue }

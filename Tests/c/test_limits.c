@@ -9,7 +9,8 @@
  *     over it; AdditiveAttention's scale; key_dim 2^34;
  *   - call workspace: a projection (rows × heads·key_dim) and a materialised causal mask
  *     (T × S bytes) over physical memory, with inputs of a few MiB (calloc'd, never touched);
- *   - overflowing weight and input sizes.
+ *   - overflowing weight and input sizes;
+ *   - a call whose heads are 1 GiB wide runs with scratch independent of the head width.
  * Prints `N passed, N failed`.
  */
 #include "check.h"
@@ -148,11 +149,31 @@ static void overflowing_sizes(void) {
     expect(att_layer_destroy(layer), ATT_OK, "", "Attention");
 }
 
+/* Heads of 2^28 features (1 GiB of float32 per row, calloc'd zeros): a worker's packed key
+ * tiles would be 32 GiB, so the kernel takes its row-by-row path, whose scratch does not grow
+ * with the head dim. The logits are all 0, so the output is the mean of the values. */
+static void wide_heads(void) {
+    int64_t h = (int64_t)1 << 28;
+    att_tensor q = {calloc((size_t)h, 4), ATT_FLOAT32, SHAPE(1, 1, 1, h)};
+    att_tensor k = {calloc((size_t)(2 * h), 4), ATT_FLOAT32, SHAPE(1, 2, 1, h)};
+    float values[2] = {1, 3}, out = 0;
+    att_tensor v = {values, ATT_FLOAT32, SHAPE(1, 2, 1, 1)};
+    att_tensor o = {&out, ATT_FLOAT32, SHAPE(1, 1, 1, 1)};
+    if (check(q.data && k.data, "calloc of the 2^28-feature query and keys failed")) {
+        att_dot_product_attention_args args = {.struct_size = sizeof args, .query = &q, .key = &k, .value = &v,
+                                               .output = &o};
+        expect(att_dot_product_attention(&args), ATT_OK, "", "dot_product_attention with head dim 2^28");
+        check(out == 2, "dot_product_attention with head dim 2^28: output %g, want 2", out);
+    }
+    free(q.data), free(k.data);
+}
+
 int main(int argc, char **argv) {
     static const test_group groups[] = {
         {"weights_over_physical_memory", weights_over_physical_memory},
         {"workspace_over_physical_memory", workspace_over_physical_memory},
         {"overflowing_sizes", overflowing_sizes},
+        {"wide_heads", wide_heads},
     };
     return run_groups(argc, argv, groups, (int)(sizeof groups / sizeof groups[0]));
 }

@@ -138,6 +138,30 @@ def test_tanh_scores_of_wide_features_in_float32(kind, dim):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_heads_wider_than_the_packed_tiles(dtype):
+    """A worker packs key tiles of at most 2^22 elements: heads of 2^17 + 3 features (and a
+    block of 256 rows × 2^14 + 3 value features) take the row-by-row path instead, with the
+    same numbers — dot (causal too), concat, and returned scores."""
+    rng = np.random.default_rng(17)
+    wide, normal = 2**17 + 3, (lambda *shape: rng.standard_normal(shape).astype(dtype))
+    q, k, v = normal(1, 9, 2, wide), normal(1, 11, 1, wide), normal(1, 11, 1, 5)
+    for causal in (False, True):
+        assert_close(attention.dot_product_attention(q, k, v, is_causal=causal),
+                     reference.dot_product_attention(q, k, v, is_causal=causal), dtype, "wide keys")
+    q, k, v = normal(1, 300, 1, 8), normal(1, 7, 1, 8), normal(1, 7, 1, 2**14 + 3)
+    assert_close(attention.dot_product_attention(q, k, v), reference.dot_product_attention(q, k, v),
+                 dtype, "wide values")
+
+    q, v = normal(1, 9, wide), normal(1, 11, wide)
+    layer = attention.Attention(score_mode="concat", use_scale=True, dtype=dtype)
+    layer.build([q.shape, v.shape])
+    layer.set_weights([np.array(0.5), np.array(wide**-0.5)])  # logits of order 1
+    expected = reference.attention(q, v, score_mode="concat", scale=0.5, concat_score_weight=wide**-0.5)
+    assert_close(layer([q, v]), expected[0], dtype, "concat")
+    _check(layer([q, v], return_attention_scores=True), expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_tanh_scores_where_the_exponential_tables_end(dtype):
     """q and k of opposite sign near the edge of e^{2x}'s range, in vector lanes and in the
     scalar tail: tanh(q + k) is moderate though e^{2q} underflows (float64's vector e^x is 0
