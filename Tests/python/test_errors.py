@@ -124,6 +124,8 @@ def test_attention_axes_must_be_ints(axes):
     ("kernel_regularizer", "l3", "Unknown regularizer: 'l3'"),
     ("activity_regularizer", "orthogonal_regularizer", "Unknown regularizer"),
     ("bias_regularizer", {"class_name": "L2", "config": {"l2": "big"}}, "L2: l2 must be a number"),
+    ("kernel_initializer", {"class_name": "Constant", "config": {"value": 10**400}},
+     "Constant: value 1000.* is beyond the float64 range"),
     ("kernel_constraint", "max_norm2", "Unknown constraint: 'max_norm2'"),
     ("bias_constraint", {"class_name": "MaxNorm", "config": {"axis": [0, 1]}},
      "MaxNorm: axis must be one 32-bit integer"),

@@ -114,7 +114,10 @@ def _number(config, key, what):
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{what}: {key} must be a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{what}: {key} {value} is beyond the float64 range") from None
 
 
 def initializer_struct(normalised):
