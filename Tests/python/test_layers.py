@@ -84,6 +84,12 @@ def _check(result, expected, dtype):
         assert_close(scores, expected[1], dtype, "scores")
 
 
+def _check_fused_and_with_scores(layer, inputs, expected, dtype):
+    """The call without scores (the fused path) and the call returning them match `expected`."""
+    assert_close(layer(inputs), expected[0], dtype, "fused output")
+    _check(layer(inputs, return_attention_scores=True), expected, dtype)
+
+
 @given(luong_cases(), st.sampled_from(["dot", "concat"]))
 def test_attention_matches_reference(case, score_mode):
     rng, q, v, k, qm, vm = _luong_inputs(case)
@@ -131,10 +137,7 @@ def test_tanh_scores_of_wide_features_in_float32(kind, dim):
         layer.set_weights([rng.uniform(-1, 1, dim)])
         expected = reference.additive_attention(q.astype(np.float64), v.astype(np.float64),
                                                 scale=layer.get_weights()[0].astype(np.float64))
-    output, scores = layer([q, v], return_attention_scores=True)
-    assert_close(layer([q, v]), expected[0], what="fused output")
-    assert_close(output, expected[0])
-    assert_close(scores, expected[1], what="scores")
+    _check_fused_and_with_scores(layer, [q, v], expected, "float32")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -157,8 +160,7 @@ def test_heads_wider_than_the_packed_tiles(dtype):
     layer.build([q.shape, v.shape])
     layer.set_weights([np.array(0.5), np.array(wide**-0.5)])  # logits of order 1
     expected = reference.attention(q, v, score_mode="concat", scale=0.5, concat_score_weight=wide**-0.5)
-    assert_close(layer([q, v]), expected[0], dtype, "concat")
-    _check(layer([q, v], return_attention_scores=True), expected, dtype)
+    _check_fused_and_with_scores(layer, [q, v], expected, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -176,10 +178,7 @@ def test_tanh_scores_where_the_exponential_tables_end(dtype):
     layer.build([q.shape, k.shape])
     layer.set_weights([rng.uniform(-1, 1, 19)])
     expected = reference.additive_attention(q, k, scale=layer.get_weights()[0])
-    output, scores = layer([q, k], return_attention_scores=True)
-    assert_close(layer([q, k]), expected[0], what="fused output")
-    assert_close(output, expected[0])
-    assert_close(scores, expected[1], what="scores")
+    _check_fused_and_with_scores(layer, [q, k], expected, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
