@@ -11,15 +11,26 @@
 ///
 /// κ_ij being dropout's keep_ij / (1 − rate) (1 without dropout). Score tiles are
 /// recomputed from Q, K and lse, so memory stays O(T·d) plus per-worker tiles. Work is split
-/// over (group, key/value head, key chunk): a worker owns its keys' dK and dV rows and its
-/// query heads' dQ rows (per chunk, summed after, when there are too few (group, head)
-/// pairs to keep every worker busy); for each block of query rows it walks the key blocks,
-/// with the block products on the register tile of the forward's flash path.
+/// over tasks (group, key/value head, key chunk): a task owns its keys' dK and dV rows and
+/// its query heads' dQ rows (per chunk, summed after, when there are few (group, head)
+/// pairs); for each block of query rows it walks the key blocks, with the block products on
+/// the register tile of the forward's flash path.
+///
+/// The decomposition never depends on the thread count, so every thread count gives the
+/// same bits: the chunks are a function of the shape, the tasks fall into fixed reduction
+/// slots whose weight-gradient sums run over their tasks in order, and the slots and the dQ
+/// partials are summed in order at the end. Workers take whole slots.
 
-/// Query rows and keys of one backward block.
+/// Query rows and keys of one backward block, and the fixed decomposition of the work.
 public enum BackwardTile {
     public static let queryRows = 64
     public static let keys = 64
+    /// Fewer (group, key/value head) pairs than this split their keys into chunks, to give
+    /// about this many tasks.
+    static let tasks = 16
+    /// The most reduction slots, and the most elements their weight-gradient sums may take.
+    static let slots = 256
+    static let slotElements = 1 << 20
 }
 
 /// Where the backward writes: dQ, dK, dV laid out as the query, key and value operands
@@ -48,26 +59,29 @@ public struct AttentionGradients<T: KernelScalar>: @unchecked Sendable {
     }
 }
 
-/// How the backward splits its work and its scratch, for one problem and thread count.
-struct BackwardPlan {
+/// How the backward splits its work and its scratch, made once per call: the work's
+/// decomposition depends on the problem only; `workers` (the thread count read when the plan
+/// is made) sizes the per-worker scratch the call then uses.
+public struct BackwardPlan<T: KernelScalar>: Sendable {
     let chunks: Int, chunkLength: Int, chunkPadded: Int
-    let tasks: Int, workers: Int
+    let tasks: Int, slots: Int, workers: Int
     let keyPadded: Int, valuePadded: Int, tileWidth: Int
     let parameters: Int, biasEntries: Int
     let packs: Bool
     /// Elements of one worker's scratch; of the dQ partials (chunks > 1).
     let perWorker: Int, partials: Int
 
-    init?<T: KernelScalar>(_ shape: AttentionShape, _: T.Type, score: ScoreFunction<T>, bias: LogitBias<T>?) {
+    /// The plan of `attentionBackward` for these arguments, or nil when its scratch count
+    /// overflows.
+    public init?(_ shape: AttentionShape, score: ScoreFunction<T>, bias: LogitBias<T>?) {
         let width = 2 * T.Vector.scalarCount
         func padded(_ n: Int) -> Int { (n + width - 1) / width * width }
         let pairs = shape.groups * shape.keyValueHeads
         let keyBlocks = (shape.keyLength + BackwardTile.keys - 1) / BackwardTile.keys
-        chunks = pairs >= Threads.current ? 1 : min(keyBlocks, (Threads.current + pairs - 1) / pairs)
+        chunks = max(1, pairs >= BackwardTile.tasks ? 1 : min(keyBlocks, (BackwardTile.tasks + pairs - 1) / pairs))
         chunkLength = (keyBlocks + chunks - 1) / chunks * BackwardTile.keys
         chunkPadded = padded(chunkLength) + width
         tasks = pairs * chunks
-        workers = max(1, min(Threads.current, tasks))
         keyPadded = padded(shape.keyDim); valuePadded = padded(shape.valueDim); tileWidth = padded(BackwardTile.keys)
         switch score {
         case .dot: parameters = 1; packs = true
@@ -79,68 +93,59 @@ struct BackwardPlan {
         } else {
             biasEntries = 0
         }
-        let rows = BackwardTile.queryRows
-        let terms: [[Int]] = [
-            [packs ? 1 : 0, chunkLength, keyPadded], [packs ? 1 : 0, shape.keyDim, chunkPadded],
-            [shape.valueDim, chunkPadded], [rows, 2 * keyPadded + valuePadded], [4, rows, tileWidth],
-            [rows], [parameters + biasEntries]]
-        var total = 0
-        for term in terms {
-            var p = 1
-            for f in term {
-                let (r, o) = p.multipliedReportingOverflow(by: f)
-                guard !o else { return nil }
-                p = r
-            }
-            let (s, o) = total.addingReportingOverflow(p)
-            guard !o else { return nil }
-            total = s
-        }
-        perWorker = total
-        if chunks > 1 {
-            var p = chunks
-            for f in [shape.groups, shape.heads, shape.queryLength, shape.keyDim] {
-                let (r, o) = p.multipliedReportingOverflow(by: f)
-                guard !o else { return nil }
-                p = r
-            }
-            partials = p
-        } else {
-            partials = 0
-        }
-        guard !workers.multipliedReportingOverflow(by: perWorker).overflow,
-              !(workers * perWorker).addingReportingOverflow(partials).overflow else { return nil }
+        let rows = BackwardTile.queryRows, accumulators = parameters + biasEntries
+        slots = min(tasks, BackwardTile.slots, max(1, BackwardTile.slotElements / max(1, accumulators)))
+        workers = Partition(items: slots, parts: min(Threads.current, WorkerPool.maximumThreads)).parts
+        guard let perWorker = sumOfProducts([
+                  [packs ? 1 : 0, chunkLength, keyPadded], [packs ? 1 : 0, shape.keyDim, chunkPadded],
+                  [shape.valueDim, chunkPadded], [rows, 2 * keyPadded + valuePadded], [4, rows, tileWidth], [rows]]),
+              let partials = chunks == 1 ? 0
+                  : sumOfProducts([[chunks, shape.groups, shape.heads, shape.queryLength, shape.keyDim]]),
+              let scratchCount = sumOfProducts([[workers, perWorker], [partials], [slots, accumulators]])
+        else { return nil }
+        (self.perWorker, self.partials, self.scratchCount) = (perWorker, partials, scratchCount)
     }
 
-    var scratchCount: Int { workers * perWorker + partials }
+    /// Elements of scratch the call needs.
+    public let scratchCount: Int
 }
 
-/// Elements of scratch `attentionBackward` needs with `Threads.current` workers, or nil
-/// when the count overflows.
-public func attentionBackwardScratchCount<T: KernelScalar>(_ shape: AttentionShape, score: ScoreFunction<T>,
-                                                           bias: LogitBias<T>?) -> Int? {
-    BackwardPlan(shape, T.self, score: score, bias: bias)?.scratchCount
+/// Σ_t Π term_t, or nil when a product or the sum overflows.
+private func sumOfProducts(_ terms: [[Int]]) -> Int? {
+    var total = 0
+    for term in terms {
+        var product = 1
+        for factor in term {
+            let (p, overflow) = product.multipliedReportingOverflow(by: factor)
+            guard !overflow else { return nil }
+            product = p
+        }
+        let (sum, overflow) = total.addingReportingOverflow(product)
+        guard !overflow else { return nil }
+        total = sum
+    }
+    return total
 }
 
 /// The gradients of `attentionForward(shape:operands:score:mask:bias:dropout:scores:placement:)`
-/// given its output (in `operands.output`) and `logSumExp`. `scratch` holds
-/// `attentionBackwardScratchCount` elements.
+/// given its output (in `operands.output`) and `logSumExp`, split as `plan` (made for the same
+/// shape, score and bias) says. `scratch` holds plan.scratchCount elements.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func attentionBackward<T: KernelScalar>(
-    shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>, mask: AttentionMask,
-    bias: LogitBias<T>?, dropout: AttentionDropout?, placement: ScoresPlacement? = nil,
+    plan: BackwardPlan<T>, shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
+    mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?, placement: ScoresPlacement? = nil,
     logSumExp: UnsafePointer<T>, gradients: AttentionGradients<T>, scratch: UnsafeMutablePointer<T>
 ) {
-    guard let plan = BackwardPlan(shape, T.self, score: score, bias: bias) else { return }
     let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias, dropout: dropout,
                            scores: nil, placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0))
     let backward = Backward(job: job, plan: plan, lse: logSumExp, grads: gradients, scratch: scratch)
-    parallelFor(plan.workers) { w in
-        var task = w
-        while task < plan.tasks {
-            backward.run(task: task, worker: w)
-            task += plan.workers
+    let slots = Partition(items: plan.slots, parts: plan.workers), tasks = Partition(items: plan.tasks, parts: plan.slots)
+    parallelFor(slots.parts) { w in
+        for slot in slots.range(w) {
+            let sums = backward.slotSums(slot)
+            sums.update(repeating: 0, count: plan.parameters + plan.biasEntries)
+            for task in tasks.range(slot) { backward.run(task: task, worker: w, sums: sums) }
         }
     }
     backward.reduce()
@@ -149,27 +154,31 @@ public func attentionBackward<T: KernelScalar>(
 /// One backward computation: its job, plan and buffers.
 struct Backward<T: KernelScalar>: @unchecked Sendable {
     let job: AttentionJob<T>
-    let plan: BackwardPlan
+    let plan: BackwardPlan<T>
     let lse: UnsafePointer<T>
     let grads: AttentionGradients<T>
     let scratch: UnsafeMutablePointer<T>
 
     var shape: AttentionShape { job.shape }
     var partials: UnsafeMutablePointer<T> { scratch + plan.workers * plan.perWorker }
+    /// Reduction slot s's sums of the score weights' and bias table's gradients.
+    func slotSums(_ s: Int) -> UnsafeMutablePointer<T> {
+        partials + plan.partials + s * (plan.parameters + plan.biasEntries)
+    }
     /// The layout of chunk c's dQ partial.
     var partialLayout: RowLayout {
         RowLayout(group: shape.heads * shape.queryLength * shape.keyDim, head: shape.queryLength * shape.keyDim,
                   row: shape.keyDim)
     }
 
-    /// One worker's buffers.
+    /// One worker's buffers, with the weight-gradient sums of the slot it works on.
     struct Buffers {
         var keys, keysTransposed, valuesTransposed, queries, outputGradients, queryGradients: UnsafeMutablePointer<T>
         var logits, raw, dP, dS: UnsafeMutablePointer<T>
         var delta, parameters: UnsafeMutablePointer<T>
     }
 
-    func buffers(_ worker: Int) -> Buffers {
+    func buffers(_ worker: Int, sums: UnsafeMutablePointer<T>) -> Buffers {
         let p = plan, rows = BackwardTile.queryRows, tile = rows * p.tileWidth
         let keys = scratch + worker * p.perWorker
         let keysTransposed = keys + (p.packs ? p.chunkLength * p.keyPadded : 0)
@@ -182,7 +191,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         return Buffers(keys: keys, keysTransposed: keysTransposed, valuesTransposed: valuesTransposed, queries: queries,
                        outputGradients: outputGradients, queryGradients: queryGradients,
                        logits: logits, raw: logits + tile, dP: logits + 2 * tile, dS: logits + 3 * tile,
-                       delta: delta, parameters: delta + rows)
+                       delta: delta, parameters: sums)
     }
 
     func keyGradientRow(_ g: Int, _ h: Int, _ j: Int) -> UnsafeMutablePointer<T> {
@@ -197,12 +206,11 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
 
     /// The keys of (group, key/value head, chunk) `task`: dK and dV of those keys, and dQ of
     /// the head's query heads (or chunk partials).
-    func run(task: Int, worker: Int) {
+    func run(task: Int, worker: Int, sums: UnsafeMutablePointer<T>) {
         let c = task % plan.chunks, h = (task / plan.chunks) % shape.keyValueHeads
         let g = task / (plan.chunks * shape.keyValueHeads)
         let keys = (c * plan.chunkLength)..<min((c + 1) * plan.chunkLength, shape.keyLength)
-        let b = buffers(worker)
-        if task == worker { (b.parameters).update(repeating: 0, count: plan.parameters + plan.biasEntries) }
+        let b = buffers(worker, sums: sums)
         for j in keys {
             keyGradientRow(g, h, j).update(repeating: 0, count: shape.keyDim)
             valueGradientRow(g, h, j).update(repeating: 0, count: shape.valueDim)
@@ -519,11 +527,11 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
-    /// Sums the workers' weight gradients into the caller's accumulators, and the chunks'
-    /// dQ partials into dQ.
+    /// Sums the slots' weight gradients into the caller's accumulators, and the chunks' dQ
+    /// partials into dQ, in order.
     func reduce() {
-        for w in 0..<plan.workers {
-            let p = buffers(w).parameters
+        for s in 0..<plan.slots {
+            let p = slotSums(s)
             if let weights = grads.scoreWeights {
                 for e in 0..<plan.parameters { weights[e] += p[e] }
             }

@@ -24,62 +24,61 @@ enum GemmTile {
     static let columns = 1024
 }
 
-/// Elements of scratch `gemm` needs for these sizes with `Threads.current` workers (at most
-/// a few MB, whatever the sizes).
-public func gemmScratchCount<T: KernelScalar>(_: T.Type, m: Int, n: Int, k: Int) -> Int {
-    let sizes = GemmSizes<T>(m: max(1, m), n: max(1, n), k: max(1, k))
-    return sizes.panelColumns * sizes.depth + sizes.workers * sizes.aBlock
-}
-
-/// The panel sizes of one `gemm` call. Row blocks have at most `GemmTile.rows` rows and
-/// come in a whole number per worker, of equal height up to a micro-kernel's rows (512 rows
-/// on 2 workers: 6 blocks of 88 (the last 72) rather than 5 of 96 and one of 32, which gave
-/// one worker 288 rows and the other 224).
-struct GemmSizes<T: KernelScalar> {
+/// How one `gemm` call is blocked and split over workers, fixed when the plan is made: the
+/// thread count is read once, so the scratch a plan sizes is the scratch its call uses. Row
+/// blocks have at most `GemmTile.rows` rows and come in a whole number per worker, of equal
+/// height up to a micro-kernel's rows (512 rows on 2 workers: 6 blocks of 88 (the last 72)
+/// rather than 5 of 96 and one of 32, which gave one worker 288 rows and the other 224).
+/// Every element of C is summed over K in the same order whatever the split.
+public struct GemmPlan<T: KernelScalar>: Sendable {
+    public let m: Int, n: Int, k: Int
     let strip = 2 * T.Vector.scalarCount
     let panelColumns: Int, depth: Int, blockRows: Int, rowBlocks: Int, workers: Int, aBlock: Int
-    init(m: Int, n: Int, k: Int) {
-        panelColumns = min(GemmTile.columns, (n + strip - 1) / strip * strip)
-        depth = min(GemmTile.depth, k)
-        let fullBlocks = (m + GemmTile.rows - 1) / GemmTile.rows
-        workers = min(Threads.current, fullBlocks)
+
+    public init(m: Int, n: Int, k: Int) {
+        (self.m, self.n, self.k) = (max(0, m), max(0, n), max(0, k))
+        panelColumns = min(GemmTile.columns, (max(1, n) + strip - 1) / strip * strip)
+        depth = min(GemmTile.depth, max(1, k))
+        let fullBlocks = (max(1, m) + GemmTile.rows - 1) / GemmTile.rows
+        workers = Partition(items: fullBlocks, parts: min(Threads.current, WorkerPool.maximumThreads)).parts
         let blocks = (fullBlocks + workers - 1) / workers * workers
         let mr = GemmTile.microRows
-        blockRows = ((m + blocks - 1) / blocks + mr - 1) / mr * mr
-        rowBlocks = (m + blockRows - 1) / blockRows
+        blockRows = ((max(1, m) + blocks - 1) / blocks + mr - 1) / mr * mr
+        rowBlocks = (max(1, m) + blockRows - 1) / blockRows
         aBlock = (GemmTile.rows + GemmTile.microRows) * depth
     }
+
+    /// Elements of scratch the call needs: one packed panel of B, one block of A per worker
+    /// (about 100 KiB per worker in float32).
+    public var scratchCount: Int { panelColumns * depth + workers * aBlock }
 }
 
-/// C[M×N] = A[M×K]·B[K×N] + bias (or C += A·B). Packs operands into cache-sized panels of
-/// `scratch` (gemmScratchCount elements) and runs a register-blocked SIMD micro-kernel,
-/// threaded over blocks of rows.
+/// C[M×N] = A[M×K]·B[K×N] + bias (or C += A·B), as `plan` blocks it. Packs operands into
+/// cache-sized panels of `scratch` (plan.scratchCount elements) and runs a register-blocked
+/// SIMD micro-kernel, threaded over strips of B and blocks of rows.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
-public func gemm<T: KernelScalar>(m: Int, n: Int, k: Int, _ op: GemmOperands<T>, scratch: UnsafeMutablePointer<T>) {
+public func gemm<T: KernelScalar>(_ plan: GemmPlan<T>, _ op: GemmOperands<T>, scratch: UnsafeMutablePointer<T>) {
+    let (m, n, k) = (plan.m, plan.n, plan.k)
     guard m > 0, n > 0 else { return }
     initialise(m: m, n: n, op)
     guard k > 0 else { return }
-    let sizes = GemmSizes<T>(m: m, n: n, k: k)
-    let (panelColumns, depth, rowBlocks, workers) = (sizes.panelColumns, sizes.depth, sizes.rowBlocks, sizes.workers)
-    let bPanel = scratch, aBlocks = scratch + panelColumns * depth, aBlock = sizes.aBlock
-    let job = GemmJob(op: op, m: m, blockRows: sizes.blockRows, bPanel: bPanel, aBlocks: aBlocks, aBlockSize: aBlock)
+    let workers = plan.workers
+    let job = GemmJob(op: op, m: m, blockRows: plan.blockRows, bPanel: scratch,
+                      aBlocks: scratch + plan.panelColumns * plan.depth, aBlockSize: plan.aBlock)
     var j0 = 0
     while j0 < n {
-        let width = min(panelColumns, n - j0)
+        let width = min(plan.panelColumns, n - j0)
         var p0 = 0
         while p0 < k {
-            let d = min(depth, k - p0)
-            let strips = (width + sizes.strip - 1) / sizes.strip
-            let (packRow, packColumn) = (p0, j0)
-            parallelFor(min(workers, strips)) { w in
-                let share = (strips + workers - 1) / workers
-                job.packB(packRow, d, packColumn, width, strips: (w * share)..<min(strips, (w + 1) * share))
-            }
+            let d = min(plan.depth, k - p0)
             let (panelRow, panelColumn) = (p0, j0)
+            parallelFor((width + plan.strip - 1) / plan.strip) { s in
+                job.packB(panelRow, d, panelColumn, width, strip: s)
+            }
             parallelFor(workers) { w in
                 var block = w
-                while block < rowBlocks {
+                while block < plan.rowBlocks {
                     job.multiply(rowBlock: block, worker: w, p0: panelRow, depth: d, j0: panelColumn, width: width)
                     block += workers
                 }
@@ -112,18 +111,16 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
 
     var strip: Int { 2 * T.Vector.scalarCount }
 
-    /// B[p0..<p0+depth, j0..<j0+width] into strips of `strip` columns, zero-padded:
-    /// element (p, j) of strip s at s·depth·strip + p·strip + (j mod strip).
-    func packB(_ p0: Int, _ depth: Int, _ j0: Int, _ width: Int, strips: Range<Int>) {
-        for s in strips {
-            let columns = min(strip, width - s * strip)
-            var dst = bPanel + s * depth * strip
-            for p in 0..<depth {
-                let src = op.b + (p0 + p) * op.ldb + j0 + s * strip
-                dst.update(from: src, count: columns)
-                if columns < strip { (dst + columns).update(repeating: 0, count: strip - columns) }
-                dst += strip
-            }
+    /// Strip s of B[p0..<p0+depth, j0..<j0+width] (`strip` columns, zero-padded): element
+    /// (p, j) at s·depth·strip + p·strip + (j mod strip).
+    func packB(_ p0: Int, _ depth: Int, _ j0: Int, _ width: Int, strip s: Int) {
+        let columns = min(strip, width - s * strip)
+        var dst = bPanel + s * depth * strip
+        for p in 0..<depth {
+            let src = op.b + (p0 + p) * op.ldb + j0 + s * strip
+            dst.update(from: src, count: columns)
+            if columns < strip { (dst + columns).update(repeating: 0, count: strip - columns) }
+            dst += strip
         }
     }
 

@@ -120,9 +120,7 @@ extension Projector {
     @_specialize(where T == Double)
     func multiply(m: Int, n: Int, depth: Int, _ a: UnsafePointer<T>, _ b: UnsafePointer<T>,
                   into c: UnsafeMutablePointer<T>) throws(AttentionError) {
-        let scratch = try workspace.buffer(gemmScratchCount(T.self, m: m, n: n, k: depth), "a gradient product's panels")
-        gemm(m: m, n: n, k: depth, GemmOperands(a: a, lda: depth, b: b, ldb: n, c: c, ldc: n, accumulate: true),
-             scratch: scratch)
+        try workspace.gemm(m: m, n: n, k: depth, GemmOperands(a: a, lda: depth, b: b, ldb: n, c: c, ldc: n, accumulate: true))
     }
 }
 

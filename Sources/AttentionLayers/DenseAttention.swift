@@ -110,12 +110,9 @@ struct DenseAttention {
         // dot: [scale]; concat: [scale, weight]; additive: d scales.
         let slots = max(2, d)
         let weightGradients = try workspace.zeros(slots, "the score weights' gradients")
-        guard let count = attentionBackwardScratchCount(shape, score: score, bias: nil) else {
-            throw .shape("the attention backward's scratch does not fit in 64 bits")
-        }
-        let scratch = try workspace.buffer(count, "the attention backward's tiles")
+        let (plan, scratch) = try workspace.backwardPlan(shape, score: score, bias: nil)
         withExtendedLifetime(workspace) {
-            attentionBackward(shape: shape, operands: operands, score: score, mask: mask, bias: nil, dropout: dropout,
+            attentionBackward(plan: plan, shape: shape, operands: operands, score: score, mask: mask, bias: nil, dropout: dropout,
                               logSumExp: UnsafePointer(logSumExp),
                               gradients: AttentionGradients(
                                 output: UnsafePointer(dO), outputLayout: layouts.output, query: dq, queryLayout: layouts.query,

@@ -57,11 +57,9 @@ struct Projector<T: KernelScalar> {
                  accumulate: Bool, inputAxes: Int = 1) throws(AttentionError) {
         let shape = weights.specs[p.kernel].shape
         let k = shape.prefix(inputAxes).reduce(1, *), n = shape.dropFirst(inputAxes).reduce(1, *)
-        let scratch = try workspace.buffer(gemmScratchCount(T.self, m: rows, n: n, k: k), "the projection's packed panels")
-        gemm(m: rows, n: n, k: k,
-             GemmOperands(a: input, lda: k, b: weights.values(p.kernel), ldb: n, c: out, ldc: n,
-                          bias: p.bias.map { weights.values($0) }, accumulate: accumulate),
-             scratch: scratch)
+        try workspace.gemm(m: rows, n: n, k: k,
+                           GemmOperands(a: input, lda: k, b: weights.values(p.kernel), ldb: n, c: out, ldc: n,
+                                        bias: p.bias.map { weights.values($0) }, accumulate: accumulate))
     }
 
     /// A projection of an input of shape `input` (dims but the last, heads, width) as kernel
@@ -179,11 +177,8 @@ extension Projector {
         let dqOperand = try operand(dq, input: a.query.dims, heads: h, width: hk, axes, gather: false)
         let dkOperand = try operand(dk, input: key.dims, heads: kv, width: hk, axes, gather: false)
         let dvOperand = try operand(dv, input: a.value.dims, heads: kv, width: hv, axes, gather: false)
-        guard let count = attentionBackwardScratchCount(pass.shape, score: pass.score, bias: bias) else {
-            throw .shape("the attention backward's scratch does not fit in 64 bits")
-        }
-        let scratch = try workspace.buffer(count, "the attention backward's tiles")
-        attentionBackward(shape: pass.shape, operands: pass.operands, score: pass.score, mask: mask, bias: bias,
+        let (plan, scratch) = try workspace.backwardPlan(pass.shape, score: pass.score, bias: bias)
+        attentionBackward(plan: plan, shape: pass.shape, operands: pass.operands, score: pass.score, mask: mask, bias: bias,
                           dropout: dropout, placement: placement, logSumExp: UnsafePointer(logSumExp),
                           gradients: AttentionGradients(
                             output: UnsafePointer(dO.data), outputLayout: dO.layout,
@@ -242,11 +237,9 @@ extension Projector {
             bias = b
         }
         let out = try workspace.buffer(try checkedProduct([rows, total], "the shared projection"), "the shared projection")
-        let scratch = try workspace.buffer(gemmScratchCount(T.self, m: rows, n: total, k: input), "the projection's packed panels")
-        gemm(m: rows, n: total, k: input,
-             GemmOperands(a: try a.query.elements(of: T.self, "query"), lda: input, b: kernel, ldb: total, c: out,
-                          ldc: total, bias: bias.map { UnsafePointer($0) }),
-             scratch: scratch)
+        try workspace.gemm(m: rows, n: total, k: input,
+                           GemmOperands(a: try a.query.elements(of: T.self, "query"), lda: input, b: kernel, ldb: total,
+                                        c: out, ldc: total, bias: bias.map { UnsafePointer($0) }))
         return (out, out + widths[0], out + widths[0] + widths[1], total)
     }
 }

@@ -25,6 +25,21 @@ final class Workspace<T: KernelScalar> {
         try keep(allocateMemory(count, elementSize: 1, what)).assumingMemoryBound(to: UInt8.self)
     }
 
+    /// `AttentionKernels.gemm` of m × k by k × n, with its packed panels in this workspace.
+    func gemm(m: Int, n: Int, k: Int, _ op: GemmOperands<T>) throws(AttentionError) {
+        let plan = GemmPlan<T>(m: m, n: n, k: k)
+        AttentionKernels.gemm(plan, op, scratch: try buffer(plan.scratchCount, "a matrix product's packed panels"))
+    }
+
+    /// The plan of an `attentionBackward` call and its scratch in this workspace.
+    func backwardPlan(_ shape: AttentionShape, score: ScoreFunction<T>,
+                      bias: LogitBias<T>?) throws(AttentionError) -> (BackwardPlan<T>, UnsafeMutablePointer<T>) {
+        guard let plan = BackwardPlan(shape, score: score, bias: bias) else {
+            throw .shape("the attention backward's scratch does not fit in 64 bits")
+        }
+        return (plan, try buffer(plan.scratchCount, "the attention backward's tiles"))
+    }
+
     private func keep(_ p: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
         buffers.append(p)
         return p

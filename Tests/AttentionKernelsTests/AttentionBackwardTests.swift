@@ -105,38 +105,8 @@ import Testing
             if c.scores { total += zip(sc, dSigma).reduce(0) { $0 + $1.0 * $1.1 } }
             return total
         }
-        // Analytic.
-        var dq = [Double](repeating: .nan, count: x.q.count), dk = [Double](repeating: .nan, count: x.k.count)
-        var dv = [Double](repeating: .nan, count: x.v.count)
-        var dw = [Double](repeating: 0, count: weightCount), dt = [Double](repeating: 0, count: x.table.count)
-        var out = [Double](repeating: 0, count: outCount), sc = [Double](repeating: 0, count: scoresCount)
-        var lse = [Double](repeating: 0, count: c.groups * c.heads * c.t)
-        out.withUnsafeMutableBufferPointer { op in sc.withUnsafeMutableBufferPointer { sp in
-            lse.withUnsafeMutableBufferPointer { lp in dO.withUnsafeBufferPointer { gp in
-                dSigma.withUnsafeBufferPointer { sgp in dq.withUnsafeMutableBufferPointer { dqp in
-                    dk.withUnsafeMutableBufferPointer { dkp in dv.withUnsafeMutableBufferPointer { dvp in
-                        dw.withUnsafeMutableBufferPointer { dwp in dt.withUnsafeMutableBufferPointer { dtp in
-                            run(c, x, keep: keep, lse: lp.baseAddress!, output: op.baseAddress!,
-                                scores: c.scores ? sp.baseAddress! : nil) { shape, operands, score, mask, bias, dropout in
-                                let grads = AttentionGradients(
-                                    output: gp.baseAddress!, outputLayout: operands.outputLayout,
-                                    query: dqp.baseAddress!, queryLayout: operands.queryLayout,
-                                    key: dkp.baseAddress!, keyLayout: operands.keyLayout,
-                                    value: dvp.baseAddress!, valueLayout: operands.valueLayout,
-                                    scores: c.scores ? (sgp.baseAddress!, UnsafePointer(sp.baseAddress!)) : nil,
-                                    bias: c.relative ? dtp.baseAddress! : nil, scoreWeights: dwp.baseAddress!)
-                                let count = attentionBackwardScratchCount(shape, score: score, bias: bias)!
-                                let scratch = UnsafeMutablePointer<Double>.allocate(capacity: count)
-                                defer { scratch.deallocate() }
-                                attentionBackward(shape: shape, operands: operands, score: score, mask: mask, bias: bias,
-                                                  dropout: dropout, logSumExp: UnsafePointer(lp.baseAddress!),
-                                                  gradients: grads, scratch: scratch)
-                            }
-                        } }
-                    } }
-                } }
-            } }
-        } }
+        let grads = analytic(c, x, keep: keep, dO: dO, dSigma: dSigma)
+        let (dq, dk, dv, dw, dt) = (grads[0], grads[1], grads[2], grads[3], grads[4])
         func check(_ name: String, _ analytic: [Double], _ path: WritableKeyPath<Inputs, [Double]>) {
             // Logits − 1e9 keep only ~7 digits in float64: a coarser step and bound there.
             let coarse = c.padding && c.policy == .subtractLarge
@@ -159,5 +129,72 @@ import Testing
         check("dV", dv, \.v)
         check("score weights", dw, \.weights)
         if c.relative { check("table", dt, \.table) }
+    }
+
+    /// The backward's dQ, dK, dV, score-weight and table gradients of case c at inputs x.
+    func analytic(_ c: Case, _ x: Inputs, keep: [UInt8], dO: [Double], dSigma: [Double]) -> [[Double]] {
+        let weightCount = x.weights.count
+        let outCount = dO.count, scoresCount = dSigma.count
+        var dq = [Double](repeating: .nan, count: x.q.count), dk = [Double](repeating: .nan, count: x.k.count)
+        var dv = [Double](repeating: .nan, count: x.v.count)
+        var dw = [Double](repeating: 0, count: weightCount), dt = [Double](repeating: 0, count: x.table.count)
+        var out = [Double](repeating: 0, count: outCount), sc = [Double](repeating: 0, count: scoresCount)
+        var lse = [Double](repeating: 0, count: c.groups * c.heads * c.t)
+        out.withUnsafeMutableBufferPointer { op in sc.withUnsafeMutableBufferPointer { sp in
+            lse.withUnsafeMutableBufferPointer { lp in dO.withUnsafeBufferPointer { gp in
+                dSigma.withUnsafeBufferPointer { sgp in dq.withUnsafeMutableBufferPointer { dqp in
+                    dk.withUnsafeMutableBufferPointer { dkp in dv.withUnsafeMutableBufferPointer { dvp in
+                        dw.withUnsafeMutableBufferPointer { dwp in dt.withUnsafeMutableBufferPointer { dtp in
+                            run(c, x, keep: keep, lse: lp.baseAddress!, output: op.baseAddress!,
+                                scores: c.scores ? sp.baseAddress! : nil) { shape, operands, score, mask, bias, dropout in
+                                let grads = AttentionGradients(
+                                    output: gp.baseAddress!, outputLayout: operands.outputLayout,
+                                    query: dqp.baseAddress!, queryLayout: operands.queryLayout,
+                                    key: dkp.baseAddress!, keyLayout: operands.keyLayout,
+                                    value: dvp.baseAddress!, valueLayout: operands.valueLayout,
+                                    scores: c.scores ? (sgp.baseAddress!, UnsafePointer(sp.baseAddress!)) : nil,
+                                    bias: c.relative ? dtp.baseAddress! : nil, scoreWeights: dwp.baseAddress!)
+                                let plan = BackwardPlan(shape, score: score, bias: bias)!
+                                let scratch = UnsafeMutablePointer<Double>.allocate(capacity: plan.scratchCount)
+                                defer { scratch.deallocate() }
+                                attentionBackward(plan: plan, shape: shape, operands: operands, score: score, mask: mask, bias: bias,
+                                                  dropout: dropout, logSumExp: UnsafePointer(lp.baseAddress!),
+                                                  gradients: grads, scratch: scratch)
+                            }
+                        } }
+                    } }
+                } }
+            } }
+        } }
+        return [dq, dk, dv, dw, dt]
+    }
+
+    /// Every thread count gives the same bits: the backward's decomposition (key chunks,
+    /// reduction slots) depends on the problem only. Cases with few (group, head) pairs split
+    /// their keys into chunks whose dQ partials are summed; additive/concat and the table
+    /// sum weight gradients over slots.
+    @Test(arguments: [cases[1], cases[3], cases[9], cases[10], cases[11],
+                      Case(groups: 3, heads: 2, kvHeads: 1, t: 67, s: 300, h: 13, hv: 7, score: .additive, padding: true),
+                      Case(groups: 1, heads: 2, kvHeads: 2, t: 33, s: 257, h: 9, hv: 5, score: .concat, causal: true)])
+    func sameBitsForEveryThreadCount(_ c: Case) {
+        var rng = SplitMix(seed: 5)
+        func random(_ n: Int) -> [Double] { (0..<n).map { _ in rng.uniform() * 2 - 1 } }
+        let weightCount = c.score == .dot ? 1 : c.score == .concat ? 2 : c.h
+        let x = Inputs(q: random(c.groups * c.heads * c.t * c.h), k: random(c.groups * c.kvHeads * c.s * c.h),
+                       v: random(c.groups * c.kvHeads * c.s * c.hv), weights: random(weightCount).map { $0 + 1.5 },
+                       table: random(c.heads * (2 * Self.maxDistance - 1)))
+        let keep = (0..<(c.groups * c.t * c.s)).map { _ in UInt8(rng.uniform() < 0.8 ? 1 : 0) }
+        let dO = random(c.groups * c.heads * c.t * c.hv), dSigma = random(c.groups * c.heads * c.t * c.s)
+        let before = Threads.current
+        defer { Threads.set(before) }
+        Threads.set(1)
+        let expected = analytic(c, x, keep: keep, dO: dO, dSigma: dSigma)
+        for threads in [2, 3, 5, 7, 16, 64, 256] {
+            Threads.set(threads)
+            let got = analytic(c, x, keep: keep, dO: dO, dSigma: dSigma)
+            for (name, (e, g)) in zip(["dQ", "dK", "dV", "score weights", "table"], zip(expected, got)) {
+                #expect(e.map(\.bitPattern) == g.map(\.bitPattern), "\(name) at \(threads) threads")
+            }
+        }
     }
 }

@@ -12,10 +12,11 @@ import Testing
         let b = (0..<(k * n)).map { _ in Float(rng.uniform() * 2 - 1) }
         let bias = (0..<n).map { _ in Float(rng.uniform()) }
         var c = [Float](repeating: .nan, count: m * n)
-        var scratch = [Float](repeating: .nan, count: gemmScratchCount(Float.self, m: m, n: n, k: k))
+        let plan = GemmPlan<Float>(m: m, n: n, k: k)
+        var scratch = [Float](repeating: .nan, count: plan.scratchCount)
         a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in bias.withUnsafeBufferPointer { biasp in
             c.withUnsafeMutableBufferPointer { cp in scratch.withUnsafeMutableBufferPointer { sp in
-                gemm(m: m, n: n, k: k, GemmOperands(a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: n,
+                gemm(plan, GemmOperands(a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: n,
                                                      c: cp.baseAddress!, ldc: n, bias: biasp.baseAddress!),
                      scratch: sp.baseAddress!)
             } }

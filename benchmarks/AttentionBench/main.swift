@@ -30,11 +30,12 @@ func median(_ repeats: Int, _ body: () -> Void) -> Double {
 func gemmRate(_ n: Int) -> Double {
     var a = [Float](repeating: 0, count: n * n), b = a, c = a
     for i in 0..<(n * n) { a[i] = Float(i % 7) * 0.1; b[i] = Float(i % 5) * 0.2 }
-    var scratch = [Float](repeating: 0, count: gemmScratchCount(Float.self, m: n, n: n, k: n))
+    let plan = GemmPlan<Float>(m: n, n: n, k: n)
+    var scratch = [Float](repeating: 0, count: plan.scratchCount)
     let seconds = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in
         c.withUnsafeMutableBufferPointer { cp in scratch.withUnsafeMutableBufferPointer { sp in
             median(n <= 1024 ? 31 : 7) {
-                gemm(m: n, n: n, k: n, GemmOperands(a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n,
+                gemm(plan, GemmOperands(a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n,
                                                      c: cp.baseAddress!, ldc: n), scratch: sp.baseAddress!)
             }
         } }
@@ -55,7 +56,8 @@ func attentionSeconds(b: Int, n: Int, t: Int, h: Int, causal: Bool, threads: Int
     let shape = AttentionShape(groups: b, heads: n, keyValueHeads: n, queryLength: t, keyLength: t, keyDim: h, valueDim: h)
     let score = ScoreFunction<Float>.dot(scale: 1 / Float(h).squareRoot())
     let mask = AttentionMask(causal: causal, fullyMaskedRow: .zero)
-    var scratch = [Float](repeating: 0, count: attentionBackwardScratchCount(shape, score: score, bias: nil) ?? 0)
+    let plan = BackwardPlan(shape, score: score, bias: nil)!
+    var scratch = [Float](repeating: 0, count: plan.scratchCount)
     let layout = RowLayout(group: n * t * h, head: t * h, row: h)
     return x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
         grads.withUnsafeMutableBufferPointer { gp in lse.withUnsafeMutableBufferPointer { lp in
@@ -72,7 +74,7 @@ func attentionSeconds(b: Int, n: Int, t: Int, h: Int, causal: Bool, threads: Int
                 let gradients = AttentionGradients(output: base + 3 * count, outputLayout: layout, query: g, queryLayout: layout,
                                                    key: g + count, keyLayout: layout, value: g + 2 * count, valueLayout: layout)
                 let backward = median(repeats) {
-                    attentionBackward(shape: shape, operands: operands, score: score, mask: mask, bias: nil, dropout: nil,
+                    attentionBackward(plan: plan, shape: shape, operands: operands, score: score, mask: mask, bias: nil, dropout: nil,
                                       logSumExp: UnsafePointer(lp.baseAddress!), gradients: gradients,
                                       scratch: sp.baseAddress!)
                 }
