@@ -1,17 +1,22 @@
 # libattention — the README's commands: `make demo`, `make test`. Others: `make lib`,
 # `make bench`, `make golden`, `make fuzz`, `make test-sanitize`, `make install` /
 # `make uninstall` (PREFIX, DESTDIR), `make clean`. TARGET_CPU selects the CPU the kernels
-# are compiled for (default: this machine; an LLVM CPU name such as TARGET_CPU=haswell builds
-# for any AVX2 + FMA machine, TARGET_CPU=x86-64 for any x86-64); each non-native choice
-# builds in its own .build-cpu-<name> directory, and every target uses that build.
+# are compiled for. The default, dispatch, is the library for any x86-64: the package built
+# once per kernel variant (avx512, avx2, baseline; each in .build-variant-<name>) and a
+# loader, compiled for baseline x86-64, that picks the variant at run time
+# (Sources/CPUDispatch). An LLVM CPU name builds for one class of machine instead (native:
+# this one; haswell: any AVX2 + FMA machine; x86-64: any x86-64) in its own .build-cpu-<name>
+# directory; every target uses the build TARGET_CPU names.
 
 SWIFT      ?= swift
 PYTHON     ?= python3
 CC         ?= cc
-TARGET_CPU ?= native
-export ATTENTION_TARGET_CPU := $(TARGET_CPU)
+TARGET_CPU ?= dispatch
+DISPATCH   := $(filter dispatch,$(TARGET_CPU))
+# The Swift builds that are not variants (tests, bench, checked, fuzz) compile for this CPU.
+export ATTENTION_TARGET_CPU := $(if $(DISPATCH),native,$(TARGET_CPU))
 
-SCRATCH := $(if $(filter native,$(TARGET_CPU)),.build,.build-cpu-$(TARGET_CPU))
+SCRATCH := $(if $(DISPATCH),.build,.build-cpu-$(TARGET_CPU))
 BUILD   := $(SCRATCH)/release
 LIB     := $(BUILD)/libattention.so
 OUT     := $(SCRATCH)/c
@@ -24,7 +29,7 @@ LDLIBS  := -L$(BUILD) -lattention -Wl,-rpath,$(abspath $(BUILD)) -lm
 C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
-.PHONY: all lib demo test test-swift test-c test-python test-install python-deps golden bench fuzz fuzz-lib \
+.PHONY: all lib demo test test-swift test-c test-checked test-python test-install python-deps golden bench fuzz fuzz-lib \
 	test-sanitize install uninstall clean
 
 all: lib
@@ -33,9 +38,22 @@ all: lib
 # -lattention load: each build directory gets that link next to the library.
 soname_link = ln -sf libattention.so $(1)/libattention.so.$(SOMAJOR)
 
+VARIANTS := avx512 avx2 baseline
+
+ifneq ($(DISPATCH),)
+lib:
+	@for v in $(VARIANTS); do echo "== kernel variant $$v"; \
+		ATTENTION_VARIANT=$$v $(SWIFT) build -c release --product attention --scratch-path .build-variant-$$v \
+		&& install -D -m 755 .build-variant-$$v/release/libattention.so $(BUILD)/libattention-$$v.so || exit 1; done
+	$(CC) -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -march=x86-64 -fPIC -shared \
+		Sources/CPUDispatch/attention_dispatch.c -o $(LIB) -Wl,-soname,libattention.so.$(SOMAJOR) \
+		-Wl,--version-script=Sources/LibAttention/exports.map -ldl -lpthread
+	@$(call soname_link,$(BUILD))
+else
 lib:
 	$(SWIFT_BUILD) --product attention
 	@$(call soname_link,$(BUILD))
+endif
 
 python-deps:
 	@$(PYTHON) -c "import numpy, pytest, hypothesis, h5py" 2>/dev/null || \
@@ -54,13 +72,61 @@ demo: lib python-deps $(C_EXAMPLES)
 	$(PYTHON) examples/python/demo.py
 	$(PYTHON) examples/python/train_mha.py
 
-test: test-swift test-c test-python test-install
+test: test-swift test-c test-checked test-python test-variants test-emulated test-install
 
 test-swift:
 	$(SWIFT) test --scratch-path $(SCRATCH)
 
 test-c: lib $(C_TESTS)
 	@for p in $(C_TESTS); do echo "== $$p"; $$p || exit 1; done
+
+# The dispatched library's other variants on this machine, through the cap: the C and
+# Python suites again with ATTENTION_MAX_ISA=avx2 and =baseline (the runs above took the best).
+test-variants: lib python-deps $(C_TESTS)
+ifneq ($(DISPATCH),)
+	@for v in avx2 baseline; do for p in $(C_TESTS); do echo "== $$p (ATTENTION_MAX_ISA=$$v)"; \
+		ATTENTION_MAX_ISA=$$v $$p || exit 1; done; \
+		echo "== pytest (ATTENTION_MAX_ISA=$$v)"; ATTENTION_MAX_ISA=$$v $(PYTHON) -m pytest Tests/python -q || exit 1; done
+endif
+
+# CPUs without AVX-512, emulated (Debian's qemu-user-static, installed when missing): the C
+# demo, the C tests that run in seconds and a Python layer call on a Haswell (AVX2: the avx2
+# kernels) and a qemu64 (baseline x86-64: the baseline kernels), each checking which ran.
+EMULATED_TESTS := $(OUT)/demo $(OUT)/test_api $(OUT)/test_bad_input $(OUT)/test_mha $(OUT)/test_backward \
+	$(OUT)/test_gqa_reuse $(OUT)/test_threads
+QEMU := qemu-x86_64-static
+
+test-emulated: lib python-deps $(EMULATED_TESTS)
+ifneq ($(DISPATCH),)
+	@command -v $(QEMU) > /dev/null || (apt-get update -qq && apt-get install -y -qq qemu-user-static > /dev/null)
+	@for cpu in Haswell:avx2 qemu64:baseline; do name=$${cpu%%:*}; want=$${cpu##*:}; \
+		for p in $(EMULATED_TESTS); do echo "== $$p on an emulated $$name"; \
+			$(QEMU) -cpu $$name $$p 2> /dev/null | tee $(OUT)/emulated.log | tail -1; \
+			test $${PIPESTATUS[0]} -eq 0 || exit 1; done; \
+		grep -q "$$want kernels" $(OUT)/emulated.log || { echo "demo on $$name: expected $$want kernels"; exit 1; }; \
+		$(QEMU) -cpu $$name $$($(PYTHON) -c "import sys; print(sys.executable)") -c "import sys; \
+			sys.path.insert(0, 'python'); import attention, numpy as np; from attention import reference; \
+			rng = np.random.default_rng(0); x = rng.standard_normal((2, 5, 8)); \
+			layer = attention.MultiHeadAttention(num_heads=2, key_dim=4, seed=1); out = layer(x, x); \
+			expected = reference.multi_head_attention(x, x, x, layer.get_weights(), num_heads=2); \
+			assert attention.cpu_kernels() == '$$want', attention.cpu_kernels(); \
+			error = abs(out - expected).max(); assert error < 1e-10, error; \
+			print('python on an emulated $$name:', attention.cpu_kernels(), 'kernels, error', error)" \
+			2> /dev/null || exit 1; done
+endif
+
+# The checked build: the library with the kernels' bounds and overflow checks on (release
+# builds otherwise use -Ounchecked), so an index error traps in a test instead of corrupting
+# memory; the C thread sweep runs against it (the Swift tests already build with checks).
+CHECKED := .build-checked/release
+
+test-checked:
+	ATTENTION_CHECKED=1 $(SWIFT) build -c release --product attention --scratch-path .build-checked
+	@$(call soname_link,$(CHECKED))
+	@mkdir -p .build-checked/c
+	$(CC) $(CFLAGS) -ITests/c Tests/c/test_thread_sweep.c -o .build-checked/c/test_thread_sweep \
+		-L$(CHECKED) -lattention -Wl,-rpath,$(abspath $(CHECKED)) -lm
+	@echo "== .build-checked/c/test_thread_sweep (bounds and overflow checks on)"; .build-checked/c/test_thread_sweep
 
 test-python: lib python-deps
 	$(PYTHON) -m pytest Tests/python -q
@@ -74,6 +140,7 @@ LIBDIR  := $(DESTDIR)$(PREFIX)/lib
 install: lib
 	install -d $(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(LIB) $(LIBDIR)/libattention.so.$(VERSION)
+	$(if $(DISPATCH),install -m 755 $(VARIANTS:%=$(BUILD)/libattention-%.so) $(LIBDIR)/)
 	ln -sf libattention.so.$(VERSION) $(LIBDIR)/libattention.so.$(SOMAJOR)
 	ln -sf libattention.so.$(SOMAJOR) $(LIBDIR)/libattention.so
 	install -m 644 include/attention.h $(DESTDIR)$(PREFIX)/include/attention.h
@@ -82,7 +149,8 @@ install: lib
 
 uninstall:
 	rm -f $(LIBDIR)/libattention.so.$(VERSION) $(LIBDIR)/libattention.so.$(SOMAJOR) $(LIBDIR)/libattention.so \
-		$(DESTDIR)$(PREFIX)/include/attention.h $(LIBDIR)/pkgconfig/attention.pc
+		$(VARIANTS:%=$(LIBDIR)/libattention-%.so) $(DESTDIR)$(PREFIX)/include/attention.h \
+		$(LIBDIR)/pkgconfig/attention.pc
 
 # The installs, as a user makes them: `make install` into a scratch prefix, the demo built
 # with pkg-config and run, `make uninstall`; `pip install ./python` into a new virtualenv and
@@ -125,8 +193,8 @@ bench: lib python-deps $(BENCH)/fma_probe $(BENCH)/tiny_call
 		--gemm-bench $(BUILD)/AttentionBench
 
 # Sanitizers: the library with Swift's AddressSanitizer (C tests with clang's ASan + UBSan +
-# LeakSanitizer, Python tests under ASan), and ThreadSanitizer on the thread test (TSan needs
-# the shared Swift runtime: a static Dispatch is invisible to its interceptors).
+# LeakSanitizer, Python tests under ASan), and ThreadSanitizer on the thread test (with the
+# shared Swift runtime).
 SAN_BIN    := $(dir $(realpath $(shell command -v $(SWIFT))))
 SAN_CC     := $(SAN_BIN)clang
 SAN_CFLAGS := -std=c11 -O1 -g -fno-omit-frame-pointer -fuse-ld=lld -Wall -Wextra -Werror -Iinclude -ITests/c
@@ -149,7 +217,7 @@ test-sanitize: python-deps
 	@$(call soname_link,$(TSAN_LIB))
 	@mkdir -p .build-tsan/c
 	$(SAN_CC) $(SAN_CFLAGS) -fsanitize=thread Tests/c/test_threads.c -o .build-tsan/c/test_threads \
-		-L$(TSAN_LIB) -lattention -Wl,-rpath,$(TSAN_LIB) -L$(SWIFT_RT) -ldispatch -lBlocksRuntime \
+		-L$(TSAN_LIB) -lattention -Wl,-rpath,$(TSAN_LIB) -L$(SWIFT_RT) \
 		-Wl,-rpath,$(SWIFT_RT) -lm
 	@echo "== .build-tsan/c/test_threads (TSan)"; .build-tsan/c/test_threads
 
@@ -192,4 +260,4 @@ golden:
 	$(TF_PYTHON) Tests/golden/make_reuse_h5_weights.py
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-*

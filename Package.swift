@@ -2,18 +2,29 @@
 // libattention: Keras's attention layers in Swift, exported as a C library (libattention.so).
 import PackageDescription
 
-/// The CPU the kernels are compiled for; `make TARGET_CPU=haswell` (or any LLVM CPU name)
-/// sets it through the environment. The default is the machine that builds (the widest SIMD
-/// it has); portable builds name an older CPU.
-let targetCPU = Context.environment["ATTENTION_TARGET_CPU"] ?? "native"
+/// The CPU the kernels are compiled for. The runtime-dispatched library (`make lib`) builds
+/// the package once per kernel variant (ATTENTION_VARIANT = avx512, avx2 or baseline), each a
+/// whole library `libattention-<variant>.so` that Sources/CPUDispatch loads on a CPU that has
+/// it. Otherwise `make TARGET_CPU=haswell` (or any LLVM CPU name) sets the CPU of a library
+/// for one class of machine; the default, native, is the machine that builds.
+let variant = Context.environment["ATTENTION_VARIANT"]
+let variantCPUs = ["avx512": "skylake-avx512", "avx2": "haswell", "baseline": "x86-64"]
+let targetCPU = variant.flatMap { variantCPUs[$0] } ?? Context.environment["ATTENTION_TARGET_CPU"] ?? "native"
+/// What `att_cpu_kernels()` answers: the variant whose CPU this is, else "native".
+let kernelsName = variantCPUs.first { $0.value == targetCPU }?.key ?? "native"
 /// CPUs without FMA: the kernels then multiply and add instead of calling fma per lane.
 let withoutFMA: Set = ["x86-64", "x86-64-v2", "core2", "penryn", "nehalem", "westmere", "sandybridge", "ivybridge",
                        "k8", "btver1", "btver2", "silvermont", "goldmont"]
-let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU])]
+let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU]), .define("ATTENTION_KERNELS_\(kernelsName.uppercased())")]
     + (withoutFMA.contains(targetCPU) ? [.define("ATTENTION_NO_FMA")] : [])
+/// Kernels drop bounds and overflow checks (-Ounchecked) in release builds, except in the
+/// checked build the tests also run (`ATTENTION_CHECKED=1`: an index error traps there).
+let kernelOptimisation: [SwiftSetting] = Context.environment["ATTENTION_CHECKED"] == "1"
+    ? [] : [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
 let exportsMap = Context.packageDirectory + "/Sources/LibAttention/exports.map"
-/// The library's SONAME: its ABI version, ATT_VERSION_MAJOR of include/attention.h.
-let soname = "libattention.so.0"
+/// The library's SONAME: its ABI version, ATT_VERSION_MAJOR of include/attention.h (a
+/// variant's is its own file name: the dispatching library carries the ABI's).
+let soname = variant.map { "libattention-\($0).so" } ?? "libattention.so.0"
 
 let package = Package(
     name: "libattention",
@@ -25,7 +36,7 @@ let package = Package(
         .target(name: "CAttention"),
         .target(
             name: "AttentionKernels",
-            swiftSettings: cpuFlags + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            swiftSettings: cpuFlags + kernelOptimisation
         ),
         .target(name: "AttentionLayers", dependencies: ["AttentionKernels"], swiftSettings: cpuFlags),
         .target(
@@ -38,7 +49,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "AttentionBench", dependencies: ["AttentionKernels"], path: "benchmarks/AttentionBench",
-            swiftSettings: cpuFlags + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+            swiftSettings: cpuFlags + kernelOptimisation
         ),
         .testTarget(name: "AttentionKernelsTests", dependencies: ["AttentionKernels"], swiftSettings: cpuFlags),
         .testTarget(name: "AttentionLayersTests", dependencies: ["AttentionLayers"], swiftSettings: cpuFlags),

@@ -419,7 +419,7 @@ def times(x):
 def table(results):
     peak, copy = results["fma_peak_flops"], results["copy_bytes_per_second"]
     lines = [
-        f"libattention {results['version']} bench — float32, att threads {THREADS}; numpy "
+        f"libattention {results['version']} bench — {results['kernels']} kernels, float32, att threads {THREADS}; numpy "
         f"{np.__version__}; torch {results['peers']['torch']}; onnxruntime {results['peers']['onnxruntime']}",
         f"FMA peak {peak / 1e9:.0f} GFLOP/s ({THREADS} threads; 1 thread "
         f"{results['fma_peak_flops_1_thread'] / 1e9:.0f}); copy bandwidth {copy / 1e9:.1f} GB/s (read+write)",
@@ -483,6 +483,7 @@ def main():
     our_gemm = gemm_report(args.gemm_bench)
     results = {
         "version": attention.__version__,
+        "kernels": attention.cpu_kernels(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "threads": THREADS,

@@ -81,6 +81,13 @@ typedef enum att_status {
 /* "0.1.0": the library's version (not the header's). Static storage. */
 const char *att_version(void);
 
+/* The kernels in use: "avx512", "avx2" or "baseline" — the best variant this CPU and OS
+ * support, chosen on the first call of any function, capped by the environment variable
+ * ATTENTION_MAX_ISA (avx512, avx2 or baseline) — or "native" in a library built for one
+ * CPU (make TARGET_CPU=...). "none" when no variant could be loaded: then every function
+ * returning a status returns ATT_ERR_INTERNAL and att_last_error() says why. Static. */
+const char *att_cpu_kernels(void);
+
 /* The message of the last failed call on this thread ("" if none). Valid until the next
  * failing call on this thread. Thread-safe. */
 const char *att_last_error(void);
@@ -88,8 +95,11 @@ const char *att_last_error(void);
 /* The status's name, e.g. "ATT_ERR_SHAPE"; "unknown status" for other values. Static. */
 const char *att_status_name(att_status status);
 
-/* Threads used by one call (>= 1). Default: the number of online CPUs. Results do not depend
- * on it (dropout included). Returns ATT_ERR_INVALID_ARGUMENT for n < 1. */
+/* Threads used by one call (>= 1; one call uses at most 1024). Default: the number of online
+ * CPUs. Results are bit-identical for every value: outputs, scores and every gradient
+ * (dropout included). The worker threads are started when a call first needs them and
+ * kept; a call made while another thread's call holds them runs on its own thread.
+ * Returns ATT_ERR_INVALID_ARGUMENT for n < 1. */
 att_status att_set_num_threads(int32_t n);
 int32_t att_get_num_threads(void);
 

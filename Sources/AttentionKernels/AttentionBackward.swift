@@ -63,7 +63,8 @@ public struct AttentionGradients<T: KernelScalar>: @unchecked Sendable {
 /// decomposition depends on the problem only; `workers` (the thread count read when the plan
 /// is made) sizes the per-worker scratch the call then uses.
 public struct BackwardPlan<T: KernelScalar>: Sendable {
-    let chunks: Int, chunkLength: Int, chunkPadded: Int
+    /// Key chunks per pair: parts of the key blocks; the longest chunk's keys, padded.
+    let chunks: Int, keyBlocks: Int, chunkLength: Int, chunkPadded: Int
     let tasks: Int, slots: Int, workers: Int
     let keyPadded: Int, valuePadded: Int, tileWidth: Int
     let parameters: Int, biasEntries: Int
@@ -77,7 +78,7 @@ public struct BackwardPlan<T: KernelScalar>: Sendable {
         let width = 2 * T.Vector.scalarCount
         func padded(_ n: Int) -> Int { (n + width - 1) / width * width }
         let pairs = shape.groups * shape.keyValueHeads
-        let keyBlocks = (shape.keyLength + BackwardTile.keys - 1) / BackwardTile.keys
+        keyBlocks = (shape.keyLength + BackwardTile.keys - 1) / BackwardTile.keys
         chunks = max(1, pairs >= BackwardTile.tasks ? 1 : min(keyBlocks, (BackwardTile.tasks + pairs - 1) / pairs))
         chunkLength = (keyBlocks + chunks - 1) / chunks * BackwardTile.keys
         chunkPadded = padded(chunkLength) + width
@@ -209,7 +210,9 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
     func run(task: Int, worker: Int, sums: UnsafeMutablePointer<T>) {
         let c = task % plan.chunks, h = (task / plan.chunks) % shape.keyValueHeads
         let g = task / (plan.chunks * shape.keyValueHeads)
-        let keys = (c * plan.chunkLength)..<min((c + 1) * plan.chunkLength, shape.keyLength)
+        let blocks = Partition(items: plan.keyBlocks, parts: plan.chunks).range(c)
+        let keys = min(blocks.lowerBound * BackwardTile.keys, shape.keyLength)
+            ..< min(blocks.upperBound * BackwardTile.keys, shape.keyLength)
         let b = buffers(worker, sums: sums)
         for j in keys {
             keyGradientRow(g, h, j).update(repeating: 0, count: shape.keyDim)

@@ -8,6 +8,21 @@ public func att_version() -> UnsafePointer<CChar> {
     cString("0.1.0")
 }
 
+/// The kernels this library was compiled with; the dispatching library answers for the
+/// variant it loaded.
+@_cdecl("att_cpu_kernels")
+public func att_cpu_kernels() -> UnsafePointer<CChar> {
+    #if ATTENTION_KERNELS_AVX512
+    cString("avx512")
+    #elseif ATTENTION_KERNELS_AVX2
+    cString("avx2")
+    #elseif ATTENTION_KERNELS_BASELINE
+    cString("baseline")
+    #else
+    cString("native")
+    #endif
+}
+
 @_cdecl("att_last_error")
 public func att_last_error() -> UnsafePointer<CChar> {
     LastError.get()

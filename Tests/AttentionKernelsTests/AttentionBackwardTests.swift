@@ -175,7 +175,8 @@ import Testing
     /// sum weight gradients over slots.
     @Test(arguments: [cases[1], cases[3], cases[9], cases[10], cases[11],
                       Case(groups: 3, heads: 2, kvHeads: 1, t: 67, s: 300, h: 13, hv: 7, score: .additive, padding: true),
-                      Case(groups: 1, heads: 2, kvHeads: 2, t: 33, s: 257, h: 9, hv: 5, score: .concat, causal: true)])
+                      Case(groups: 1, heads: 2, kvHeads: 2, t: 33, s: 257, h: 9, hv: 5, score: .concat, causal: true),
+                      Case(groups: 2, heads: 2, kvHeads: 2, t: 9, s: 257, h: 5, hv: 3, score: .concat)])
     func sameBitsForEveryThreadCount(_ c: Case) {
         var rng = SplitMix(seed: 5)
         func random(_ n: Int) -> [Double] { (0..<n).map { _ in rng.uniform() * 2 - 1 } }

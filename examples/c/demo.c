@@ -104,7 +104,7 @@ int main(void) {
                 value[b][t][d] = (float)cos(0.5 * b + 0.9 * t - 0.4 * d);
             }
     att_shape query_shape = {3, {B, TQ, DIM}}, value_shape = {3, {B, TV, DIM}};
-    printf("libattention %s\n\n%-20s %s\n", att_version(), "layer", "max abs error");
+    printf("libattention %s, %s kernels\n\n%-20s %s\n", att_version(), att_cpu_kernels(), "layer", "max abs error");
 
     /* keras.layers.Attention(use_scale=True), its scale set to 0.5. */
     att_layer *attention = NULL;

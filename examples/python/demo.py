@@ -209,7 +209,8 @@ CASES = [
 
 
 def main():
-    print(f"libattention {attention.__version__}, {attention.get_num_threads()} threads\n")
+    print(f"libattention {attention.__version__}, {attention.cpu_kernels()} kernels, "
+          f"{attention.get_num_threads()} threads\n")
     header = f"{'layer':<23} {'options':<56} {'max abs error':>13} {'tolerance':>10} {'ms/call':>9}"
     print(header)
     print("-" * len(header))

@@ -52,6 +52,7 @@ __all__ = [
     "Gradients",
     "set_num_threads",
     "get_num_threads",
+    "cpu_kernels",
     "__version__",
 ]
 
@@ -67,6 +68,14 @@ def set_num_threads(n):
 def get_num_threads():
     """Threads used by one call (the number of online CPUs unless set)."""
     return _lib.lib().att_get_num_threads()
+
+
+def cpu_kernels():
+    """The kernels in use: "avx512", "avx2" or "baseline" (the best this CPU supports,
+    capped by the environment variable ATTENTION_MAX_ISA), or "native" for a library built
+    for one CPU. (A cap naming no variant, or no loadable variant, makes the first use of the
+    library raise ImportError with the reason.)"""
+    return _lib.lib().att_cpu_kernels().decode()
 
 
 def __getattr__(name):

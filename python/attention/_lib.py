@@ -237,6 +237,7 @@ _ShapeP = ctypes.POINTER(Shape)
 # The one table of C signatures: name -> (restype, argtypes).
 _SIGNATURES = {
     "att_version": (ctypes.c_char_p, []),
+    "att_cpu_kernels": (ctypes.c_char_p, []),
     "att_last_error": (ctypes.c_char_p, []),
     "att_status_name": (ctypes.c_char_p, [_Status]),
     "att_set_num_threads": (_Status, [ctypes.c_int32]),
@@ -308,6 +309,8 @@ def lib():
         function = getattr(handle, name)
         function.restype = restype
         function.argtypes = argtypes
+    if handle.att_cpu_kernels() == b"none":
+        raise ImportError(handle.att_last_error().decode("utf-8", "replace"))
     return handle
 
 
