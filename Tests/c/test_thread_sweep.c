@@ -7,10 +7,11 @@
  *   value, key, reuse_attention_scores, each weight).
  *   Configs: Attention dot (use_scale, causal, masks, dropout) and concat (float32 at
  *   (4,300,96)×(4,257,96), and float64); AdditiveAttention at (4,300,96)×(4,257,96);
- *   MultiHeadAttention self-attention (8,128,64) with 8 heads × 16, BERT-base (4,256,768)
- *   with 12 heads × 64, an odd shape (97 query rows, 61 key rows, 13-wide heads, gate,
+ *   MultiHeadAttention self-attention (value = the query tensor itself, which the layers
+ *   project in one product) (8,128,64) with 8 heads × 16 and BERT-base (4,256,768) with
+ *   12 heads × 64, an odd shape (97 query rows, 61 key rows, 13-wide heads, gate,
  *   attention_mask, dropout) and rank-4 inputs attending over axes 1 and 2;
- *   GroupQueryAttention 12 query / 4 key-value heads × 64 on (4,256,768);
+ *   GroupQueryAttention 12 query / 4 key-value heads × 64, self-attention on (4,256,768);
  *   ReuseMultiHeadAttention with partial reuse and relative position embeddings;
  *   att_dot_product_attention grouped with bias and mask, and float64 with a scale.
  * One test group (process) per config, so a crash at some thread count is reported (with
@@ -47,6 +48,7 @@ typedef struct {
     att_shape q, k, v;
     int query_mask, value_mask, key_mask;       /* shaped as query / value without the last dim */
     att_shape attention_mask, reuse, bias, mask; /* rank 0: none (bias, mask: dot_product_attention) */
+    int self_attention;                          /* the value is the query tensor itself */
     int causal, training, want_scores;
     double scale;                                /* dot_product_attention: 0 for 1/sqrt(H) */
     int big;                                     /* ATT_SWEEP_QUICK: run at the quick_* shapes */
@@ -75,10 +77,10 @@ static const sweep_config CONFIGS[] = {
      .quick_v = SH(3, 2, 129, 32)},
     {.name = "MultiHeadAttention self-attention (8,128,64), 8 heads x 16, scores", .dtype = ATT_FLOAT32,
      MHA_(.num_heads = 8, .key_dim = 16, .use_bias = 1, .seed = 4), .q = SH(3, 8, 128, 64), .v = SH(3, 8, 128, 64),
-     .want_scores = 1},
-    {.name = "MultiHeadAttention BERT-base (4,256,768), 12 heads x 64, scores", .dtype = ATT_FLOAT32,
+     .self_attention = 1, .want_scores = 1},
+    {.name = "MultiHeadAttention BERT-base self-attention (4,256,768), 12 heads x 64, scores", .dtype = ATT_FLOAT32,
      MHA_(.num_heads = 12, .key_dim = 64, .use_bias = 1, .seed = 5), .q = SH(3, 4, 256, 768),
-     .v = SH(3, 4, 256, 768), .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 128, 192), .quick_v = SH(3, 2, 128, 192)},
+     .v = SH(3, 4, 256, 768), .self_attention = 1, .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 128, 192), .quick_v = SH(3, 2, 128, 192)},
     {.name = "MultiHeadAttention odd: 97 query rows, 61 key rows, 5 heads x 13, gate, key, attention_mask, "
              "dropout, scores",
      .dtype = ATT_FLOAT32,
@@ -88,9 +90,9 @@ static const sweep_config CONFIGS[] = {
     {.name = "MultiHeadAttention rank 4, attention_axes (1, 2), key, scores", .dtype = ATT_FLOAT32,
      MHA_(.num_heads = 4, .key_dim = 8, .use_bias = 1, .num_attention_axes = 2, .attention_axes = {1, 2}, .seed = 7),
      .q = SH(4, 2, 12, 20, 32), .k = SH(4, 2, 9, 15, 24), .v = SH(4, 2, 9, 15, 32), .want_scores = 1},
-    {.name = "GroupQueryAttention 12 query / 4 kv heads x 64 on (4,256,768), causal, scores", .dtype = ATT_FLOAT32,
+    {.name = "GroupQueryAttention 12 query / 4 kv heads x 64, self-attention (4,256,768), causal, scores", .dtype = ATT_FLOAT32,
      GQA_(.head_dim = 64, .num_query_heads = 12, .num_key_value_heads = 4, .use_bias = 1, .seed = 8),
-     .q = SH(3, 4, 256, 768), .v = SH(3, 4, 256, 768), .causal = 1, .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 128, 192),
+     .q = SH(3, 4, 256, 768), .v = SH(3, 4, 256, 768), .self_attention = 1, .causal = 1, .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 128, 192),
      .quick_v = SH(3, 2, 128, 192)},
     {.name = "ReuseMultiHeadAttention 2 of 6 heads reused, relative pe, attention_mask, scores", .dtype = ATT_FLOAT32,
      REUSE_(.num_heads = 6, .key_dim = 16, .reuse_attention = 2, .use_relative_pe = 1, .pe_max_seq_length = 64,
@@ -229,6 +231,7 @@ static att_tensor *add_result(sweep_run *r, const char *name, att_shape shape) {
 static att_call_args call_args(const sweep_run *r) {
     const sweep_config *c = r->c;
     att_call_args a = {.struct_size = sizeof a, .query = &r->q, .value = &r->v};
+    a.value = c->self_attention ? &r->q : &r->v;
     a.key = c->k.rank ? &r->k : NULL;
     a.query_mask = c->query_mask ? &r->qm : NULL;
     a.value_mask = c->value_mask ? &r->vm : NULL;
