@@ -8,16 +8,18 @@
  *   Configs: Attention dot (use_scale, causal, masks, dropout) and concat (float32 at
  *   (4,300,96)×(4,257,96), and float64); AdditiveAttention at (4,300,96)×(4,257,96);
  *   MultiHeadAttention self-attention (value = the query tensor itself, which the layers
- *   project in one product) (8,128,64) with 8 heads × 16 and BERT-base (4,256,768) with
- *   12 heads × 64, an odd shape (97 query rows, 61 key rows, 13-wide heads, gate,
- *   attention_mask, dropout) and rank-4 inputs attending over axes 1 and 2;
- *   GroupQueryAttention 12 query / 4 key-value heads × 64, self-attention on (4,256,768);
- *   ReuseMultiHeadAttention with partial reuse and relative position embeddings;
- *   att_dot_product_attention grouped with bias and mask, and float64 with a scale.
+ *   project in one product) on (8,128,64) with 8 heads × 16, BERT-base (4,256,768) with
+ *   12 heads × 64 and (2,128,192) with 12 heads × 64; an odd shape (97 query rows, 61 key
+ *   rows, 13-wide heads, gate, attention_mask, dropout) and rank-4 inputs attending over
+ *   axes 1 and 2; GroupQueryAttention 12 query / 4 key-value heads × 64, self-attention on
+ *   (4,256,768); ReuseMultiHeadAttention with partial reuse and relative position
+ *   embeddings; att_dot_product_attention grouped with bias and mask, and float64 with a
+ *   scale.
  * One test group (process) per config, so a crash at some thread count is reported (with
  * that count) as a failure of its config and the other configs still run.
- * ATT_SWEEP_QUICK=1 (used by `make test-sanitize`) runs the configs marked big at smaller
- * shapes of the same structure. Prints a summary line, then `N passed, N failed`.
+ * Seconds in all: BERT-base, the largest config, takes about 0.35 s per thread count here
+ * (2 cores) and 0.9 s under `make test-sanitize`'s ASan. Prints a summary line, then
+ * `N passed, N failed`.
  */
 #include "check.h"
 
@@ -51,8 +53,6 @@ typedef struct {
     int self_attention;                          /* the value is the query tensor itself */
     int causal, training, want_scores;
     double scale;                                /* dot_product_attention: 0 for 1/sqrt(H) */
-    int big;                                     /* ATT_SWEEP_QUICK: run at the quick_* shapes */
-    att_shape quick_q, quick_k, quick_v;
 } sweep_config;
 
 #define ATTN(...) .kind = ATTENTION, .config.attention = {__VA_ARGS__}
@@ -67,20 +67,22 @@ static const sweep_config CONFIGS[] = {
      .query_mask = 1, .value_mask = 1, .causal = 1, .training = 1, .want_scores = 1},
     {.name = "Attention concat, use_scale, value_mask, scores, (4,300,96)x(4,257,96)", .dtype = ATT_FLOAT32,
      ATTN(.use_scale = 1, .score_mode = ATT_SCORE_CONCAT), .q = SH(3, 4, 300, 96), .v = SH(3, 4, 257, 96),
-     .value_mask = 1, .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 150, 32), .quick_v = SH(3, 2, 129, 32)},
+     .value_mask = 1, .want_scores = 1},
     {.name = "Attention concat float64, causal config, key, masks, scores", .dtype = ATT_FLOAT64,
      ATTN(.use_scale = 1, .score_mode = ATT_SCORE_CONCAT, .causal = 1), .q = SH(3, 2, 61, 24),
      .k = SH(3, 2, 47, 24), .v = SH(3, 2, 47, 24), .query_mask = 1, .value_mask = 1, .want_scores = 1},
     {.name = "AdditiveAttention, use_scale, key, value_mask, scores, (4,300,96)x(4,257,96)", .dtype = ATT_FLOAT32,
      ADDITIVE_(.use_scale = 1, .seed = 3), .q = SH(3, 4, 300, 96), .k = SH(3, 4, 257, 96), .v = SH(3, 4, 257, 96),
-     .value_mask = 1, .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 150, 32), .quick_k = SH(3, 2, 129, 32),
-     .quick_v = SH(3, 2, 129, 32)},
+     .value_mask = 1, .want_scores = 1},
     {.name = "MultiHeadAttention self-attention (8,128,64), 8 heads x 16, scores", .dtype = ATT_FLOAT32,
      MHA_(.num_heads = 8, .key_dim = 16, .use_bias = 1, .seed = 4), .q = SH(3, 8, 128, 64), .v = SH(3, 8, 128, 64),
      .self_attention = 1, .want_scores = 1},
     {.name = "MultiHeadAttention BERT-base self-attention (4,256,768), 12 heads x 64, scores", .dtype = ATT_FLOAT32,
      MHA_(.num_heads = 12, .key_dim = 64, .use_bias = 1, .seed = 5), .q = SH(3, 4, 256, 768),
-     .v = SH(3, 4, 256, 768), .self_attention = 1, .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 128, 192), .quick_v = SH(3, 2, 128, 192)},
+     .v = SH(3, 4, 256, 768), .self_attention = 1, .want_scores = 1},
+    {.name = "MultiHeadAttention self-attention (2,128,192), 12 heads x 64, scores", .dtype = ATT_FLOAT32,
+     MHA_(.num_heads = 12, .key_dim = 64, .use_bias = 1, .seed = 10), .q = SH(3, 2, 128, 192),
+     .v = SH(3, 2, 128, 192), .self_attention = 1, .want_scores = 1},
     {.name = "MultiHeadAttention odd: 97 query rows, 61 key rows, 5 heads x 13, gate, key, attention_mask, "
              "dropout, scores",
      .dtype = ATT_FLOAT32,
@@ -90,10 +92,10 @@ static const sweep_config CONFIGS[] = {
     {.name = "MultiHeadAttention rank 4, attention_axes (1, 2), key, scores", .dtype = ATT_FLOAT32,
      MHA_(.num_heads = 4, .key_dim = 8, .use_bias = 1, .num_attention_axes = 2, .attention_axes = {1, 2}, .seed = 7),
      .q = SH(4, 2, 12, 20, 32), .k = SH(4, 2, 9, 15, 24), .v = SH(4, 2, 9, 15, 32), .want_scores = 1},
-    {.name = "GroupQueryAttention 12 query / 4 kv heads x 64, self-attention (4,256,768), causal, scores", .dtype = ATT_FLOAT32,
+    {.name = "GroupQueryAttention 12 query / 4 kv heads x 64, self-attention (4,256,768), causal, scores",
+     .dtype = ATT_FLOAT32,
      GQA_(.head_dim = 64, .num_query_heads = 12, .num_key_value_heads = 4, .use_bias = 1, .seed = 8),
-     .q = SH(3, 4, 256, 768), .v = SH(3, 4, 256, 768), .self_attention = 1, .causal = 1, .want_scores = 1, .big = 1, .quick_q = SH(3, 2, 128, 192),
-     .quick_v = SH(3, 2, 128, 192)},
+     .q = SH(3, 4, 256, 768), .v = SH(3, 4, 256, 768), .self_attention = 1, .causal = 1, .want_scores = 1},
     {.name = "ReuseMultiHeadAttention 2 of 6 heads reused, relative pe, attention_mask, scores", .dtype = ATT_FLOAT32,
      REUSE_(.num_heads = 6, .key_dim = 16, .reuse_attention = 2, .use_relative_pe = 1, .pe_max_seq_length = 64,
             .use_bias = 1, .seed = 9),
@@ -137,7 +139,6 @@ static void doing(const char *what, int32_t threads) {
 typedef struct {
     const sweep_config *c;
     att_layer *layer;
-    att_shape q_shape, k_shape, v_shape;
     att_tensor q, k, v, qm, vm, km, am, reuse, bias, mask, d_out, d_scores;
     att_shape out_shape, scores_shape;
     size_t weights;
@@ -145,10 +146,6 @@ typedef struct {
     const char *names[MAX_RESULTS];  /* gradients last, contiguous (weight_gradients) */
     int count;
 } sweep_run;
-
-static att_shape pick(int quick, att_shape quick_shape, att_shape shape) {
-    return quick && quick_shape.rank ? quick_shape : shape;
-}
 
 /* Weights of a scale that keeps softmax away from saturation (where differences in the last
  * bits would hide): kernels uniform in ±1/√fan_in, embeddings in ±1, biases and scales in
@@ -172,7 +169,7 @@ static void load_weights(sweep_run *r, uint64_t *rng) {
 
 /* Creates and builds the layer of config c (NULL for dot_product_attention); a failure is
  * counted and gives NULL. */
-static att_layer *create_layer(const sweep_config *c, const sweep_run *r) {
+static att_layer *create_layer(const sweep_config *c) {
     att_layer *layer = NULL;
     att_status st = ATT_OK;
     switch (c->kind) {
@@ -211,7 +208,7 @@ static att_layer *create_layer(const sweep_config *c, const sweep_run *r) {
     }
     expect(st, ATT_OK, "", "create");
     if (st != ATT_OK) return NULL;
-    st = att_layer_build(layer, &r->q_shape, &r->v_shape, r->k_shape.rank ? &r->k_shape : NULL);
+    st = att_layer_build(layer, &c->q, &c->v, c->k.rank ? &c->k : NULL);
     expect(st, ATT_OK, "", "build");
     if (st != ATT_OK) {
         att_layer_destroy(layer);
@@ -247,21 +244,17 @@ static att_call_args call_args(const sweep_run *r) {
 
 /* Sets up config c: inputs, layer with its weights, and the result tensors (every result
  * the config has, in a fixed order). Returns 0 when setting up failed (counted). */
-static int sweep_setup(sweep_run *r, const sweep_config *c, int quick) {
+static int sweep_setup(sweep_run *r, const sweep_config *c) {
     memset(r, 0, sizeof *r);
     r->c = c;
-    int q = quick && c->big;
-    r->q_shape = pick(q, c->quick_q, c->q);
-    r->k_shape = pick(q, c->quick_k, c->k);
-    r->v_shape = pick(q, c->quick_v, c->v);
     uint64_t rng = 0x7357 + (uint64_t)(c - CONFIGS);
     att_dtype dt = c->dtype;
-    r->q = random_tensor(dt, r->q_shape, &rng);
-    r->k = random_tensor(dt, r->k_shape.rank ? r->k_shape : r->v_shape, &rng);
-    r->v = random_tensor(dt, r->v_shape, &rng);
-    r->qm = random_mask(drop_last(r->q_shape), &rng);
-    r->vm = random_mask(drop_last(r->v_shape), &rng);
-    r->km = random_mask(drop_last(r->v_shape), &rng);
+    r->q = random_tensor(dt, c->q, &rng);
+    r->k = random_tensor(dt, c->k.rank ? c->k : c->v, &rng);
+    r->v = random_tensor(dt, c->v, &rng);
+    r->qm = random_mask(drop_last(c->q), &rng);
+    r->vm = random_mask(drop_last(c->v), &rng);
+    r->km = random_mask(drop_last(c->v), &rng);
     r->am = random_mask(c->attention_mask, &rng);
     r->bias = random_tensor(dt, c->bias, &rng);
     r->mask = random_mask(c->mask, &rng);
@@ -271,17 +264,17 @@ static int sweep_setup(sweep_run *r, const sweep_config *c, int quick) {
         free(x);
     }
     if (c->kind == DOT_PRODUCT) {
-        r->out_shape = r->q_shape;
-        r->out_shape.dims[3] = r->v_shape.dims[3];
+        r->out_shape = c->q;
+        r->out_shape.dims[3] = c->v.dims[3];
         add_result(r, "output", r->out_shape);
         return 1;
     }
-    r->layer = create_layer(c, r);
+    r->layer = create_layer(c);
     if (!r->layer) return 0;
     att_layer_weight_count(r->layer, &r->weights);
     if (!check(r->weights <= MAX_WEIGHTS, "%zu weights, more than MAX_WEIGHTS", r->weights)) return 0;
     load_weights(r, &rng);
-    att_status st = att_layer_output_shape(r->layer, &r->q_shape, &r->v_shape, r->k_shape.rank ? &r->k_shape : NULL,
+    att_status st = att_layer_output_shape(r->layer, &c->q, &c->v, c->k.rank ? &c->k : NULL,
                                            &r->out_shape, &r->scores_shape);
     expect(st, ATT_OK, "", "output_shape");
     if (st != ATT_OK) return 0;
@@ -294,9 +287,9 @@ static int sweep_setup(sweep_run *r, const sweep_config *c, int quick) {
     }
     add_result(r, "backward output", r->out_shape);
     if (c->want_scores) add_result(r, "backward scores", r->scores_shape);
-    add_result(r, "query gradient", r->q_shape);
-    add_result(r, "value gradient", r->v_shape);
-    if (c->k.rank) add_result(r, "key gradient", r->k_shape);
+    add_result(r, "query gradient", c->q);
+    add_result(r, "value gradient", c->v);
+    if (c->k.rank) add_result(r, "key gradient", c->k);
     if (c->reuse.rank) add_result(r, "reuse_attention_scores gradient", c->reuse);
     for (size_t i = 0; i < r->weights; i++) {
         att_shape s = {0};
@@ -411,11 +404,9 @@ static void sweep_config_at(int index) {
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) signal(signals[i], report_crash);
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines out before a crash */
     const sweep_config *c = &CONFIGS[index];
-    const char *quick_env = getenv("ATT_SWEEP_QUICK");
-    int quick = quick_env && quick_env[0] && strcmp(quick_env, "0") != 0;
     sweep_run r;
     double start = seconds();
-    if (!sweep_setup(&r, c, quick)) {
+    if (!sweep_setup(&r, c)) {
         sweep_free(&r);
         return;
     }
@@ -435,8 +426,7 @@ static void sweep_config_at(int index) {
         if (!sweep_once(&r, threads)) continue;
         for (int i = 0; i < r.count; i++) check_identical(r.names[i], threads, &r.results[i], &want[i]);
     }
-    printf("  %s%s: %d results x %d thread counts in %.2f s\n", c->name, quick && c->big ? " (quick shapes)" : "",
-           r.count, COUNTS, seconds() - start);
+    printf("  %s: %d results x %d thread counts in %.2f s\n", c->name, r.count, COUNTS, seconds() - start);
     for (int i = 0; i < r.count; i++) free(want[i].data);
     sweep_free(&r);
 }

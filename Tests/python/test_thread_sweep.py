@@ -127,6 +127,11 @@ def _case_mha_bert_base(rng):
     return _layer_case(lambda: attention.MultiHeadAttention(12, 64, seed=5), [x, x], {}, scores=True)
 
 
+def _case_mha_narrow_input(rng):
+    x = _x(rng, 2, 128, 192)
+    return _layer_case(lambda: attention.MultiHeadAttention(12, 64, seed=10), [x, x], {}, scores=True)
+
+
 def _case_mha_odd(rng):
     q, k, v = _x(rng, 3, 97, 40), _x(rng, 3, 61, 36), _x(rng, 3, 61, 52)
     return _layer_case(lambda: attention.MultiHeadAttention(5, 13, value_dim=11, dropout=0.1, use_gate=True,
@@ -173,6 +178,7 @@ CASES = {
     "AdditiveAttention (4,300,96)x(4,257,96)": _case_additive,
     "MultiHeadAttention (8,128,64), 8 heads x 16": _case_mha_self,
     "MultiHeadAttention BERT-base (4,256,768), 12 heads x 64": _case_mha_bert_base,
+    "MultiHeadAttention (2,128,192), 12 heads x 64": _case_mha_narrow_input,
     "MultiHeadAttention 97x61, 5 heads x 13, gate, dropout": _case_mha_odd,
     "MultiHeadAttention rank 4, attention_axes (1, 2)": _case_mha_rank4,
     "GroupQueryAttention 12/4 heads x 64 on (4,256,768)": _case_gqa,
