@@ -105,7 +105,16 @@ static inline int finish(void) {
  * only forking matters: a child forked from a process that has loaded the Swift runtime
  * inherits its parent's thread id cached in the runtime's locks, and can deadlock.
  * `PROGRAM --group INDEX` runs one group in this process (for a debugger). */
+static inline int run_groups_then(int argc, char **argv, const test_group *groups, int count,
+                                  void (*before_finish)(void));
 static inline int run_groups(int argc, char **argv, const test_group *groups, int count) {
+    return run_groups_then(argc, argv, groups, count, NULL);
+}
+
+/* run_groups, calling before_finish (when not NULL) in the parent after the last group, just
+ * before the closing `N passed, N failed` line (for a summary of the whole run). */
+static inline int run_groups_then(int argc, char **argv, const test_group *groups, int count,
+                                  void (*before_finish)(void)) {
     if (argc >= 3 && strcmp(argv[1], "--group") == 0) {
         int index = atoi(argv[2]);
         if (index < 0 || index >= count) return 2;
@@ -157,6 +166,7 @@ static inline int run_groups(int argc, char **argv, const test_group *groups, in
                 printf("FAIL %s: the group did not finish (exit %d)\n", groups[index].name, WEXITSTATUS(status));
         }
     }
+    if (before_finish) before_finish();
     return finish();
 }
 
@@ -168,9 +178,17 @@ static inline att_shape shape_of(const int64_t *dims, int rank) {
     for (int i = 0; i < rank && i < ATT_MAX_RANK; i++) s.dims[i] = dims[i];
     return s;
 }
+/* A constant att_shape, for static tables: SH(rank, dims...). */
+#define SH(rank, ...) {rank, {__VA_ARGS__}}
 /* SHAPE(2, 3, 4) is the att_shape of rank 3 with those dims. */
 #define SHAPE(...) shape_of((const int64_t[]){__VA_ARGS__}, \
                             (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+
+/* The shape without its last dim (a mask's shape from its tensor's). */
+static inline att_shape drop_last(att_shape s) {
+    s.rank--;
+    return s;
+}
 
 static inline int64_t numel(att_shape s) {
     int64_t n = 1;
@@ -243,6 +261,21 @@ static inline double *random_values(uint64_t *state, size_t n, double lo, double
         if (dt == ATT_FLOAT32) x[i] = (float)x[i];
     }
     return x;
+}
+
+/* A tensor of `shape` with values uniform in [-1, 1) (rounded to dt). Caller frees data. */
+static inline att_tensor random_tensor(att_dtype dt, att_shape shape, uint64_t *rng) {
+    double *x = random_values(rng, (size_t)numel(shape), -1, 1, dt);
+    att_tensor t = new_tensor(dt, shape, x);
+    free(x);
+    return t;
+}
+
+/* A uint8 mask of `shape`, about 30% zeros. Caller frees data. */
+static inline att_tensor random_mask(att_shape shape, uint64_t *rng) {
+    att_tensor t = new_tensor(ATT_UINT8, shape, NULL);
+    for (int64_t i = 0; i < numel(shape); i++) ((uint8_t *)t.data)[i] = next_u64(rng) % 10 >= 3;
+    return t;
 }
 
 /* The numerics contract: |got - want| <= atol + rtol * max|want| (float32: 1e-5, 1e-4;

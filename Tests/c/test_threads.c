@@ -33,9 +33,6 @@ typedef struct {
     double scale; /* dot_product_attention: 0 for 1/sqrt(H) */
 } call_spec;
 
-/* A constant att_shape: SH(rank, dims...). */
-#define SH(rank, ...) {rank, {__VA_ARGS__}}
-
 static const call_spec SPECS[] = {
     {.name = "Attention dot, key, masks, scores, dropout", .layer = 0, .dtype = ATT_FLOAT32, .q = SH(3, 2, 5, 8),
      .k = SH(3, 2, 7, 8), .v = SH(3, 2, 7, 8), .query_mask = 1, .value_mask = 1, .training = 1, .want_scores = 1},
@@ -142,25 +139,6 @@ static int destroy_layers(att_layer **layers) {
     int failed = 0;
     for (int i = 0; i < LAYERS; i++) failed += att_layer_destroy(layers[i]) != ATT_OK;
     return failed;
-}
-
-static att_tensor random_tensor(att_dtype dt, att_shape shape, uint64_t *rng) {
-    double *x = random_values(rng, (size_t)numel(shape), -1, 1, dt);
-    att_tensor t = new_tensor(dt, shape, x);
-    free(x);
-    return t;
-}
-
-/* A uint8 mask of `shape`, about 30% zeros. */
-static att_tensor random_mask(att_shape shape, uint64_t *rng) {
-    att_tensor t = new_tensor(ATT_UINT8, shape, NULL);
-    for (int64_t i = 0; i < numel(shape); i++) ((uint8_t *)t.data)[i] = next_u64(rng) % 10 >= 3;
-    return t;
-}
-
-static att_shape drop_last(att_shape s) {
-    s.rank--;
-    return s;
 }
 
 /* Runs case c with layers `layers` into out (and scores when the case wants them). */

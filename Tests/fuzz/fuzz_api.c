@@ -600,9 +600,25 @@ static void op_dot_product(reader *r, arena *a) {
         "att_dot_product_attention");
 }
 
+/* Thread counts far beyond the cores here, up to 256 (every split must be right for any
+ * number of workers, including more workers than items). */
+static int32_t wide_thread_count(uint8_t b) {
+    static const int32_t wide[] = {4,  5,  6,  7,  8,  9,   11,  12,  13,  16,  17,  24, 31,
+                                   32, 33, 48, 63, 64, 65, 96, 127, 128, 129, 192, 255, 256};
+    return wide[b % (sizeof wide / sizeof wide[0])];
+}
+
+/* The input's thread count (its first byte): mostly 1 ... 3, from byte 192 on a wide one. */
+static int32_t pick_thread_count(reader *r) {
+    uint8_t b = u8(r);
+    return b < 192 ? 1 + b % 3 : wide_thread_count(b - 192);
+}
+
+/* att_set_num_threads's argument: byte < 128 a small or invalid value, else a wide count. */
 static void op_threads(reader *r) {
     static const int32_t table[] = {1, 2, 3, 4, 0, -1, INT32_MIN, 16};
-    int32_t n = table[u8(r) % 8];
+    uint8_t b = u8(r);
+    int32_t n = b < 128 ? table[b % 8] : wide_thread_count(b - 128);
     if (chk(att_set_num_threads(n), "att_set_num_threads") == ATT_OK ? att_get_num_threads() != n
                                                                       : n >= 1)
         fail("att_set_num_threads", ATT_OK, "the thread count was not taken as documented");
@@ -623,7 +639,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     slot slots[SLOTS];
     arena a = {.count = 0};
     memset(slots, 0, sizeof slots);
-    chk(att_set_num_threads(1 + u8(&r) % 3), "att_set_num_threads");
+    chk(att_set_num_threads(pick_thread_count(&r)), "att_set_num_threads");
     for (int op = 0; op < MAX_OPS && r.n > 0; op++) {
         uint8_t code = u8(&r);
         slot *s = &slots[(code >> 4) % SLOTS];

@@ -1,7 +1,8 @@
 """Writes the seed corpus of fuzz_api.c into Tests/fuzz/corpus/: small programs, in the byte
 format README.md describes, that reach every layer kind, build, call (with masks, scores,
 dropout, causal), weights set/get, destroy and reuse, foreign handles, the functional
-dot-product attention and att_set_num_threads. Run: python3 Tests/fuzz/make_corpus.py"""
+dot-product attention, training steps and att_set_num_threads (up to 256 threads).
+Run: python3 Tests/fuzz/make_corpus.py"""
 import pathlib
 
 OPS = ["create", "build", "call", "set_weight", "get_weight", "info", "destroy", "foreign",
@@ -9,6 +10,8 @@ OPS = ["create", "build", "call", "set_weight", "get_weight", "info", "destroy",
 KINDS = ["attention", "additive", "mha", "gqa", "reuse"]
 DOUBLES = [0, 0.1, 0.5, 0.9, 0.99999, 1, -0.1, 2, "nan", "inf", "-inf"]
 F32, F64 = 0, 1  # pick_layer_dtype bytes
+WIDE_THREADS = [4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 96, 127, 128, 129, 192, 255,
+                256]  # wide_thread_count
 
 
 def op(name, slot=0):
@@ -103,21 +106,35 @@ def build(q, v=None, k=None, slot=0):
     return out + [0]
 
 
-def call(has_key=False, scores=False, masks=(), reuse_scores=False, training=0, causal=0, slot=0, vary=None):
-    """op_call on the built shapes: q, v, [k], output, [scores], masks, flags."""
+def call(has_key=False, scores=False, masks=(), reuse_scores=False, training=0, causal=0, slot=0, vary=None,
+         train_weights=None):
+    """op_call on the built shapes: q, v, [k], output, [scores], masks, flags; with
+    train_weights (the layer's weight count) a training step (op_train) instead, asking for
+    every gradient."""
     out = [op("call", slot)]
     out += [0] if vary is None else [128] + vary
     out += tensor(0, 1) + tensor(0, 2) + (tensor(0, 3) if has_key else []) + tensor(0, 4)
     out += tensor(0, 5) if scores else ABSENT
     names = ["query", "value", "key", "attention"]
     bits = sum(1 << names.index(m) for m in masks) | (16 if reuse_scores else 0)
+    bits |= 32 if train_weights is not None else 0
     out += [bits]
     for m in names:
         if m in masks:
             out += tensor(100, 9)  # content 100: random 0/1 keep flags
     if reuse_scores:
         out += tensor(0, 6)
-    return out + [0, training, causal, 3, 4]
+    out += [0, training, causal, 3, 4]
+    if train_weights is not None:
+        out += tensor(0, 10) + (tensor(0, 11) if scores else ABSENT) + tensor(0, 12) + tensor(0, 13)
+        out += (tensor(0, 14) if has_key else []) + (tensor(0, 15) if reuse_scores else ABSENT)
+        out += [0, 1] + [b for i in range(train_weights) for b in tensor(0, 20 + i)] + [0, 0, 0, 0]
+    return out
+
+
+def wide_threads(n):
+    """The op_threads byte (>= 128) of the wide count n."""
+    return 128 + WIDE_THREADS.index(n)
 
 
 def weight(which, index=0, content=0, slot=0):
@@ -194,6 +211,12 @@ SEEDS = {
                        [op("foreign"), 0, 0x10, 0x10, 0, 0, 0, 0, 0]),
     "threads": program([op("threads"), 3, 1], create("mha"), build(Q3), call(), [op("threads"), 5, 200],
                        [op("threads"), 0, 9], call(), threads=2),
+    "threads_wide_backward": program(create("attention", use_scale=1, score_mode=1), build((2, 29, 8), (2, 27, 8)),
+                                     call(scores=True, masks=("value",), train_weights=2),
+                                     [op("threads"), wide_threads(6), 0], call(scores=True, train_weights=2),
+                                     create("mha", slot=1, heads=4, key_dim=5), build((1, 29, 24), slot=1),
+                                     call(slot=1, train_weights=8), dot_product(T=29, S=27, H=5, K=2),
+                                     threads=192 + WIDE_THREADS.index(256)),
     "bad_configs": program(create("mha", size=240), create("attention", nulls=250), create("gqa", nulls=251),
                            create("mha", heads=0), create("gqa", q_heads=3, kv_heads=2),
                            create("attention", score_mode=2), create("reuse", reuse=5)),
