@@ -59,7 +59,7 @@ python-deps:
 	@$(PYTHON) -c "import numpy, pytest, hypothesis, h5py" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet numpy pytest hypothesis h5py
 
-$(OUT)/%: Tests/c/%.c Tests/c/check.h Tests/c/reference.h include/attention.h lib
+$(OUT)/%: Tests/c/%.c $(wildcard Tests/c/*.h) include/attention.h lib
 	@mkdir -p $(OUT)
 	$(CC) $(CFLAGS) -ITests/c $< -o $@ $(LDLIBS)
 

@@ -36,13 +36,30 @@
  *     ATT_ERR_INVALID_HANDLE, never a crash.
  *
  * THREADS
- *   att_layer_call, att_layer_backward, att_layer_losses and the read-only functions (weight
- *   count/info/get, output shape) may run concurrently on one layer from many threads.
- *   att_layer_build, att_layer_set_weight, att_layer_apply_constraints and att_layer_destroy
- *   must not run concurrently with any other use of the same layer.
- *   Different layers are independent. att_set_num_threads is global; set it before calling.
- *   Calls use a pool of worker threads: a process that forks must not call the library in
- *   the child (exec first; from Python's multiprocessing use the "spawn" start method).
+ *   Different layers are independent. On one layer:
+ *   - readers: att_layer_call, att_layer_backward, att_layer_losses, att_layer_is_built,
+ *     att_layer_weight_count, att_layer_weight_info, att_layer_get_weight and
+ *     att_layer_output_shape may run concurrently from any number of threads;
+ *   - writers: att_layer_build, att_layer_set_weight and att_layer_apply_constraints change
+ *     the layer and need it to themselves.
+ *   Nothing blocks: a writer called while a reader or another writer is inside the layer, and
+ *   a reader called while a writer is inside it, return ATT_ERR_BUSY at once, having done
+ *   nothing (retry later; a program that wants its writes to succeed stops its calls first).
+ *   att_layer_destroy never waits and never fails for a live handle: the handle is invalid
+ *   from its return on (later uses give ATT_ERR_INVALID_HANDLE), calls already inside the
+ *   layer complete normally, and the layer is freed when the last of them returns.
+ *   The create functions, att_dot_product_attention and the library-wide functions are
+ *   thread-safe. att_set_num_threads is global and applies to calls that start after it.
+ *
+ * FORK
+ *   A child forked at any moment (e.g. by Python's multiprocessing "fork" start method) can
+ *   use the library: layers created before the fork are valid in the child with the weights
+ *   they had at the fork, and new ones can be created. Calls that other threads of the parent
+ *   were running at the fork do not exist in the child (their layers are not in use there,
+ *   their output buffers are left as they were); no lock of the library is held across the
+ *   fork. As with any fork of a multithreaded process, only the library's state is covered:
+ *   do not fork while another thread is inside att_layer_build or att_layer_set_weight of a
+ *   layer the child will use (its weights may be half written in the child).
  */
 #ifndef ATTENTION_H
 #define ATTENTION_H
@@ -75,7 +92,9 @@ typedef enum att_status {
     ATT_ERR_NOT_BUILT = 6,        /* the layer has no weights yet: call att_layer_build */
     ATT_ERR_STRUCT_SIZE = 7,      /* struct_size is not a size this library knows */
     ATT_ERR_OUT_OF_MEMORY = 8,    /* a working buffer could not be allocated */
-    ATT_ERR_INTERNAL = 9          /* a bug in libattention: please report it */
+    ATT_ERR_INTERNAL = 9,         /* a bug in libattention: please report it */
+    ATT_ERR_BUSY = 10             /* the layer is in use by another thread (see THREADS); nothing
+                                     was done: retry once the other use has returned */
 } att_status;
 
 /* "0.1.0": the library's version (not the header's). Static storage. */
@@ -315,7 +334,9 @@ att_status att_reuse_multi_head_attention_create(const att_reuse_multi_head_atte
                                                  att_layer **out);
 
 /* Destroy a layer. NULL is accepted and ignored (ATT_OK); a foreign or already destroyed
- * handle gives ATT_ERR_INVALID_HANDLE. */
+ * handle gives ATT_ERR_INVALID_HANDLE. The handle is invalid once this returns; calls still
+ * running on the layer in other threads complete normally and the layer is freed when the
+ * last of them returns (see THREADS). Thread-safe. */
 att_status att_layer_destroy(att_layer *layer);
 
 /* Create the weights for inputs of these shapes (key may be NULL: the value's shape) and
@@ -323,26 +344,28 @@ att_status att_layer_destroy(att_layer *layer);
  * MultiHeadAttention) bind later calls. Building again re-creates the weights.
  * Errors: INVALID_HANDLE, NULL_ARGUMENT, SHAPE (ranks or dims that do not fit),
  * INVALID_ARGUMENT (attention_axes that do not fit the rank, an initializer the weight's
- * shape does not allow), OUT_OF_MEMORY. */
+ * shape does not allow), OUT_OF_MEMORY, BUSY (another thread is using the layer). A writer
+ * (see THREADS). */
 att_status att_layer_build(att_layer *layer, const att_shape *query_shape,
                            const att_shape *value_shape, const att_shape *key_shape);
 
-/* Whether the layer has been built (*built = 0 or 1). Errors: INVALID_HANDLE, NULL_ARGUMENT. */
+/* Whether the layer has been built (*built = 0 or 1). Errors: INVALID_HANDLE, NULL_ARGUMENT,
+ * BUSY (a writer is changing the layer). Like every reader below, thread-safe (see THREADS). */
 att_status att_layer_is_built(const att_layer *layer, int32_t *built);
 
 /* The number of weights, as len(keras_layer.get_weights()).
- * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT. */
+ * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT, BUSY. */
 att_status att_layer_weight_count(const att_layer *layer, size_t *count);
 
 /* Weight `index`'s shape and Keras name (e.g. "query/kernel"; static storage that lives as
  * long as the library). Either output may be NULL. Errors: INVALID_HANDLE, NOT_BUILT,
- * INVALID_ARGUMENT (index out of range). */
+ * INVALID_ARGUMENT (index out of range), BUSY. */
 att_status att_layer_weight_info(const att_layer *layer, size_t index, att_shape *shape,
                                  const char **name);
 
 /* Copy weight `index` out into `out` (its shape and the layer's dtype must match) or in
  * from `value`. Errors: INVALID_HANDLE, NOT_BUILT, INVALID_ARGUMENT (index out of range),
- * SHAPE, DTYPE, NULL_ARGUMENT. */
+ * SHAPE, DTYPE, NULL_ARGUMENT, BUSY. get_weight is a reader, set_weight a writer (THREADS). */
 att_status att_layer_get_weight(const att_layer *layer, size_t index, att_tensor *out);
 att_status att_layer_set_weight(att_layer *layer, size_t index, const att_tensor *value);
 
@@ -368,7 +391,7 @@ typedef struct att_call_args {
 
 /* The shapes of the output and of the scores for inputs of these shapes (key may be NULL).
  * Either output may be NULL. Errors: INVALID_HANDLE, NOT_BUILT (MultiHeadAttention: the
- * shapes depend on the build), NULL_ARGUMENT, SHAPE (inputs that do not fit the layer). */
+ * shapes depend on the build), NULL_ARGUMENT, SHAPE (inputs that do not fit the layer), BUSY. */
 att_status att_layer_output_shape(const att_layer *layer, const att_shape *query_shape,
                                   const att_shape *value_shape, const att_shape *key_shape,
                                   att_shape *output_shape, att_shape *scores_shape);
@@ -395,7 +418,8 @@ att_status att_layer_output_shape(const att_layer *layer, const att_shape *query
  *   and divides kept elements by 1 - rate.
  * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE,
  *   INVALID_ARGUMENT (a mask or reuse_attention_scores the layer kind does not take;
- *   reuse_attention_scores missing when the layer reuses heads), OUT_OF_MEMORY. Thread-safe. */
+ *   reuse_attention_scores missing when the layer reuses heads), OUT_OF_MEMORY, BUSY (a
+ *   writer is changing the layer). A reader: thread-safe (see THREADS). */
 att_status att_layer_call(const att_layer *layer, const att_call_args *args);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -440,14 +464,15 @@ att_status att_layer_backward(const att_layer *layer, const att_call_args *args,
  * its tensor's batch size, as Keras does), one per regularized tensor. Writes
  * min(capacity, n) values to `losses` (may be NULL when capacity is 0) and n to *count.
  * Layers without regularizers have none. args->output may be NULL.
- * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT (count), those of att_layer_call. */
+ * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT (count), those of att_layer_call.
+ * Thread-safe as att_layer_call. */
 att_status att_layer_losses(const att_layer *layer, const att_call_args *args, double *losses,
                             size_t capacity, size_t *count);
 
 /* Applies kernel_constraint and bias_constraint to the weights in place — what Keras's
- * optimizer does after each update. Not concurrent with other uses of the layer.
- * Errors: INVALID_HANDLE, NOT_BUILT; INVALID_ARGUMENT when a constraint's axis does not fit
- * a weight's rank, and then no weight is changed. */
+ * optimizer does after each update. A writer: BUSY while another thread uses the layer.
+ * Errors: INVALID_HANDLE, NOT_BUILT, BUSY; INVALID_ARGUMENT when a constraint's axis does not
+ * fit a weight's rank, and then no weight is changed. */
 att_status att_layer_apply_constraints(att_layer *layer);
 
 /* ---------------------------------------------------------------------------------------- */

@@ -18,25 +18,26 @@ public func att_layer_destroy(_ layer: OpaquePointer?) -> att_status {
 public func att_layer_build(_ layer: OpaquePointer?, _ query: UnsafePointer<att_shape>?,
                             _ value: UnsafePointer<att_shape>?, _ key: UnsafePointer<att_shape>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        try l.build(query: try dims(query, "query_shape"), value: try dims(value, "value_shape"),
-                    key: try key.map { try $0.pointee.dimsArray("key_shape") })
+        try Handles.with(layer, .write, "att_layer_build") { l in
+            try l.build(query: try dims(query, "query_shape"), value: try dims(value, "value_shape"),
+                        key: try key.map { try $0.pointee.dimsArray("key_shape") })
+        }
     }
 }
 
 @_cdecl("att_layer_is_built")
 public func att_layer_is_built(_ layer: OpaquePointer?, _ built: UnsafeMutablePointer<Int32>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
+        let isBuilt = try Handles.with(layer, .read, "att_layer_is_built") { $0.isBuilt }
         guard let built else { throw Failure.null("built") }
-        built.pointee = l.isBuilt ? 1 : 0
+        built.pointee = isBuilt ? 1 : 0
     }
 }
 
 @_cdecl("att_layer_weight_count")
 public func att_layer_weight_count(_ layer: OpaquePointer?, _ count: UnsafeMutablePointer<Int>?) -> att_status {
     withStatus {
-        let specs = try Handles.layer(layer).weightSpecs
+        let specs = try Handles.with(layer, .read, "att_layer_weight_count") { try $0.weightSpecs }
         guard let count else { throw Failure.null("count") }
         count.pointee = specs.count
     }
@@ -55,7 +56,7 @@ private func weightSpec(_ layer: any AttentionLayer, _ index: Int) throws -> Wei
 public func att_layer_weight_info(_ layer: OpaquePointer?, _ index: Int, _ shape: UnsafeMutablePointer<att_shape>?,
                                   _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> att_status {
     withStatus {
-        let spec = try weightSpec(try Handles.layer(layer), index)
+        let spec = try Handles.with(layer, .read, "att_layer_weight_info") { try weightSpec($0, index) }
         shape?.pointee = att_shape(spec.shape)
         if let name {
             guard let interned = InternedNames.cString(spec.name) else {
@@ -79,22 +80,24 @@ private func checkWeightTensor(_ t: RawTensor, _ spec: WeightSpec, _ layer: any 
 @_cdecl("att_layer_get_weight")
 public func att_layer_get_weight(_ layer: OpaquePointer?, _ index: Int, _ out: UnsafeMutablePointer<att_tensor>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        let spec = try weightSpec(l, index)
-        let t = try tensor(UnsafePointer(out), "out")
-        try checkWeightTensor(t, spec, l, index)
-        try l.getWeight(index, into: t.data)
+        try Handles.with(layer, .read, "att_layer_get_weight") { l in
+            let spec = try weightSpec(l, index)
+            let t = try tensor(UnsafePointer(out), "out")
+            try checkWeightTensor(t, spec, l, index)
+            try l.getWeight(index, into: t.data)
+        }
     }
 }
 
 @_cdecl("att_layer_set_weight")
 public func att_layer_set_weight(_ layer: OpaquePointer?, _ index: Int, _ value: UnsafePointer<att_tensor>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        let spec = try weightSpec(l, index)
-        let t = try tensor(value, "value")
-        try checkWeightTensor(t, spec, l, index)
-        try l.setWeight(index, from: t.data)
+        try Handles.with(layer, .write, "att_layer_set_weight") { l in
+            let spec = try weightSpec(l, index)
+            let t = try tensor(value, "value")
+            try checkWeightTensor(t, spec, l, index)
+            try l.setWeight(index, from: t.data)
+        }
     }
 }
 
@@ -104,9 +107,10 @@ public func att_layer_output_shape(_ layer: OpaquePointer?, _ query: UnsafePoint
                                    _ output: UnsafeMutablePointer<att_shape>?,
                                    _ scores: UnsafeMutablePointer<att_shape>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        let shapes = try l.outputShapes(query: try dims(query, "query_shape"), value: try dims(value, "value_shape"),
-                                        key: try key.map { try $0.pointee.dimsArray("key_shape") })
+        let shapes = try Handles.with(layer, .read, "att_layer_output_shape") { l in
+            try l.outputShapes(query: try dims(query, "query_shape"), value: try dims(value, "value_shape"),
+                               key: try key.map { try $0.pointee.dimsArray("key_shape") })
+        }
         for s in [shapes.output, shapes.scores] where s.count > Int(ATT_MAX_RANK) {
             throw Failure(ATT_ERR_SHAPE, "the result shape \(s) has more than \(ATT_MAX_RANK) dims")
         }
@@ -118,10 +122,11 @@ public func att_layer_output_shape(_ layer: OpaquePointer?, _ query: UnsafePoint
 @_cdecl("att_layer_call")
 public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_call_args>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        let a = try versionedStruct(args, "att_call_args", nullName: "args")
-        try requireBuilt(l)
-        try l.call(try callArguments(a, l, scratch: nil))
+        try Handles.with(layer, .read, "att_layer_call") { l in
+            let a = try versionedStruct(args, "att_call_args", nullName: "args")
+            try requireBuilt(l)
+            try l.call(try callArguments(a, l, scratch: nil))
+        }
     }
 }
 
@@ -129,28 +134,29 @@ public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_ca
 public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<att_call_args>?,
                                _ grads: UnsafePointer<att_gradient_args>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        let a = try versionedStruct(args, "att_call_args", nullName: "args")
-        let g = try versionedStruct(grads, "att_gradient_args", nullName: "grads")
-        try requireBuilt(l)
-        let output = ScratchOutput()
-        let arguments = try callArguments(a, l, scratch: output)
-        var weights: [RawTensor?]?
-        if let list = g.weight_gradients {
-            weights = try (0..<(try l.weightSpecs).count).map { i throws in
-                list[i].data == nil ? nil : try tensor(list[i], "grads->weight_gradients[\(i)]")
+        try Handles.with(layer, .read, "att_layer_backward") { l in
+            let a = try versionedStruct(args, "att_call_args", nullName: "args")
+            let g = try versionedStruct(grads, "att_gradient_args", nullName: "grads")
+            try requireBuilt(l)
+            let output = ScratchOutput()
+            let arguments = try callArguments(a, l, scratch: output)
+            var weights: [RawTensor?]?
+            if let list = g.weight_gradients {
+                weights = try (0..<(try l.weightSpecs).count).map { i throws in
+                    list[i].data == nil ? nil : try tensor(list[i], "grads->weight_gradients[\(i)]")
+                }
             }
+            let gradients = GradientArguments(
+                outputGradient: try tensor(g.output_gradient, "grads->output_gradient"),
+                scoresGradient: try optionalTensor(g.scores_gradient, "grads->scores_gradient"),
+                query: try optionalTensor(UnsafePointer(g.query_gradient), "grads->query_gradient"),
+                value: try optionalTensor(UnsafePointer(g.value_gradient), "grads->value_gradient"),
+                key: try optionalTensor(UnsafePointer(g.key_gradient), "grads->key_gradient"),
+                reuseAttentionScores: try optionalTensor(UnsafePointer(g.reuse_attention_scores_gradient),
+                                                         "grads->reuse_attention_scores_gradient"),
+                weights: weights, regularization: g.include_regularization != 0)
+            try l.backward(arguments, gradients)
         }
-        let gradients = GradientArguments(
-            outputGradient: try tensor(g.output_gradient, "grads->output_gradient"),
-            scoresGradient: try optionalTensor(g.scores_gradient, "grads->scores_gradient"),
-            query: try optionalTensor(UnsafePointer(g.query_gradient), "grads->query_gradient"),
-            value: try optionalTensor(UnsafePointer(g.value_gradient), "grads->value_gradient"),
-            key: try optionalTensor(UnsafePointer(g.key_gradient), "grads->key_gradient"),
-            reuseAttentionScores: try optionalTensor(UnsafePointer(g.reuse_attention_scores_gradient),
-                                                     "grads->reuse_attention_scores_gradient"),
-            weights: weights, regularization: g.include_regularization != 0)
-        try l.backward(arguments, gradients)
     }
 }
 
@@ -159,28 +165,30 @@ public func att_layer_losses(_ layer: OpaquePointer?, _ args: UnsafePointer<att_
                              _ losses: UnsafeMutablePointer<Double>?, _ capacity: Int,
                              _ count: UnsafeMutablePointer<Int>?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        guard let count else { throw Failure.null("count") }
-        try requireBuilt(l)
-        let output = ScratchOutput()
-        let arguments = try args.map { p throws in
-            try callArguments(try versionedStruct(p, "att_call_args", nullName: "args"), l, scratch: output)
+        try Handles.with(layer, .read, "att_layer_losses") { l in
+            guard let count else { throw Failure.null("count") }
+            try requireBuilt(l)
+            let output = ScratchOutput()
+            let arguments = try args.map { p throws in
+                try callArguments(try versionedStruct(p, "att_call_args", nullName: "args"), l, scratch: output)
+            }
+            let values = try l.losses(arguments)
+            if capacity > 0, values.count > 0 {
+                guard let losses else { throw Failure.null("losses (capacity is \(capacity))") }
+                for (i, v) in values.prefix(capacity).enumerated() { losses[i] = v }
+            }
+            count.pointee = values.count
         }
-        let values = try l.losses(arguments)
-        if capacity > 0, values.count > 0 {
-            guard let losses else { throw Failure.null("losses (capacity is \(capacity))") }
-            for (i, v) in values.prefix(capacity).enumerated() { losses[i] = v }
-        }
-        count.pointee = values.count
     }
 }
 
 @_cdecl("att_layer_apply_constraints")
 public func att_layer_apply_constraints(_ layer: OpaquePointer?) -> att_status {
     withStatus {
-        let l = try Handles.layer(layer)
-        try requireBuilt(l)
-        try l.applyConstraints()
+        try Handles.with(layer, .write, "att_layer_apply_constraints") { l in
+            try requireBuilt(l)
+            try l.applyConstraints()
+        }
     }
 }
 

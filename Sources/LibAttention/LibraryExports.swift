@@ -41,6 +41,7 @@ public func att_status_name(_ status: att_status) -> UnsafePointer<CChar> {
     case ATT_ERR_STRUCT_SIZE: cString("ATT_ERR_STRUCT_SIZE")
     case ATT_ERR_OUT_OF_MEMORY: cString("ATT_ERR_OUT_OF_MEMORY")
     case ATT_ERR_INTERNAL: cString("ATT_ERR_INTERNAL")
+    case ATT_ERR_BUSY: cString("ATT_ERR_BUSY")
     default: cString("unknown status")
     }
 }

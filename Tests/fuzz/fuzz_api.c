@@ -5,7 +5,7 @@
  * is in README.md.
  *
  * Contract checked on every call (abort() otherwise, so the fuzzer reports it): the status
- * is one of attention.h's, never ATT_ERR_INTERNAL; a failure leaves a non-empty
+ * is one of attention.h's, never ATT_ERR_INTERNAL nor (one thread) ATT_ERR_BUSY; a failure leaves a non-empty
  * att_last_error(); destroying a live handle succeeds and a destroyed one is refused; a
  * successful weight_info gives a non-empty name. ASan/UBSan/LSan catch the rest.
  *
@@ -104,8 +104,9 @@ static void fail(const char *what, att_status s, const char *why) {
 }
 
 static att_status chk(att_status s, const char *what) {
-    if ((int)s < ATT_OK || (int)s > ATT_ERR_INTERNAL) fail(what, s, "not a status of attention.h");
+    if ((int)s < ATT_OK || (int)s > ATT_ERR_BUSY) fail(what, s, "not a status of attention.h");
     if (s == ATT_ERR_INTERNAL) fail(what, s, "ATT_ERR_INTERNAL is a library bug");
+    if (s == ATT_ERR_BUSY) fail(what, s, "ATT_ERR_BUSY with no other thread using the layer");
     if (s != ATT_OK) {
         const char *e = att_last_error();
         if (e == NULL || e[0] == '\0') fail(what, s, "failure without a message");

@@ -2,8 +2,10 @@
 the results of serial calls, and a library call runs without the GIL (ctypes releases it), so
 another thread keeps calling the library while it runs.
 
-Calls are inference calls: a training call with dropout advances its layer's dropout_stream,
-so concurrent training calls on one layer draw different (valid) masks by design."""
+Calls are inference calls, except in the dropout test: a training call with dropout takes its
+layer's next dropout_stream atomically, so concurrent training calls on one layer draw the
+masks of distinct streams, as successive calls do. Misuse (build or set_weights while calls
+run) raises LayerBusyError, never crashes."""
 
 import concurrent.futures
 import threading
@@ -132,3 +134,75 @@ def test_calls_release_the_gil(restore_threads):
     assert len(inside) >= 10 and longest < 0.5 * (end - start), (
         f"{len(inside)} short calls completed during a {end - start:.3f} s call; "
         f"longest stretch without one: {longest:.3f} s")
+
+
+def test_concurrent_training_calls_draw_the_masks_of_distinct_streams():
+    """8 threads calling one layer with dropout at once draw 8 distinct masks: those of
+    streams 0..7, which a fresh layer with the same seed draws in 8 successive calls."""
+    rng = np.random.default_rng(13)
+    q, v = rng.normal(size=(2, 6, 8)), rng.normal(size=(2, 9, 8))
+    layer = attention.Attention(dropout=0.5, seed=77)
+    layer([q, v])
+    barrier = threading.Barrier(THREADS)
+
+    def dropped(_):
+        barrier.wait()
+        return layer([q, v], training=True, return_attention_scores=True)[1] == 0
+
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        masks = {m.tobytes() for m in pool.map(dropped, range(THREADS))}
+    assert len(masks) == THREADS and layer.dropout_stream == THREADS
+    successive = attention.Attention(dropout=0.5, seed=77)
+    assert masks == {(successive([q, v], training=True, return_attention_scores=True)[1] == 0).tobytes()
+                     for _ in range(THREADS)}
+
+
+def test_build_and_set_weights_while_calls_run_raise_layer_busy_error():
+    """Writers racing with calls on one layer either succeed or raise LayerBusyError (a
+    RuntimeError naming ATT_ERR_BUSY); calls likewise. The layer has one weight (scale: 1 as
+    built, or 0.5, or 2), so every successful call gives one of three outputs."""
+    rng = np.random.default_rng(14)
+    q, v = rng.normal(size=(2, 16, 16)), rng.normal(size=(2, 24, 16))
+    layer = attention.Attention(use_scale=True)
+    scales = [np.float32(0.5), np.float32(2.0)]
+    layer([q, v])
+    outputs = {layer([q, v]).tobytes()}
+    for scale in scales:
+        layer.set_weights([scale])
+        outputs.add(layer([q, v]).tobytes())
+    assert len(outputs) == 3
+    stop = threading.Event()
+    seen = {"busy": 0, "ok": 0, "wrong": 0}
+
+    def calls():
+        while not stop.is_set():
+            try:
+                out = layer([q, v])
+            except attention.LayerBusyError:
+                seen["busy"] += 1
+                continue
+            seen["ok"] += 1
+            seen["wrong"] += out.tobytes() not in outputs
+
+    threads = [threading.Thread(target=calls) for _ in range(3)]
+    for t in threads:
+        t.start()
+    busy = done = 0
+    try:
+        for i in range(600):
+            try:
+                if i % 3 == 0:
+                    layer.build([q.shape, v.shape])
+                else:
+                    layer.set_weights([scales[i % 2]])
+                done += 1
+            except attention.LayerBusyError as error:
+                assert isinstance(error, RuntimeError)
+                assert "in use by another thread" in str(error) and "ATT_ERR_BUSY" in str(error)
+                busy += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert seen["wrong"] == 0, "a call gave an output of no weight state"
+    assert seen["ok"] > 0 and done > 0 and busy + seen["busy"] > 0, (seen, done, busy)

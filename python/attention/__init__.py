@@ -37,6 +37,7 @@ from ._functional import dot_product_attention
 from ._group_query_attention import GroupedQueryAttention, GroupQueryAttention
 from ._interop import from_keras
 from ._layer import Gradients
+from ._lib import LayerBusyError
 from ._multi_head_attention import MultiHeadAttention
 from ._reuse_multi_head_attention import ReuseMultiHeadAttention
 
@@ -50,6 +51,7 @@ __all__ = [
     "dot_product_attention",
     "from_keras",
     "Gradients",
+    "LayerBusyError",
     "set_num_threads",
     "get_num_threads",
     "cpu_kernels",

@@ -5,13 +5,22 @@ Inputs may be any numeric array-like; they are converted to C-contiguous arrays 
 dtype. Masks may be bool or numeric; nonzero keeps a position.
 
 Dropout: every layer has a 64-bit `dropout_seed` (the `seed` argument, or a random one when
-it is None) and a `dropout_stream` counter, incremented after every call that applies
-dropout (training with a rate > 0). A call's dropout mask is a function of (seed, stream)
-alone, so two layers with the same seed called the same way drop the same elements.
+it is None) and a `dropout_stream` counter: every call that applies dropout (training with a
+rate > 0) takes the counter's value as its stream and advances it by one, atomically, so
+calls made at once from several threads draw distinct masks, as successive calls do (a call
+the library then refuses has still used up its stream). A call's dropout mask is a function
+of (seed, stream) alone, so two layers with the same seed called the same way drop the same
+elements.
+
+Threads: a layer may be called (and its gradients, losses and weights read) from many
+threads at once. build, set_weights and apply_constraints while another thread uses the
+layer raise LayerBusyError (nothing changed), as does a call that meets one of them.
 """
 
 import collections
 import ctypes
+import itertools
+import operator
 import re
 import secrets
 
@@ -102,7 +111,7 @@ class Layer:
         self.name = name if name is not None else self._default_name()
         self.seed = seed
         self.dropout_seed = _resolve_seed(seed)
-        self.dropout_stream = 0
+        self.dropout_stream = 0  # sets self._streams
         struct = self._CONFIG_STRUCT
         config = struct(struct_size=ctypes.sizeof(struct), dtype=self._dtype_code, **self._config_fields())
         handle = ctypes.c_void_p()
@@ -115,6 +124,20 @@ class Layer:
         n = Layer._name_counts[base]
         Layer._name_counts[base] += 1
         return base if n == 0 else f"{base}_{n}"
+
+    @property
+    def dropout_stream(self):
+        """The stream the next call that applies dropout takes (settable, mod 2**64)."""
+        return int(repr(self._streams)[len("count("):-1]) % 2**64  # reads without taking
+
+    @dropout_stream.setter
+    def dropout_stream(self, value):
+        self._streams = itertools.count(operator.index(value) % 2**64)
+
+    def _take_stream(self):
+        """The next stream, taken atomically: next() of an itertools.count runs under the
+        GIL without releasing it (no lock, so none can be held across a fork)."""
+        return next(self._streams) % 2**64
 
     @property
     def _dtype_code(self):
@@ -271,6 +294,7 @@ class Layer:
         output = np.empty(out_dims, self._np_dtype)
         scores = np.empty(scores_dims, self._np_dtype) if return_scores else None
         training = bool(training)
+        stream = self._take_stream() if training and self.dropout > 0 else self.dropout_stream
         args = _lib.CallArgs(
             struct_size=ctypes.sizeof(_lib.CallArgs),
             query=_lib.tensor_ref(query),
@@ -279,7 +303,7 @@ class Layer:
             training=training,
             use_causal_mask=bool(use_causal_mask),
             dropout_seed=self.dropout_seed,
-            dropout_stream=self.dropout_stream,
+            dropout_stream=stream,
             output=_lib.tensor_ref(output),
             scores=_lib.tensor_ref(scores),
             **{field: _lib.tensor_ref(mask) for field, mask in masks.items()},
@@ -291,8 +315,6 @@ class Layer:
             result = self._backward(args, query, value, key, masks, output, scores, out_dims, scores_dims,
                                     **gradients)
         self._record_activity_losses(args)
-        if training and self.dropout > 0:
-            self.dropout_stream = (self.dropout_stream + 1) % 2**64
         return result
 
     def _backward(self, args, query, value, key, masks, output, scores, out_dims, scores_dims, *,

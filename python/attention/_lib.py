@@ -27,6 +27,7 @@ ERR_NOT_BUILT = 6
 ERR_STRUCT_SIZE = 7
 ERR_OUT_OF_MEMORY = 8
 ERR_INTERNAL = 9
+ERR_BUSY = 10
 
 # att_dtype
 FLOAT32 = 1
@@ -314,6 +315,12 @@ def lib():
     return handle
 
 
+class LayerBusyError(RuntimeError):
+    """ATT_ERR_BUSY: the layer is in use by another thread (a build, set_weights or
+    apply_constraints while calls run, or a call during one of them). Nothing was done;
+    retry once the other use has returned."""
+
+
 _EXCEPTIONS = {
     ERR_NULL_ARGUMENT: ValueError,
     ERR_INVALID_ARGUMENT: ValueError,
@@ -323,6 +330,7 @@ _EXCEPTIONS = {
     ERR_STRUCT_SIZE: ValueError,
     ERR_DTYPE: TypeError,
     ERR_OUT_OF_MEMORY: MemoryError,
+    ERR_BUSY: LayerBusyError,
 }
 
 
