@@ -29,7 +29,7 @@ LDLIBS  := -L$(BUILD) -lattention -Wl,-rpath,$(abspath $(BUILD)) -lm
 C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
-.PHONY: all lib demo test test-swift test-c test-checked test-python test-install python-deps golden bench fuzz fuzz-lib \
+.PHONY: all lib demo test test-swift test-c test-checked test-variants test-emulated bench-builds test-python test-install python-deps golden bench fuzz fuzz-lib \
 	test-sanitize install uninstall clean
 
 all: lib
@@ -194,6 +194,14 @@ bench: lib python-deps $(BENCH)/fma_probe $(BENCH)/tiny_call
 	$(SWIFT_BUILD) --product AttentionBench
 	$(PYTHON) benchmarks/bench.py --fma-probe $(BENCH)/fma_probe --tiny-call $(BENCH)/tiny_call \
 		--gemm-bench $(BUILD)/AttentionBench
+
+# The dispatched library against single-CPU builds of the same sources, in one run: its
+# avx512 kernels vs TARGET_CPU=native, its avx2 kernels (capped) vs TARGET_CPU=haswell.
+bench-builds: lib python-deps
+	$(MAKE) --no-print-directory lib TARGET_CPU=native
+	$(MAKE) --no-print-directory lib TARGET_CPU=haswell
+	$(PYTHON) benchmarks/compare_builds.py dispatch=$(LIB) native=.build-cpu-native/release/libattention.so \
+		dispatch:avx2=$(LIB):avx2 haswell=.build-cpu-haswell/release/libattention.so
 
 # Sanitizers: the library with Swift's AddressSanitizer (C tests with clang's ASan + UBSan +
 # LeakSanitizer, Python tests under ASan), and ThreadSanitizer on the thread test (with the
