@@ -1,12 +1,12 @@
 # libattention — the README's commands: `make demo`, `make test`. Others: `make lib`,
 # `make bench`, `make golden`, `make fuzz`, `make test-sanitize`, `make install` /
-# `make uninstall` (PREFIX, DESTDIR), `make clean`. TARGET_CPU selects the CPU the kernels
-# are compiled for. The default, dispatch, is the library for any x86-64: the package built
-# once per kernel variant (avx512, avx2, baseline; each in .build-variant-<name>) and a
-# loader, compiled for baseline x86-64, that picks the variant at run time
-# (Sources/CPUDispatch). An LLVM CPU name builds for one class of machine instead (native:
-# this one; haswell: any AVX2 + FMA machine; x86-64: any x86-64) in its own .build-cpu-<name>
-# directory; every target uses the build TARGET_CPU names.
+# `make uninstall` (PREFIX, DESTDIR), `make python-lib` (python/setup.py's), `make clean`.
+# TARGET_CPU selects the CPU the kernels are compiled for. The default, dispatch, is the
+# library for any x86-64: the package built once per kernel variant (avx512, avx2, baseline;
+# each in .build-variant-<name>) and a loader, compiled for baseline x86-64, that picks the
+# variant at run time (Sources/CPUDispatch). An LLVM CPU name builds for one class of machine
+# instead (native: this one; haswell: any AVX2 + FMA machine; x86-64: any x86-64) in its own
+# .build-cpu-<name> directory; every target uses the build TARGET_CPU names.
 
 SWIFT      ?= swift
 PYTHON     ?= python3
@@ -29,8 +29,8 @@ LDLIBS  := -L$(BUILD) -lattention -Wl,-rpath,$(abspath $(BUILD)) -lm
 C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
-.PHONY: all lib demo test test-swift test-c test-checked test-variants test-emulated bench-builds test-python test-install python-deps golden bench fuzz fuzz-lib \
-	test-sanitize install uninstall clean
+.PHONY: all lib demo test test-swift test-c test-checked test-variants test-emulated bench-builds test-python test-install \
+	python-deps golden bench fuzz fuzz-lib test-sanitize install uninstall python-lib clean
 
 all: lib
 
@@ -139,6 +139,8 @@ PREFIX  ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define ATT_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/attention.h | paste -sd.)
 SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 LIBDIR  := $(DESTDIR)$(PREFIX)/lib
+# packaging/attention.pc.in with prefix $(1) and libdir $(2), on stdout.
+pc_file = sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(2)|' -e 's|@VERSION@|$(VERSION)|' packaging/attention.pc.in
 
 install: lib
 	install -d $(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
@@ -147,8 +149,21 @@ install: lib
 	ln -sf libattention.so.$(VERSION) $(LIBDIR)/libattention.so.$(SOMAJOR)
 	ln -sf libattention.so.$(SOMAJOR) $(LIBDIR)/libattention.so
 	install -m 644 include/attention.h $(DESTDIR)$(PREFIX)/include/attention.h
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' packaging/attention.pc.in \
-		> $(LIBDIR)/pkgconfig/attention.pc
+	$(call pc_file,$(PREFIX),$${prefix}/lib) > $(LIBDIR)/pkgconfig/attention.pc
+
+# The library inside the Python package (python/setup.py runs this; PYPKG: the package's
+# directory in the wheel's build tree): libattention.so and a copy under its SONAME (a
+# wheel holds no symlinks) and the kernel variants, all without debug info; attention.h in
+# include/ and pkgconfig/attention.pc whose paths are relative to its own directory.
+python-lib: lib
+	@test -n "$(PYPKG)" || { echo "python-lib: PYPKG (the package's build directory) is not set"; exit 1; }
+	rm -rf $(PYPKG)/libattention*.so* $(PYPKG)/include $(PYPKG)/pkgconfig
+	mkdir -p $(PYPKG)/include $(PYPKG)/pkgconfig
+	for f in libattention.so $(if $(DISPATCH),$(VARIANTS:%=libattention-%.so)); do \
+		strip --strip-debug -o $(PYPKG)/$$f $(BUILD)/$$f || exit 1; done
+	cp $(PYPKG)/libattention.so $(PYPKG)/libattention.so.$(SOMAJOR)
+	install -m 644 include/attention.h $(PYPKG)/include/attention.h
+	$(call pc_file,$${pcfiledir}/..,$${prefix}) > $(PYPKG)/pkgconfig/attention.pc
 
 uninstall:
 	rm -f $(LIBDIR)/libattention.so.$(VERSION) $(LIBDIR)/libattention.so.$(SOMAJOR) $(LIBDIR)/libattention.so \
@@ -156,10 +171,15 @@ uninstall:
 		$(LIBDIR)/pkgconfig/attention.pc
 
 # The installs, as a user makes them: `make install` into a scratch prefix, the demo built
-# with pkg-config and run, `make uninstall`; `pip install ./python` into a new virtualenv and
-# `import attention` from another directory; `pip wheel ./python` gives a platform wheel
-# carrying the library.
+# with pkg-config and run, `make uninstall`; the wheel (`pip wheel ./python`): its name
+# (py3-none-manylinux_*) and files, then Tests/install/test_wheel.sh with each of
+# INSTALL_PYTHONS (install with no swift on PATH, layer calls from /tmp, the C demo built
+# with the package's pkg-config file).
 INSTALL_TEST := $(abspath $(SCRATCH)/install-test)
+# $(PYTHON), and a Python 3.12 when pyenv has one.
+INSTALL_PYTHONS ?= $(PYTHON) $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3))
+WHEEL_FILES := libattention.so libattention.so.$(SOMAJOR) include/attention.h pkgconfig/attention.pc \
+	$(if $(DISPATCH),$(VARIANTS:%=libattention-%.so))
 
 test-install: lib
 	rm -rf $(INSTALL_TEST) && mkdir -p $(INSTALL_TEST)
@@ -171,14 +191,13 @@ test-install: lib
 	env -u ATTENTION_LIB $(INSTALL_TEST)/demo > /dev/null
 	$(MAKE) --no-print-directory uninstall PREFIX=$(INSTALL_TEST)/prefix
 	test -z "$$(find $(INSTALL_TEST)/prefix -type f -o -type l)"
-	$(PYTHON) -m venv $(INSTALL_TEST)/venv
-	ATTENTION_TARGET_CPU=$(TARGET_CPU) $(INSTALL_TEST)/venv/bin/pip install --quiet ./python
-	cd /tmp && env -u ATTENTION_LIB $(INSTALL_TEST)/venv/bin/python -c "import attention, numpy; \
-		x = numpy.ones((1, 4, 8)); print('pip install: attention', attention.__version__, 'from', \
-		attention.__file__, attention.MultiHeadAttention(num_heads=2, key_dim=4)(x, x).shape)"
-	$(INSTALL_TEST)/venv/bin/pip wheel --quiet --no-deps ./python -w $(INSTALL_TEST)/wheel
-	$(PYTHON) -m zipfile -l $(INSTALL_TEST)/wheel/libattention-$(VERSION)-*-linux_*.whl | grep -q attention/libattention.so
-	@echo "test-install: make install / pkg-config / uninstall, pip install ./python and pip wheel work"
+	ATTENTION_TARGET_CPU=$(TARGET_CPU) $(PYTHON) -m pip wheel --quiet --no-deps ./python -w $(INSTALL_TEST)/wheel
+	@wheel=$$(ls $(INSTALL_TEST)/wheel/libattention-$(VERSION)-py3-none-manylinux_*_x86_64.whl) && echo "== $$wheel" && \
+		$(PYTHON) -m zipfile -l $$wheel > $(INSTALL_TEST)/wheel/contents && \
+		for f in $(WHEEL_FILES); do grep -q "^attention/$$f " $(INSTALL_TEST)/wheel/contents \
+			|| { echo "the wheel lacks attention/$$f"; exit 1; }; done && \
+		for py in $(INSTALL_PYTHONS); do Tests/install/test_wheel.sh $$py $$wheel $(INSTALL_TEST) || exit 1; done
+	@echo "test-install: make install / pkg-config / uninstall, and the wheel (pip install without swift, C via pkg-config) work"
 
 BENCH := $(SCRATCH)/bench
 

@@ -26,9 +26,13 @@ and weights included; `layer.save_weights("w.npz")` / `layer.load_weights(path)`
 Functional: dot_product_attention (keras.ops). float32 (default) or float64. The C library is
 found through $ATTENTION_LIB, next to this package, or in an enclosing .build/release (after
 `make lib`).
+
+C programs against the installed package: get_include(), get_library_dir() and
+get_pkgconfig_dir() (`PKG_CONFIG_PATH=... pkg-config --cflags --libs attention`).
 """
 
 import operator
+from pathlib import Path
 
 from . import _lib
 from ._additive_attention import AdditiveAttention
@@ -55,6 +59,9 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "cpu_kernels",
+    "get_include",
+    "get_library_dir",
+    "get_pkgconfig_dir",
     "__version__",
 ]
 
@@ -78,6 +85,36 @@ def cpu_kernels():
     for one CPU. (A cap naming no variant, or no loadable variant, makes the first use of the
     library raise ImportError with the reason.)"""
     return _lib.lib().att_cpu_kernels().decode()
+
+
+def _installed(*parts):
+    # A path of the installed package (a wheel ships the library, its header and a
+    # pkg-config file in it); a checkout has none of them.
+    path = Path(__file__).resolve().parent.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: this attention package was not installed from a wheel "
+            "(in a checkout: include/ and .build/release after `make lib`)"
+        )
+    return str(path)
+
+
+def get_include():
+    """The directory holding attention.h in the installed package (for cc -I)."""
+    return str(Path(_installed("include", "attention.h")).parent)
+
+
+def get_library_dir():
+    """The installed package's directory, which holds libattention.so (for cc -L and an
+    rpath; its libattention.so.0, the SONAME, is what a linked program loads)."""
+    return str(Path(_installed(_lib.LIBRARY_NAME)).parent)
+
+
+def get_pkgconfig_dir():
+    """The directory holding attention.pc in the installed package (for PKG_CONFIG_PATH): its
+    paths point into the package and link with an rpath to it, so a program built with
+    `pkg-config --cflags --libs attention` runs without LD_LIBRARY_PATH."""
+    return str(Path(_installed("pkgconfig", "attention.pc")).parent)
 
 
 def __getattr__(name):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 MAX_RANK = 8
-_LIB_NAME = "libattention.so"
+LIBRARY_NAME = "libattention.so"
 
 # att_status
 OK = 0
@@ -290,8 +290,8 @@ def _candidates():
     if override:
         return [Path(override)]
     package = Path(__file__).resolve().parent
-    found = [package / _LIB_NAME]
-    found += [d / ".build" / "release" / _LIB_NAME for d in package.parents]
+    found = [package / LIBRARY_NAME]
+    found += [d / ".build" / "release" / LIBRARY_NAME for d in package.parents]
     return found
 
 
@@ -302,7 +302,7 @@ def lib():
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise ImportError(
-            f"{_LIB_NAME} not found (looked at: {', '.join(map(str, candidates))}); "
+            f"{LIBRARY_NAME} not found (looked at: {', '.join(map(str, candidates))}); "
             "run `make lib` in the repository or set ATTENTION_LIB to its path"
         )
     handle = ctypes.CDLL(str(path))
