@@ -60,6 +60,12 @@ public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
 /// `maximumThreads − 1`) and kept, which join the calling thread on one job at a time. Every
 /// field is behind one mutex; fork handlers hold it across fork() and give the child an empty
 /// pool (the helpers do not exist there), whose helpers start again on its next job.
+///
+/// In a forked child the calling thread only waits while new helpers run every part: the
+/// Swift runtime linked into the library caches each thread's id, and the thread that forked
+/// carries its parent's stale id into the child, so it must not contend for the runtime's
+/// locks with threads of the child (that can deadlock); helpers started in the child only
+/// contend among themselves.
 final class WorkerPool: @unchecked Sendable {
     static let shared = WorkerPool()
     /// The most threads (the caller and helpers) one call uses.
@@ -80,6 +86,7 @@ final class WorkerPool: @unchecked Sendable {
     private var tickets = 0                          // helpers the job still takes
     private var active = 0                           // helpers inside the job
     private var nextPart = 0                         // the job's first unclaimed part
+    private var callerWorks = true                   // false in a forked child
     private var job: UnsafePointer<Job>?             // on the caller's stack while busy
 
     private init() {
@@ -90,29 +97,35 @@ final class WorkerPool: @unchecked Sendable {
 
     private func initialiseLocks() {
         pthread_mutex_init(mutex, nil)
+        initialiseConditions()
+    }
+
+    private func initialiseConditions() {
         pthread_cond_init(wake, nil)
         pthread_cond_init(finished, nil)
     }
 
-    /// Runs the parts of `partition` on the caller and up to parts − 1 helpers, and returns
-    /// true once all have run; false, having run nothing, when the pool is busy.
+    /// Runs the parts of `partition` on the caller and up to parts − 1 helpers (in a forked
+    /// child: on up to `parts` helpers), and returns true once all have run; false, having run
+    /// nothing, when the pool is busy or (in a child) no helper could be started.
     func run(_ partition: Partition, _ body: (Int) -> Void) -> Bool {
         pthread_mutex_lock(mutex)
-        guard !busy else {
+        let wanted = callerWorks ? partition.parts - 1 : partition.parts
+        if !busy { startHelpers(wanted) }
+        guard !busy, callerWorks || helpers > 0 else {
             pthread_mutex_unlock(mutex)
             return false
         }
         busy = true
-        startHelpers(partition.parts - 1)
         withoutActuallyEscaping(body) { body in
             withUnsafePointer(to: Job(body: body, partition: partition)) { job in
                 self.job = job
                 nextPart = 0
-                tickets = min(partition.parts - 1, helpers)
+                tickets = min(wanted, helpers)
                 if tickets > 0 { pthread_cond_broadcast(wake) }
-                work(job)
+                if callerWorks { work(job) }
+                while nextPart < partition.parts || active > 0 { pthread_cond_wait(finished, mutex) }
                 tickets = 0
-                while active > 0 { pthread_cond_wait(finished, mutex) }
                 self.job = nil
             }
         }
@@ -162,9 +175,12 @@ final class WorkerPool: @unchecked Sendable {
     private func forkPrepare() { pthread_mutex_lock(mutex) }
     private func forkParent() { pthread_mutex_unlock(mutex) }
 
-    /// In the child only the forking thread exists: no helpers, no job in progress.
+    /// In the child only the forking thread exists (it took the mutex in forkPrepare): no
+    /// helpers, no job in progress, no waiters on the conditions.
     private func forkChild() {
-        initialiseLocks()
+        initialiseConditions()
         helpers = 0; busy = false; tickets = 0; active = 0; nextPart = 0; job = nil
+        callerWorks = false
+        pthread_mutex_unlock(mutex)
     }
 }
