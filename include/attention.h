@@ -60,6 +60,11 @@
  *   fork. As with any fork of a multithreaded process, only the library's state is covered:
  *   do not fork while another thread is inside att_layer_build or att_layer_set_weight of a
  *   layer the child will use (its weights may be half written in the child).
+ *   The child's calls run on worker threads started in the child (the calling thread waits:
+ *   the Swift runtime inside the library keeps each thread's id, and the forking thread's
+ *   is its parent's, so that thread must not contend with the child's threads). Threads
+ *   of the child's own that call the library concurrently with the forking thread may
+ *   meet the same hazard: in a forked child, call the library from one thread.
  */
 #ifndef ATTENTION_H
 #define ATTENTION_H
