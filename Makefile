@@ -224,7 +224,7 @@ bench-builds: lib python-deps
 
 # Sanitizers: the library with Swift's AddressSanitizer (C tests with clang's ASan + UBSan +
 # LeakSanitizer, Python tests under ASan), and ThreadSanitizer on the thread test (with the
-# shared Swift runtime).
+# shared Swift runtime; TSan's runtime intercepts libdispatch, so that links too).
 SAN_BIN    := $(dir $(realpath $(shell command -v $(SWIFT))))
 SAN_CC     := $(SAN_BIN)clang
 SAN_CFLAGS := -std=c11 -O1 -g -fno-omit-frame-pointer -fuse-ld=lld -Wall -Wextra -Werror -Iinclude -ITests/c
@@ -247,7 +247,7 @@ test-sanitize: python-deps
 	@$(call soname_link,$(TSAN_LIB))
 	@mkdir -p .build-tsan/c
 	$(SAN_CC) $(SAN_CFLAGS) -fsanitize=thread Tests/c/test_threads.c -o .build-tsan/c/test_threads \
-		-L$(TSAN_LIB) -lattention -Wl,-rpath,$(TSAN_LIB) -L$(SWIFT_RT) \
+		-L$(TSAN_LIB) -lattention -Wl,-rpath,$(TSAN_LIB) -L$(SWIFT_RT) -ldispatch -lBlocksRuntime \
 		-Wl,-rpath,$(SWIFT_RT) -lm
 	@echo "== .build-tsan/c/test_threads (TSan)"; .build-tsan/c/test_threads
 
