@@ -113,15 +113,19 @@ public enum FullyMaskedRow: Sendable {
 }
 
 /// The positions excluded from attention: the AND of every view, a causal band
-/// (keep j ≤ i) and a sliding window (keep |i − j| < window, 0 = none).
-public struct AttentionMask: Sendable {
+/// (keep j ≤ p + i) and a sliding window (keep |p + i − j| < window, 0 = none), where
+/// p = positions?[g] ?? 0 is the key position of group g's query row 0 — a decoder's new
+/// tokens after the p it has cached (0 ≤ p and p + queryLength ≤ keyLength, checked by the
+/// caller). The band also bounds the keys a row reads: a causal row never reads past p + i.
+public struct AttentionMask: @unchecked Sendable {
     public var views: [MaskView]
     public var causal: Bool
     public var window: Int
+    public var positions: UnsafePointer<Int>?
     public var fullyMaskedRow: FullyMaskedRow
-    public init(views: [MaskView] = [], causal: Bool = false, window: Int = 0,
+    public init(views: [MaskView] = [], causal: Bool = false, window: Int = 0, positions: UnsafePointer<Int>? = nil,
                 fullyMaskedRow: FullyMaskedRow) {
-        self.views = views; self.causal = causal; self.window = window
+        self.views = views; self.causal = causal; self.window = window; self.positions = positions
         self.fullyMaskedRow = fullyMaskedRow
     }
     /// True when nothing is masked.

@@ -131,14 +131,16 @@ struct Row<T: KernelScalar> {
         job.operands.output + job.operands.outputLayout.offset(g, n, i)
     }
 
-    /// Keys j in this range may be kept by the causal band and the sliding window.
-    /// A window wider than the key axis reaches its end (so i + window cannot overflow).
+    /// Keys j in this range may be kept by the causal band and the sliding window, for row i
+    /// at key position p + i. A window wider than the key axis reaches its end (so
+    /// p + i + window cannot overflow).
     func band(_ i: Int) -> Range<Int> {
+        let position = i + (job.mask.positions?[g] ?? 0)
         var lo = 0, hi = shape.keyLength
-        if job.mask.causal { hi = min(hi, i + 1) }
+        if job.mask.causal { hi = min(hi, position + 1) }
         if job.mask.window > 0 {
-            lo = max(lo, i - job.mask.window + 1)
-            hi = min(hi, i + min(job.mask.window, hi))
+            lo = max(lo, position - job.mask.window + 1)
+            hi = min(hi, position + min(job.mask.window, hi))
         }
         return min(lo, hi)..<hi
     }

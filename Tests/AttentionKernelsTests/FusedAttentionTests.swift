@@ -9,9 +9,13 @@ import Testing
         var policy = FullyMaskedRow.zero
         var dropout = 0.0
         var bias = false
+        /// Group g's query row 0 stands at key position (7g + 3) mod (s − t + 1), as a
+        /// decoder's new tokens after its cache.
+        var positions = false
         var testDescription: String {
-            "g\(groups) n\(heads)/\(kvHeads) t\(t) s\(s) h\(h) hv\(hv) causal=\(causal) window=\(window) padding=\(padding) scores=\(scores) \(policy) dropout=\(dropout) bias=\(bias)"
+            "g\(groups) n\(heads)/\(kvHeads) t\(t) s\(s) h\(h) hv\(hv) causal=\(causal) window=\(window) padding=\(padding) scores=\(scores) \(policy) dropout=\(dropout) bias=\(bias) positions=\(positions)"
         }
+        func position(_ g: Int) -> Int { positions ? (7 * g + 3) % (s - t + 1) : 0 }
     }
 
     static let cases: [Case] = [
@@ -41,6 +45,13 @@ import Testing
         Case(groups: 1, heads: 1, kvHeads: 1, t: 2, s: 63, h: 3, hv: 3, padding: true, policy: .subtractLarge),
         // A window that passes the last key: later rows see no key at all.
         Case(groups: 1, heads: 2, kvHeads: 2, t: 40, s: 3, h: 5, hv: 4, window: 2, policy: .uniform),
+        // Query rows placed after cached keys (per group): decode, row and block paths.
+        Case(groups: 3, heads: 2, kvHeads: 1, t: 1, s: 300, h: 16, hv: 8, causal: true, positions: true),
+        Case(groups: 3, heads: 4, kvHeads: 2, t: 4, s: 70, h: 9, hv: 5, causal: true, padding: true, positions: true),
+        Case(groups: 2, heads: 2, kvHeads: 2, t: 37, s: 300, h: 19, hv: 7, causal: true, scores: true, dropout: 0.2,
+             positions: true),
+        Case(groups: 4, heads: 2, kvHeads: 2, t: 70, s: 200, h: 32, hv: 32, causal: true, positions: true),
+        Case(groups: 3, heads: 1, kvHeads: 1, t: 9, s: 40, h: 5, hv: 3, window: 4, policy: .uniform, positions: true),
     ]
 
     @Test(arguments: cases)
@@ -67,6 +78,8 @@ import Testing
         var out = [Double](repeating: .nan, count: c.groups * c.heads * c.t * c.hv)
         var scores = [Double](repeating: .nan, count: c.groups * c.heads * c.t * c.s)
         let scale = 0.7
+        let positions = (0..<c.groups).map(c.position)
+        positions.withUnsafeBufferPointer { pp in
         q.withUnsafeBufferPointer { qp in k.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in
           bias.withUnsafeBufferPointer { bp in
             keep.withUnsafeBufferPointer { mp in out.withUnsafeMutableBufferPointer { op in
@@ -76,13 +89,16 @@ import Testing
                                               output: op.baseAddress!)
                     let views = c.padding ? [MaskView(base: mp.baseAddress!, group: c.t * c.s, head: 0, row: c.s, column: 1)] : []
                     attentionForward(shape: shape, operands: operands, score: .dot(scale: scale),
-                                     mask: AttentionMask(views: views, causal: c.causal, window: c.window, fullyMaskedRow: c.policy),
+                                     mask: AttentionMask(views: views, causal: c.causal, window: c.window,
+                                                         positions: c.positions ? pp.baseAddress! : nil,
+                                                         fullyMaskedRow: c.policy),
                                      bias: c.bias ? .strided(BiasView(base: bp.baseAddress!, group: 0, head: c.t * c.s, row: c.s, column: 1)) : nil,
                                      dropout: dropout, scores: c.scores ? sp.baseAddress! : nil)
                 }
             } }
           }
         } } }
+        }
         var worst = 0.0
         for g in 0..<c.groups {
             for n in 0..<c.heads {
@@ -94,8 +110,8 @@ import Testing
                         var d = 0.0
                         for e in 0..<c.h { d += q[((g * c.heads + n) * c.t + i) * c.h + e] * k[((g * c.kvHeads + kvn) * c.s + j) * c.h + e] }
                         logits[j] = d * scale + bias[(n * c.t + i) * c.s + j]
-                        if c.causal && j > i { kept[j] = false }
-                        if c.window > 0 && abs(i - j) >= c.window { kept[j] = false }
+                        if c.causal && j > c.position(g) + i { kept[j] = false }
+                        if c.window > 0 && abs(c.position(g) + i - j) >= c.window { kept[j] = false }
                         if keep[(g * c.t + i) * c.s + j] == 0 { kept[j] = false }
                     }
                     var weights = [Double](repeating: 0, count: c.s)
