@@ -44,6 +44,15 @@ import Testing
 
     static let maxDistance = 3
 
+    /// Random inputs of case c: entries in [−1, 1), score weights in [0.5, 2.5).
+    static func inputs(_ c: Case, _ rng: inout SplitMix) -> Inputs {
+        func random(_ n: Int) -> [Double] { (0..<n).map { _ in rng.uniform() * 2 - 1 } }
+        let weightCount = c.score == .dot ? 1 : c.score == .concat ? 2 : c.h
+        return Inputs(q: random(c.groups * c.heads * c.t * c.h), k: random(c.groups * c.kvHeads * c.s * c.h),
+                      v: random(c.groups * c.kvHeads * c.s * c.hv), weights: random(weightCount).map { $0 + 1.5 },
+                      table: random(c.heads * (2 * maxDistance - 1)))
+    }
+
     func run(_ c: Case, _ x: Inputs, keep: [UInt8], lse: UnsafeMutablePointer<Double>?,
              output: UnsafeMutablePointer<Double>, scores: UnsafeMutablePointer<Double>?,
              backward: (AttentionShape, AttentionOperands<Double>, ScoreFunction<Double>, AttentionMask,
@@ -80,10 +89,7 @@ import Testing
     func matchesFiniteDifferences(_ c: Case) {
         var rng = SplitMix(seed: 7)
         func random(_ n: Int) -> [Double] { (0..<n).map { _ in rng.uniform() * 2 - 1 } }
-        let weightCount = c.score == .dot ? 1 : c.score == .concat ? 2 : c.h
-        let x = Inputs(q: random(c.groups * c.heads * c.t * c.h), k: random(c.groups * c.kvHeads * c.s * c.h),
-                       v: random(c.groups * c.kvHeads * c.s * c.hv), weights: random(weightCount).map { $0 + 1.5 },
-                       table: random(c.heads * (2 * Self.maxDistance - 1)))
+        let x = Self.inputs(c, &rng)
         var keep = [UInt8](repeating: 1, count: c.groups * c.t * c.s)
         if c.padding {
             for g in 0..<c.groups {
@@ -180,10 +186,7 @@ import Testing
     func sameBitsForEveryThreadCount(_ c: Case) {
         var rng = SplitMix(seed: 5)
         func random(_ n: Int) -> [Double] { (0..<n).map { _ in rng.uniform() * 2 - 1 } }
-        let weightCount = c.score == .dot ? 1 : c.score == .concat ? 2 : c.h
-        let x = Inputs(q: random(c.groups * c.heads * c.t * c.h), k: random(c.groups * c.kvHeads * c.s * c.h),
-                       v: random(c.groups * c.kvHeads * c.s * c.hv), weights: random(weightCount).map { $0 + 1.5 },
-                       table: random(c.heads * (2 * Self.maxDistance - 1)))
+        let x = Self.inputs(c, &rng)
         let keep = (0..<(c.groups * c.t * c.s)).map { _ in UInt8(rng.uniform() < 0.8 ? 1 : 0) }
         let dO = random(c.groups * c.heads * c.t * c.hv), dSigma = random(c.groups * c.heads * c.t * c.s)
         let before = Threads.current
