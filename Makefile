@@ -56,8 +56,8 @@ lib:
 endif
 
 python-deps:
-	@$(PYTHON) -c "import numpy, pytest, hypothesis, h5py" 2>/dev/null || \
-		$(PYTHON) -m pip install --quiet numpy pytest hypothesis h5py
+	@$(PYTHON) -c "import numpy, pytest, hypothesis, h5py, ml_dtypes" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet numpy pytest hypothesis h5py ml_dtypes
 
 $(OUT)/%: Tests/c/%.c $(wildcard Tests/c/*.h) include/attention.h lib
 	@mkdir -p $(OUT)

@@ -197,7 +197,7 @@ def check_gradients(problem, *, scores=False, regularization=False, seed=0, tol=
     for g, w in zip(res.weights, current):
         assert g.shape == w.shape and g.dtype == dtype
     if weights:
-        for i, name in enumerate(layer.weights):
+        for i, name in enumerate(layer.weight_names):
             trial = [w.copy() for w in current]
 
             def weight_loss():
@@ -875,7 +875,7 @@ def test_regularization_false_leaves_the_penalties_out(layer_case):
 
 
 def _kernel_and_bias_indices(layer):
-    names = layer.weights
+    names = layer.weight_names
     kernels = [i for i, n in enumerate(names) if n.endswith("/kernel")]
     biases = [i for i, n in enumerate(names) if n.endswith("/bias")]
     return kernels, biases
@@ -901,7 +901,7 @@ def test_weight_penalty_gradients_are_analytic(layer_case):
         for name in ("query", "value", "key", "reuse_attention_scores"):
             g = getattr(res, name)
             assert g is None or np.all(g == 0), name
-        for i, (name, g) in enumerate(zip(layer.weights, res.weights)):
+        for i, (name, g) in enumerate(zip(layer.weight_names, res.weights)):
             if not regularization:
                 want = np.zeros_like(weights[i])
             elif i in kernels:

@@ -222,8 +222,7 @@ def test_from_keras_unbuilt_gives_unbuilt_layer_with_the_config():
     config = _mha_config(attention_axes=(1, 2), use_gate=True)
     layer = from_keras(fake("MultiHeadAttention", config, built=False))
     assert not layer.built
-    expected = {k: v for k, v in config.items() if k != "trainable"}
-    expected["dtype"] = "float32"
+    expected = dict(config, dtype="float32")  # "trainable" kept, the policy as its name
     assert layer.get_config() == expected
     for kind, config in [("Attention", {"use_scale": True, "score_mode": "concat", "dropout": 0.1}),
                          ("AdditiveAttention", {"use_scale": False}),
@@ -271,7 +270,7 @@ def test_from_keras_rejects_other_objects():
 def test_from_keras_bad_configs_and_weights():
     rng = np.random.default_rng(1)
     with pytest.raises(ValueError, match="dtype"):
-        from_keras(fake("MultiHeadAttention", _mha_config(dtype=_policy("mixed_float16")), built=False))
+        from_keras(fake("MultiHeadAttention", _mha_config(dtype=_policy("int8_from_float32")), built=False))
     weights = _mha_weights(rng)
     for build_config in (None, {"shapes_dict": {"query_shape": (None, 4, 6), "value_shape": (None, 5, 7),
                                                 "key_shape": (None, 5, 5)}}):
@@ -356,10 +355,10 @@ def test_save_load_round_trip(tmp_path, dtype):
             assert np.array_equal(_forward(target, inputs), expected)
         with np.load(path) as npz:
             meta = json.loads(str(npz["__libattention__"]))
-            assert meta["names"] == layer.weights and meta["layer"] == type(layer).__name__
+            assert meta["names"] == layer.weight_names and meta["layer"] == type(layer).__name__
             assert meta["dtype"] == dtype
             assert [tuple(s) for s in meta["shapes"]] == [w.shape for w in layer.get_weights()]
-            assert [n for n in npz.files if n != "__libattention__"] == layer.weights
+            assert [n for n in npz.files if n != "__libattention__"] == layer.weight_names
 
 
 def test_load_converts_the_dtype(tmp_path):
@@ -582,7 +581,7 @@ def test_live_keras_from_keras(tmp_path):
         keras_layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in keras_layer.get_weights()])
         expected = keras.ops.convert_to_numpy(run(keras_layer))
         ours = from_keras(keras_layer)
-        assert ours.weights == [w.path.split("/", 1)[1] for w in keras_layer.weights]
+        assert ours.weight_names == [w.path.split("/", 1)[1] for w in keras_layer.weights]
         assert_close(run(ours), expected, np.float32)
         if _has_h5py():  # and through a saved model, the layer a tracked attribute of it
             fresh = type(ours).from_config(ours.get_config())

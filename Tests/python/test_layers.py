@@ -735,15 +735,15 @@ def _call(layer, q, v):
 @pytest.mark.parametrize("index", range(len(_layers())))
 def test_weights_round_trip(index):
     layer = _layers()[index]
-    assert layer.get_weights() == [] and layer.weights == [] and not layer.built
+    assert layer.get_weights() == [] and layer.weight_names == [] and not layer.built
     _build(layer)
     assert layer.built
-    specs = [(n, w.shape) for n, w in zip(layer.weights, layer.get_weights())]
+    specs = [(n, w.shape) for n, w in zip(layer.weight_names, layer.get_weights())]
     rng = np.random.default_rng(index)
     new = [rng.normal(size=shape) for _, shape in specs]  # float64: cast to the layer dtype
     layer.set_weights(new)
     got = layer.get_weights()
-    assert [(n, w.shape) for n, w in zip(layer.weights, got)] == specs
+    assert [(n, w.shape) for n, w in zip(layer.weight_names, got)] == specs
     for g, w in zip(got, new):
         assert g.dtype == np.dtype(layer.dtype)
         np.testing.assert_array_equal(g, w.astype(layer.dtype))
@@ -752,12 +752,12 @@ def test_weights_round_trip(index):
 def test_weight_names_and_order():
     attention_names = attention.Attention(use_scale=True, score_mode="concat")
     attention_names.build([(1, 2, 3), (1, 2, 3)])
-    assert attention_names.weights == ["scale", "concat_score_weight"]
+    assert attention_names.weight_names == ["scale", "concat_score_weight"]
     assert [w.shape for w in attention_names.get_weights()] == [(), ()]
     np.testing.assert_array_equal(attention_names.get_weights(), [1.0, 1.0])
     mha = attention.MultiHeadAttention(2, 3, value_dim=4, output_shape=(5, 6), use_gate=True)
     mha.build((1, 2, 7), (1, 3, 8), (1, 3, 9))
-    assert mha.weights == ["query/kernel", "query/bias", "key/kernel", "key/bias", "gate/kernel",
+    assert mha.weight_names == ["query/kernel", "query/bias", "key/kernel", "key/bias", "gate/kernel",
                            "gate/bias", "value/kernel", "value/bias", "attention_output/kernel",
                            "attention_output/bias"]
     assert [w.shape for w in mha.get_weights()] == [
@@ -765,7 +765,7 @@ def test_weight_names_and_order():
         (5, 6)]
     gqa = attention.GroupQueryAttention(3, 4, 2, use_gate=True)
     gqa.build((1, 2, 7), (1, 3, 7), (1, 3, 9))
-    assert gqa.weights == mha.weights
+    assert gqa.weight_names == mha.weight_names
     assert [w.shape for w in gqa.get_weights()] == [
         (7, 4, 3), (4, 3), (9, 2, 3), (2, 3), (7, 4, 3), (4, 3), (7, 2, 3), (2, 3), (4, 3, 7), (7,)]
 
@@ -795,7 +795,7 @@ def test_reuse_weight_names_and_order(reuse, use_bias, expected):
                                               use_relative_pe=True, pe_max_seq_length=6,
                                               use_bias=use_bias, output_shape=(2, 3))
     layer.build((1, 2, 7), (1, 3, 8), (1, 3, 9))
-    assert list(zip(layer.weights, [w.shape for w in layer.get_weights()])) == expected
+    assert list(zip(layer.weight_names, [w.shape for w in layer.get_weights()])) == expected
 
 
 _WEIGHT_OPTIONS = {"kernel_initializer", "bias_initializer", "kernel_regularizer",
@@ -824,7 +824,7 @@ _KERAS_KEYS = {
 def test_config_round_trip(index):
     layer = _layers()[index]
     config = layer.get_config()
-    keys = _KERAS_KEYS[type(layer).__name__] | ({"causal"} if config.get("causal") else set())
+    keys = _KERAS_KEYS[type(layer).__name__] | {"trainable"} | ({"causal"} if config.get("causal") else set())
     assert set(config) == keys
     clone = type(layer).from_config(config)
     assert clone.get_config() == config
@@ -877,8 +877,7 @@ def test_from_keras_config():
     }
     layer = attention.MultiHeadAttention.from_config(keras_config)
     assert layer.dtype == "float64"
-    expected = {k: v for k, v in keras_config.items() if k != "trainable"}
-    expected["dtype"] = "float64"
+    expected = dict(keras_config, dtype="float64")  # "trainable" kept, the policy as its name
     assert layer.get_config() == expected
 
 
@@ -915,8 +914,7 @@ def test_gqa_from_keras_config():
         "bias_constraint": None, "seed": None,
     }
     layer = attention.GroupQueryAttention.from_config(keras_config)
-    expected = {k: v for k, v in keras_config.items() if k != "trainable"}
-    expected["dtype"] = "float64"
+    expected = dict(keras_config, dtype="float64")  # "trainable" kept, the policy as its name
     assert layer.get_config() == expected
 
 
@@ -990,7 +988,7 @@ def _mha_kernels(seed, **kwargs):
     for both (Keras's EinsumDense axes), 4096 values each."""
     layer = attention.MultiHeadAttention(4, 16, seed=seed, **kwargs)
     layer.build((1, 2, 64), (1, 2, 64))
-    return dict(zip(layer.weights, layer.get_weights()))
+    return dict(zip(layer.weight_names, layer.get_weights()))
 
 
 def test_initialisation_is_reproducible_for_a_seed():

@@ -32,7 +32,7 @@ def _randomize_weights(layer, rng):
     """Weights of a scale that keeps softmax away from saturation: kernels uniform in
     ±1/sqrt(fan_in), embeddings in ±1, biases and scales in [0.25, 1.25)."""
     weights = []
-    for name, w in zip(layer.weights, layer.get_weights()):
+    for name, w in zip(layer.weight_names, layer.get_weights()):
         if w.ndim < 2:
             weights.append(rng.uniform(0.25, 1.25, w.shape))
             continue
@@ -58,7 +58,7 @@ def _layer_case(make_layer, inputs, call_kwargs, *, scores):
     d_scores = None
     if scores:
         d_scores = rng.uniform(-1, 1, layer(*inputs, return_attention_scores=True, **call_kwargs)[1].shape)
-    names = layer.weights
+    names = layer.weight_names
 
     def run():
         results = {}

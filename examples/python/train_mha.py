@@ -86,7 +86,7 @@ def main():
     eval_batch = make_batch(rng, 256, args.dtype)
     print(f"libattention {attention.__version__}: MultiHeadAttention(num_heads={HEADS}, "
           f"key_dim={KEY_DIM}), {args.dtype}, learning to reverse sequences of {LENGTH} tokens")
-    print(f"weights: {', '.join(f'{n} {w.shape}' for n, w in zip(layer.weights, layer.get_weights()))}\n")
+    print(f"weights: {', '.join(f'{n} {w.shape}' for n, w in zip(layer.weight_names, layer.get_weights()))}\n")
     print(f"{'step':>6} {'eval MSE':>10} {'batch MSE':>10} {'l2 penalty':>11} {'accuracy':>9}")
 
     initial, _ = evaluate(layer, eval_batch)
@@ -109,7 +109,7 @@ def main():
     elapsed = time.perf_counter() - start
 
     final, accuracy = evaluate(layer, eval_batch)
-    kernels = [w for n, w in zip(layer.weights, layer.get_weights()) if n.endswith("kernel")]
+    kernels = [w for n, w in zip(layer.weight_names, layer.get_weights()) if n.endswith("kernel")]
     largest_norm = max(float(np.max(np.sqrt(np.sum(k.astype(np.float64) ** 2, axis=0)))) for k in kernels)
     drop = initial / final if final > 0 else float("inf")
     print(f"\n{args.steps} steps in {elapsed:.2f} s; eval MSE {initial:.6f} -> {final:.6f} "

@@ -23,9 +23,16 @@ Keras interop (no Keras import): `from_keras(keras_layer)` gives the equivalent 
 and weights included; `layer.save_weights("w.npz")` / `layer.load_weights(path)` read and write
 .npz files and read Keras's .weights.h5 / .keras files (with h5py).
 
-Functional: dot_product_attention (keras.ops). float32 (default) or float64. The C library is
-found through $ATTENTION_LIB, next to this package, or in an enclosing .build/release (after
-`make lib`).
+Functional: dot_product_attention (keras.ops; a boolean mask only).
+
+Dtypes: the library computes in float32 (default) or float64. float16 and bfloat16 inputs are
+computed in float32 and returned in the caller's dtype (dot_product_attention) or, as Keras,
+in the layer's compute dtype; layers take Keras's dtype policies, the half-precision ones
+("float16", "bfloat16", "mixed_float16", "mixed_bfloat16") keeping float32 weights. Keras
+initializer, regularizer, constraint and dtype policy objects are read by duck typing.
+
+The C library is found through $ATTENTION_LIB, next to this package, or in an enclosing
+.build/release (after `make lib`).
 
 C programs against the installed package: get_include(), get_library_dir() and
 get_pkgconfig_dir() (`PKG_CONFIG_PATH=... pkg-config --cflags --libs attention`).

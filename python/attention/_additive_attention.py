@@ -19,8 +19,10 @@ class AdditiveAttention(Attention):
     _CONFIG_STRUCT = _lib.AdditiveAttentionConfig
     _CREATE = "att_additive_attention_create"
 
-    def __init__(self, use_scale=True, dropout=0.0, seed=None, dtype="float32", name=None):
-        super().__init__(use_scale=use_scale, dropout=dropout, seed=seed, dtype=dtype, name=name)
+    def __init__(self, use_scale=True, dropout=0.0, *, seed=None, dtype="float32", name=None,
+                 trainable=True):
+        super().__init__(use_scale=use_scale, dropout=dropout, seed=seed, dtype=dtype, name=name,
+                         trainable=trainable)
 
     def _config_fields(self):
         return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.dropout_seed}

@@ -10,6 +10,8 @@ weight, 1 at start) exists when use_scale; `concat_score_weight` (scalar, 1) wit
 `causal=True` (TensorFlow 2.0's spelling) applies the causal mask on every call.
 """
 
+import numpy as np
+
 from . import _lib
 from ._layer import Layer, as_mask
 
@@ -24,8 +26,8 @@ class Attention(Layer):
     _CONFIG_STRUCT = _lib.AttentionConfig
     _CREATE = "att_attention_create"
 
-    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, causal=False,
-                 dtype="float32", name=None):
+    def __init__(self, use_scale=False, score_mode="dot", dropout=0.0, seed=None, *, causal=False,
+                 dtype="float32", name=None, trainable=True):
         if score_mode not in _SCORE_MODES:
             raise ValueError(
                 "Invalid value for argument score_mode. Expected one of {'dot', 'concat'}. "
@@ -35,7 +37,7 @@ class Attention(Layer):
         self.score_mode = score_mode
         self.dropout = float(dropout)
         self.causal = bool(causal)
-        super().__init__(dtype=dtype, name=name, seed=seed)
+        super().__init__(dtype=dtype, name=name, seed=seed, trainable=trainable)
 
     def _config_fields(self):
         return {"use_scale": self.use_scale, "score_mode": _SCORE_MODES[self.score_mode],
@@ -70,10 +72,23 @@ class Attention(Layer):
         self._validate(input_shape)
         self._build_shapes(*input_shape)
 
+    def compute_output_shape(self, input_shape):
+        """The output's shape for input_shape = [query_shape, value_shape(, key_shape)]:
+        query_shape[:-1] + (value_shape[-1],), as Keras."""
+        self._validate(input_shape)
+        query_shape, value_shape = (tuple(s) for s in input_shape[:2])
+        return (*query_shape[:-1], value_shape[-1])
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask Keras carries on the output: the query mask (as an array), or None."""
+        self._validate(inputs, mask)
+        return None if mask is None or mask[0] is None else np.asarray(mask[0])
+
     def __call__(self, inputs, mask=None, training=False, return_attention_scores=False,
                  use_causal_mask=False):
         """inputs [query, value(, key)], mask [query_mask, value_mask] (either may be None).
-        Returns the output (B, Tq, Dv), and the weights (B, Tq, Tv) if asked."""
+        Returns the output (B, Tq, Dv), and the weights (B, Tq, Tv) if asked, in the layer's
+        compute dtype."""
         return self._run(inputs, mask, training, use_causal_mask, return_scores=return_attention_scores)
 
     def gradients(self, inputs, mask=None, training=False, use_causal_mask=False, *, output_gradient,

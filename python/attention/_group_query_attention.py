@@ -15,7 +15,8 @@ its fused path (no scores, dropout 0) and zero otherwise.
 from . import _lib
 from ._initializers import WeightOptions
 from ._layer import Layer
-from ._multi_head_attention import MultiHeadAttention, _positive_int
+from ._multi_head_attention import (MultiHeadAttention, _flash_attention, _positive_int,
+                                    check_scores_allowed, multi_head_output_shape)
 
 
 class GroupedQueryAttention(Layer):
@@ -31,10 +32,10 @@ class GroupedQueryAttention(Layer):
     _CREATE = "att_group_query_attention_create"
 
     def __init__(self, head_dim, num_query_heads, num_key_value_heads, dropout=0.0, use_bias=True,
-                 sliding_window=None, kernel_initializer="glorot_uniform",
+                 sliding_window=None, flash_attention=None, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
-                 use_gate=False, seed=None, dtype="float32", name=None):
+                 use_gate=False, seed=None, *, dtype="float32", name=None, trainable=True):
         self._head_dim = _positive_int(head_dim, "head_dim")
         self._num_query_heads = _positive_int(num_query_heads, "num_query_heads")
         self._num_key_value_heads = _positive_int(num_key_value_heads, "num_key_value_heads")
@@ -49,12 +50,13 @@ class GroupedQueryAttention(Layer):
         self._dropout = float(dropout)
         self._use_bias = bool(use_bias)
         self._use_gate = bool(use_gate)
+        self._flash_attention = _flash_attention(flash_attention, self._dropout)
         self._weight_options = WeightOptions(
             kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
             kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
             activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
             bias_constraint=bias_constraint)
-        super().__init__(dtype=dtype, name=name, seed=seed)
+        super().__init__(dtype=dtype, name=name, seed=seed, trainable=trainable)
 
     def _config_fields(self):
         return dict(
@@ -76,15 +78,28 @@ class GroupedQueryAttention(Layer):
     use_bias = property(lambda self: self._use_bias, doc="The constructor's `use_bias` (read-only).")
     use_gate = property(lambda self: self._use_gate, doc="The constructor's `use_gate` (read-only).")
     sliding_window = property(lambda self: self._sliding_window, doc="The constructor's `sliding_window` (read-only).")
+    flash_attention = property(lambda self: self._flash_attention, doc="The constructor's `flash_attention` (read-only).")
 
     def build(self, query_shape, value_shape, key_shape=None):
         """Create the weights for rank-3 inputs of these shapes (None dims allowed)."""
         self._build_shapes(query_shape, value_shape, key_shape)
 
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        """The output's shape, as Keras: the query's; ValueError when the query's and the
+        value's last dims differ, or value and key differ in a dim but the last."""
+        if query_shape[-1] != value_shape[-1]:
+            raise ValueError(
+                "The last dimension of `query_shape` and `value_shape` must be equal, but are "
+                f"{query_shape[-1]}, {value_shape[-1]}. Received: query_shape={query_shape}, "
+                f"value_shape={value_shape}")
+        return multi_head_output_shape(query_shape, value_shape, key_shape, None)
+
     def __call__(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
                  attention_mask=None, return_attention_scores=False, training=None,
                  use_causal_mask=False):
-        """Returns the output (B, T, D), and the scores (B, Nq, T, S) if asked."""
+        """Returns the output (B, T, D), and the scores (B, Nq, T, S) if asked, in the
+        layer's compute dtype."""
+        check_scores_allowed(self._flash_attention, return_attention_scores)
         masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask,
                  "attention_mask": attention_mask}
         return self._call_multi_head(query, value, key, masks, training=training,
@@ -104,6 +119,8 @@ class GroupedQueryAttention(Layer):
             "dropout": self._dropout,
             **self._weight_options.config(),
             "seed": self.seed,
+            # Keras leaves it out of its config; kept here when given, so it round-trips.
+            **({} if self._flash_attention is None else {"flash_attention": self._flash_attention}),
         }
 
 

@@ -2,7 +2,9 @@
 
 A spec is what Keras accepts: a name ("glorot_uniform", "GlorotUniform", "l2", "max_norm"), a
 Keras config dict ({"class_name": "RandomNormal", "config": {"stddev": 0.1}}, "module"
-optional), or None (no regularizer / constraint). Each spec is normalised to a Keras class
+optional), a Keras object (keras.initializers.HeNormal(seed=1), keras.regularizers.L2(0.1),
+keras.constraints.MaxNorm(3): recognised by class name and read through get_config(), Keras is
+never imported), or None (no regularizer / constraint). Each spec is normalised to a Keras class
 name plus its full config (Keras's defaults filled in), which converts to the C struct and
 serialises back to the dict Keras's `serialize` produces.
 
@@ -73,10 +75,18 @@ class _Family:
             class_name, config = spec, {}
         elif isinstance(spec, dict) and "class_name" in spec:
             class_name, config = spec["class_name"], dict(spec.get("config") or {})
+        elif callable(getattr(spec, "get_config", None)) and type(spec).__name__ in self.table:
+            # A Keras object (keras.initializers.HeNormal(seed=1), keras.regularizers.L2(0.1),
+            # ...), read by duck typing as from_keras reads layers: class name + get_config().
+            class_name, config = type(spec).__name__, spec.get_config()
+            if not isinstance(config, dict):
+                raise ValueError(f"{class_name}.get_config() gave {config!r}, not a dict")
+            config = dict(config)
         else:
             raise ValueError(
                 f"Could not interpret {self.what} identifier: {spec!r} (expected a name such as "
-                f"{next(iter(self.names))!r}, a Keras config dict, or None)"
+                f"{next(iter(self.names))!r}, a Keras config dict, a Keras {self.what} object of "
+                f"a supported class, or None)"
             )
         if class_name not in self.names:
             raise ValueError(

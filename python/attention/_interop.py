@@ -34,7 +34,7 @@ def from_keras(layer):
     when it is built, built for the same input shapes and holding its get_weights().
 
     TypeError for any other object; ValueError for a config or weights this library does not
-    take (e.g. a mixed-precision dtype policy)."""
+    take (e.g. a quantized dtype policy)."""
     cls = _our_class(layer)
     ours = cls.from_config(layer.get_config())  # Model Garden's config builds Reuse when built
     if not getattr(layer, "built", False):

@@ -1,8 +1,10 @@
 """The common base of the layers: the C handle, build, weights, inputs, masks, dropout, config.
 
 A layer owns one att_layer handle (destroyed by `close()` or when the object is collected).
-Inputs may be any numeric array-like; they are converted to C-contiguous arrays of the layer
-dtype. Masks may be bool or numeric; nonzero keeps a position.
+Inputs may be any numeric array-like (float16 and bfloat16 included); as in Keras they are
+cast to the layer's compute dtype and the results (outputs, scores, gradients of the inputs)
+come back in it, whatever the inputs' dtype; see _dtypes for the policies. Masks may be bool or
+numeric; nonzero keeps a position.
 
 Dropout: every layer has a 64-bit `dropout_seed` (the `seed` argument, or a random one when
 it is None) and a `dropout_stream` counter: every call that applies dropout (training with a
@@ -20,6 +22,7 @@ layer raise LayerBusyError (nothing changed), as does a call that meets one of t
 import collections
 import ctypes
 import itertools
+import math
 import operator
 import re
 import secrets
@@ -27,32 +30,14 @@ import secrets
 import numpy as np
 
 from . import _lib
+from ._dtypes import Policy, numeric
 from ._lib import check
-
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def parse_dtype(dtype):
-    """numpy dtype of a layer: "float32" (also None), "float64", or a Keras DTypePolicy
-    config dict naming one of them. Anything else is a ValueError."""
-    name = dtype["config"].get("name") if isinstance(dtype, dict) and "config" in dtype else dtype
-    if name is None:
-        return _DTYPES[0]
-    try:
-        parsed = np.dtype(name)
-    except (TypeError, ValueError):
-        parsed = None
-    if parsed is None or parsed not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return parsed
 
 
 def as_array(x, dtype, what):
-    """A C-contiguous array of `dtype` from a numeric array-like (TypeError otherwise)."""
-    array = np.asarray(x)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{what} must be a numeric array, got dtype {array.dtype}")
-    return np.asarray(array, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
+    """A C-contiguous array of `dtype` from a numeric array-like (bfloat16 included;
+    TypeError otherwise)."""
+    return np.asarray(numeric(x, what), dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 
 def as_mask(mask, what):
@@ -83,7 +68,8 @@ class Gradients:
     L = sum(output * output_gradient) [+ sum(scores * scores_gradient)] [+ sum(losses)]:
     `query`, `value` (with the key's share when no key was passed), `key` (None then),
     `reuse_attention_scores` (None unless the layer reused scores) and `weights`, a list in
-    get_weights() order."""
+    get_weights() order. The outputs and input gradients are in the layer's compute dtype,
+    the weight gradients in its variable dtype."""
 
     def __init__(self, *, output, scores, query, value, key, reuse_attention_scores, weights):
         self.output, self.scores = output, scores
@@ -104,10 +90,14 @@ class Layer:
 
     _name_counts = collections.Counter()
 
-    def __init__(self, *, dtype="float32", name=None, seed=None):
+    def __init__(self, *, dtype="float32", name=None, seed=None, trainable=True):
         self._handle = None
-        self._np_dtype = parse_dtype(dtype)
+        self._policy = Policy(dtype)
+        self._np_dtype = self._policy.variable_dtype  # what the library computes and stores in
         self.dtype = self._np_dtype.name
+        if not isinstance(trainable, (bool, np.bool_)):
+            raise TypeError(f"trainable must be True or False, got {trainable!r}")
+        self.trainable = bool(trainable)
         self.name = name if name is not None else self._default_name()
         self.seed = seed
         self.dropout_seed = _resolve_seed(seed)
@@ -142,6 +132,22 @@ class Layer:
     @property
     def _dtype_code(self):
         return _lib.DTYPE_CODES[self._np_dtype]
+
+    @property
+    def dtype_policy(self):
+        """The Keras dtype policy name ("float32", "mixed_float16", ...) the layer was made with."""
+        return self._policy.name
+
+    @property
+    def compute_dtype(self):
+        """The dtype of the results (Keras's compute dtype): float32, float64, float16 or
+        bfloat16. Inputs of any dtype are computed in float32 (float64 for a float64 layer)."""
+        return self._policy.compute_dtype.name
+
+    @property
+    def variable_dtype(self):
+        """The dtype of the weights (also `dtype`): float64 for a float64 layer, else float32."""
+        return self._np_dtype.name
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -191,9 +197,32 @@ class Layer:
         return specs
 
     @property
-    def weights(self):
-        """The Keras names of the weights ("query/kernel", ...), in get_weights() order."""
+    def weight_names(self):
+        """The Keras names of the weights ("query/kernel", ...), in get_weights() order (a
+        Keras variable's `path` without the layer name)."""
         return [name for name, _ in self._weight_specs()]
+
+    @property
+    def weights(self):
+        """The weights, as Keras's `layer.weights` but as numpy arrays (copies; get_weights())."""
+        return self.get_weights()
+
+    @property
+    def trainable_weights(self):
+        """`weights` when `trainable` (every weight of these layers is trainable), else []."""
+        return self.get_weights() if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        """[] when `trainable`, else `weights`, as Keras splits them."""
+        return [] if self.trainable else self.get_weights()
+
+    def count_params(self):
+        """The number of weight values (ValueError before build, as Keras)."""
+        if not self.built:
+            raise ValueError(f"You tried to call `count_params` on layer {self.name!r}, but the "
+                             "layer isn't built. Build it first (build() or a call).")
+        return sum(math.prod(shape) for _, shape in self._weight_specs())
 
     def get_weights(self):
         """The weights as numpy arrays, in Keras's order and shapes ([] before build)."""
@@ -310,6 +339,7 @@ class Layer:
         )
         if gradients is None:
             check(_lib.lib().att_layer_call(self._handle, ctypes.byref(args)))
+            output, scores = self._policy.result(output), self._policy.result(scores)
             result = (output, scores) if return_scores else output
         else:
             result = self._backward(args, query, value, key, masks, output, scores, out_dims, scores_dims,
@@ -347,7 +377,9 @@ class Layer:
             include_regularization=bool(regularization),
         )
         check(_lib.lib().att_layer_backward(self._handle, ctypes.byref(args), ctypes.byref(g)))
-        return Gradients(output=output, scores=scores, weights=weights, **grads)
+        result = self._policy.result
+        return Gradients(output=result(output), scores=result(scores), weights=weights,
+                         **{field: result(grad) for field, grad in grads.items()})
 
     # -- training -----------------------------------------------------------------------------
 
@@ -388,12 +420,12 @@ class Layer:
     # -- config -----------------------------------------------------------------------------
 
     def get_config(self):
-        """Keras's get_config keys for this layer, plus "name" and "dtype"."""
-        return {"name": self.name, "dtype": self.dtype, **self._config()}
+        """Keras's get_config keys for this layer: "name", "trainable", "dtype" (the policy
+        name) and the constructor's."""
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy,
+                **self._config()}
 
     @classmethod
     def from_config(cls, config):
-        """A new layer from get_config() (ours or Keras's; "trainable" is ignored)."""
-        config = dict(config)
-        config.pop("trainable", None)
+        """A new layer from get_config() (ours or Keras's)."""
         return cls(**config)

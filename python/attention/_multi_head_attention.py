@@ -48,6 +48,37 @@ def _int_tuple(value, name, limit=_lib.MAX_RANK):
     return tuple(items)
 
 
+def _flash_attention(value, dropout):
+    """Keras's `flash_attention` argument: None (let the layer choose), True or False. Every
+    path here is the fused one, so it changes no number; as in Keras, True refuses dropout
+    (here) and returned scores (at the call)."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"`flash_attention` must be None, True or False. Received: flash_attention={value!r}")
+    if value and dropout > 0.0:
+        raise ValueError("Dropout is not supported when flash attention is enabled. Please set "
+                         "dropout to 0.0 to use flash attention.")
+    return value
+
+
+def check_scores_allowed(flash_attention, return_attention_scores):
+    """Keras's refusal of return_attention_scores under flash_attention=True."""
+    if flash_attention and return_attention_scores:
+        raise ValueError("Returning attention scores is not supported when flash attention is "
+                         "enabled. Please disable flash attention to access attention scores.")
+
+
+def multi_head_output_shape(query_shape, value_shape, key_shape, output_shape):
+    """Keras's compute_output_shape of the multi-head layers: value and key must agree on
+    every dim but the last; the output is query_shape[:-1] + output_shape (or the query's
+    shape without one)."""
+    query_shape, value_shape = tuple(query_shape), tuple(value_shape)
+    key_shape = value_shape if key_shape is None else tuple(key_shape)
+    if value_shape[1:-1] != key_shape[1:-1]:
+        raise ValueError("All dimensions of `value` and `key`, except the last one, must be "
+                         f"equal. Received: value_shape={value_shape} and key_shape={key_shape}")
+    return query_shape[:-1] + tuple(output_shape) if output_shape else query_shape
+
+
 def _output_shape(value):
     """output_shape as a tuple (or None): at most MAX_RANK − 2 dims, the output kernel being
     (num_heads, value_dim, *output_shape)."""
@@ -66,10 +97,10 @@ class MultiHeadAttention(Layer):
 
     def __init__(self, num_heads, key_dim, value_dim=None, dropout=0.0, use_bias=True,
                  output_shape=None, attention_axes=None, sliding_window=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, use_gate=False, seed=None,
-                 dtype="float32", name=None):
+                 flash_attention=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 use_gate=False, seed=None, *, dtype="float32", name=None, trainable=True):
         self._num_heads = _positive_int(num_heads, "num_heads")
         self._key_dim = _positive_int(key_dim, "key_dim")
         self._value_dim = _positive_int(value_dim, "value_dim", allow_none=True) or key_dim
@@ -79,12 +110,13 @@ class MultiHeadAttention(Layer):
         self._attention_axes = _int_tuple(attention_axes, "attention_axes")
         self._sliding_window = _positive_int(sliding_window, "sliding_window", allow_none=True)
         self._use_gate = bool(use_gate)
+        self._flash_attention = _flash_attention(flash_attention, self._dropout)
         self._weight_options = WeightOptions(
             kernel_initializer=kernel_initializer, bias_initializer=bias_initializer,
             kernel_regularizer=kernel_regularizer, bias_regularizer=bias_regularizer,
             activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
             bias_constraint=bias_constraint)
-        super().__init__(dtype=dtype, name=name, seed=seed)
+        super().__init__(dtype=dtype, name=name, seed=seed, trainable=trainable)
 
     def _config_fields(self):
         return dict(
@@ -109,16 +141,24 @@ class MultiHeadAttention(Layer):
     dropout = property(lambda self: self._dropout, doc="The constructor's `dropout` (read-only).")
     use_bias = property(lambda self: self._use_bias, doc="The constructor's `use_bias` (read-only).")
     attention_axes = property(lambda self: self._attention_axes, doc="The constructor's `attention_axes` (read-only).")
+    flash_attention = property(lambda self: self._flash_attention, doc="The constructor's `flash_attention` (read-only).")
 
     def build(self, query_shape, value_shape, key_shape=None):
         """Create the weights for inputs of these shapes (None dims, e.g. batch, allowed)."""
         self._build_shapes(query_shape, value_shape, key_shape)
 
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        """The output's shape, as Keras: query_shape[:-1] + output_shape (default: the query's
+        shape); ValueError when value and key differ in a dim but the last."""
+        return multi_head_output_shape(query_shape, value_shape, key_shape, self._output_shape)
+
     def __call__(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
                  attention_mask=None, return_attention_scores=False, training=None,
                  use_causal_mask=False):
         """Returns the output (query.shape[:-1] + output_shape), and the scores
-        (B, <other axes>, N, <query attention axes>, <key attention axes>) if asked."""
+        (B, <other axes>, N, <query attention axes>, <key attention axes>) if asked, in the
+        layer's compute dtype."""
+        check_scores_allowed(self._flash_attention, return_attention_scores)
         masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask,
                  "attention_mask": attention_mask}
         return self._call_multi_head(query, value, key, masks, training=training,
@@ -153,4 +193,6 @@ class MultiHeadAttention(Layer):
             "sliding_window": self._sliding_window,
             **self._weight_options.config(),
             "seed": self.seed,
+            # Keras leaves it out of its config; kept here when given, so it round-trips.
+            **({} if self._flash_attention is None else {"flash_attention": self._flash_attention}),
         }

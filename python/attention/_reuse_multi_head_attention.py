@@ -25,7 +25,7 @@ import operator
 from . import _lib
 from ._initializers import WeightOptions
 from ._layer import Layer
-from ._multi_head_attention import _int_tuple, _output_shape, _positive_int
+from ._multi_head_attention import _int_tuple, _output_shape, _positive_int, multi_head_output_shape
 
 _DEFAULT_PE_MAX_SEQ_LENGTH = 512
 
@@ -74,8 +74,8 @@ class ReuseMultiHeadAttention(Layer):
                  use_bias=True, output_shape=None, attention_axes=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, seed=None, dtype="float32",
-                 name=None, max_sequence_length=None):
+                 kernel_constraint=None, bias_constraint=None, *, seed=None, dtype="float32",
+                 name=None, trainable=True, max_sequence_length=None):
         self._num_heads = _positive_int(num_heads, "num_heads")
         self._key_dim = _positive_int(key_dim, "key_dim")
         self._value_dim = _positive_int(value_dim, "value_dim", allow_none=True) or key_dim
@@ -92,7 +92,7 @@ class ReuseMultiHeadAttention(Layer):
             activity_regularizer=activity_regularizer, kernel_constraint=kernel_constraint,
             bias_constraint=bias_constraint)
         self._input_shapes = (None, None, None)  # query, key, value: recorded by build
-        super().__init__(dtype=dtype, name=name, seed=seed)
+        super().__init__(dtype=dtype, name=name, seed=seed, trainable=trainable)
 
     def _config_fields(self):
         return dict(
@@ -128,9 +128,15 @@ class ReuseMultiHeadAttention(Layer):
         key_shape = value_shape if key_shape is None else key_shape
         self._input_shapes = tuple(tuple(s) for s in (query_shape, key_shape, value_shape))
 
+    def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        """The output's shape: query_shape[:-1] + output_shape (default: the query's shape);
+        ValueError when value and key differ in a dim but the last."""
+        return multi_head_output_shape(query_shape, value_shape, key_shape, self._output_shape)
+
     def __call__(self, query, value, key=None, attention_mask=None, return_attention_scores=False,
                  training=None, reuse_attention_scores=None):
-        """Returns the output (query.shape[:-1] + output_shape), and the scores if asked.
+        """Returns the output (query.shape[:-1] + output_shape), and the scores if asked (in
+        the layer's compute dtype).
         reuse_attention_scores (an earlier layer's scores, laid out like this layer's; only
         the first reuse_attention heads are read with partial reuse) is required when
         reuse_attention != 0 and ignored when it is 0."""
