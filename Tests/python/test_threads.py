@@ -162,7 +162,8 @@ def test_build_and_set_weights_while_calls_run_raise_layer_busy_error():
     RuntimeError naming ATT_ERR_BUSY); calls likewise. The layer has one weight (scale: 1 as
     built, or 0.5, or 2), so every successful call gives one of three outputs."""
     rng = np.random.default_rng(14)
-    q, v = rng.normal(size=(2, 16, 16)), rng.normal(size=(2, 24, 16))
+    # Calls long enough (~1 ms in C, outside the GIL) that writers meet them.
+    q, v = rng.normal(size=(2, 256, 64)), rng.normal(size=(2, 384, 64))
     layer = attention.Attention(use_scale=True)
     scales = [np.float32(0.5), np.float32(2.0)]
     layer([q, v])
@@ -187,9 +188,12 @@ def test_build_and_set_weights_while_calls_run_raise_layer_busy_error():
     threads = [threading.Thread(target=calls) for _ in range(3)]
     for t in threads:
         t.start()
-    busy = done = 0
+    busy = done = i = 0
+    deadline = time.monotonic() + 20
     try:
-        for i in range(600):
+        # At least 300 writes, and on until both a write and a refusal were seen.
+        while i < 300 or not (done and busy + seen["busy"]) and time.monotonic() < deadline:
+            i += 1
             try:
                 if i % 3 == 0:
                     layer.build([q.shape, v.shape])
