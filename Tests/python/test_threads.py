@@ -184,6 +184,7 @@ def test_build_and_set_weights_while_calls_run_raise_layer_busy_error():
                 continue
             seen["ok"] += 1
             seen["wrong"] += out.tobytes() not in outputs
+            time.sleep(0.0005)  # a gap in which writers find the layer idle
 
     threads = [threading.Thread(target=calls) for _ in range(3)]
     for t in threads:
