@@ -23,7 +23,7 @@ class AdditiveAttention(Attention):
         super().__init__(use_scale=use_scale, dropout=dropout, seed=seed, dtype=dtype, name=name)
 
     def _config_fields(self):
-        return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.dropout_seed}
+        return {"no_scale": not self.use_scale, "dropout": self.dropout, "seed": self.dropout_seed}
 
     def _config(self):
         return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.seed}
