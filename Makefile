@@ -136,7 +136,7 @@ test-python: lib python-deps
 
 # Installing: the library with its SONAME and symlinks, the header, a pkg-config file.
 PREFIX  ?= /usr/local
-VERSION := $(shell sed -n 's/^\#define ATT_VERSION_[A-Z]* \([0-9]*\)/\1/p' include/attention.h | paste -sd.)
+VERSION := $(shell sed -n 's/^\#define ATT_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9][0-9]*\)$$/\2/p' include/attention.h | paste -sd.)
 SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
 LIBDIR  := $(DESTDIR)$(PREFIX)/lib
 # packaging/attention.pc.in with prefix $(1) and libdir $(2), on stdout.

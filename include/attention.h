@@ -26,10 +26,27 @@
  *     naming the problem is available from att_last_error() on the same thread.
  *   - Tensors are row-major and contiguous. The caller owns every buffer; the library never
  *     keeps a pointer past the call that received it.
+ *   - Outputs must not overlap: a tensor the library writes (output, scores, a gradient) may
+ *     not share a byte with any tensor of the same call, read or written (in-place updates
+ *     are not supported); overlap gives ATT_ERR_INVALID_ARGUMENT. Inputs may share buffers
+ *     (self-attention passes the same tensor as query and value).
  *   - Config and argument structs begin with `struct_size`: set it to sizeof(the struct).
- *     A size the library does not know is rejected with ATT_ERR_STRUCT_SIZE. Zero-filling a
- *     struct (e.g. `att_call_args a = {.struct_size = sizeof a};`) gives the default of every
- *     field documented with one.
+ *     Structs grow only at their end, and the library accepts every size from the struct's
+ *     size in the version that introduced it (0.1.0 for every struct of this header) up to
+ *     its own sizeof: fields past the caller's struct_size read as zero. So a program built
+ *     against an older header keeps working with a newer library; a size outside that range
+ *     (a newer header than the library, or garbage) gives ATT_ERR_STRUCT_SIZE, naming the
+ *     range.
+ *   - Zero is the default of every field: zero-filling a struct (e.g.
+ *     `att_call_args a = {.struct_size = sizeof a};`) gives Keras's default for each
+ *     argument the struct carries. Where Keras's default is true, the field is spelled
+ *     negatively (no_bias, no_scale) so that zero still means that default. Fields without a
+ *     default (num_heads, key_dim, ...) must be set.
+ *   - Seeds: a seed is a key, and 0 is a key like any other: the same seed always gives the
+ *     same weights (and dropout_seed the same dropout masks). There is no "random seed"
+ *     value (Keras's seed=None draws one); pick a seed from your own entropy source to vary.
+ *   - size_t arguments and fields are unsigned throughout: an index or capacity of SIZE_MAX
+ *     means SIZE_MAX (out of range, or "room for everything"), never -1.
  *   - Booleans are int32_t: 0 is false, anything else true. Masks are ATT_UINT8 tensors:
  *     0 masks a position out, anything else keeps it.
  *   - A handle that is NULL, was never created by this library, or was destroyed yields
@@ -76,9 +93,14 @@
 extern "C" {
 #endif
 
+/* The version of this header: MAJOR.MINOR.PATCH, and as one number
+ * (MAJOR * 1000000 + MINOR * 1000 + PATCH, e.g. 2000 for 0.2.0) for #if and comparisons.
+ * While MAJOR is 0, a MINOR step may rename fields or change what a value means (the struct
+ * layouts stay compatible: see struct_size); PATCH steps change no meaning. */
 #define ATT_VERSION_MAJOR 0
-#define ATT_VERSION_MINOR 1
+#define ATT_VERSION_MINOR 2
 #define ATT_VERSION_PATCH 0
+#define ATT_VERSION_NUMBER (ATT_VERSION_MAJOR * 1000000 + ATT_VERSION_MINOR * 1000 + ATT_VERSION_PATCH)
 
 /* The largest tensor rank the API accepts. */
 #define ATT_MAX_RANK 8
@@ -95,15 +117,18 @@ typedef enum att_status {
     ATT_ERR_DTYPE = 4,            /* a tensor's dtype is not the one required */
     ATT_ERR_INVALID_HANDLE = 5,   /* NULL, foreign or destroyed layer handle */
     ATT_ERR_NOT_BUILT = 6,        /* the layer has no weights yet: call att_layer_build */
-    ATT_ERR_STRUCT_SIZE = 7,      /* struct_size is not a size this library knows */
+    ATT_ERR_STRUCT_SIZE = 7,      /* struct_size is outside the sizes this library accepts */
     ATT_ERR_OUT_OF_MEMORY = 8,    /* a working buffer could not be allocated */
     ATT_ERR_INTERNAL = 9,         /* a bug in libattention: please report it */
     ATT_ERR_BUSY = 10             /* the layer is in use by another thread (see THREADS); nothing
                                      was done: retry once the other use has returned */
 } att_status;
 
-/* "0.1.0": the library's version (not the header's). Static storage. */
+/* The library's version (not the header's): "MAJOR.MINOR.PATCH" (static storage), and
+ * ATT_VERSION_NUMBER as the library was built. A program can compare att_version_number()
+ * with the ATT_VERSION_NUMBER it was compiled with. */
 const char *att_version(void);
+int32_t att_version_number(void);
 
 /* The kernels in use: "avx512", "avx2" or "baseline" — the best variant this CPU and OS
  * support, chosen on the first call of any function, capped by the environment variable
@@ -165,20 +190,20 @@ typedef enum att_score_mode {
 typedef struct att_attention_config {
     size_t struct_size;       /* sizeof(att_attention_config) */
     att_dtype dtype;          /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
-    int32_t use_scale;        /* default 0 */
+    int32_t use_scale;        /* Keras's default: 0 (no scale weight) */
     att_score_mode score_mode;/* default ATT_SCORE_DOT */
     double dropout;           /* on the attention weights when training; [0, 1); default 0 */
     int32_t causal;           /* TF 2.0's `causal=True`: a causal mask on every call */
 } att_attention_config;
 
 /* keras.layers.AdditiveAttention (Bahdanau): scores = sum(scale * tanh(q + k)). Weight:
- * `scale` (dim,) if use_scale, glorot-uniform initialised from `seed`. */
+ * `scale` (dim,) unless no_scale, glorot-uniform initialised from `seed`. */
 typedef struct att_additive_attention_config {
     size_t struct_size;       /* sizeof(att_additive_attention_config) */
     att_dtype dtype;          /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
-    int32_t use_scale;        /* Keras's default is 1: set it explicitly */
+    int32_t no_scale;         /* Keras's use_scale=False; 0: a scale weight, as Keras's default */
     double dropout;           /* [0, 1) */
-    uint64_t seed;            /* weight initialisation */
+    uint64_t seed;            /* weight initialisation (see CONVENTIONS: 0 is a seed) */
 } att_additive_attention_config;
 
 /* Weight initialisers, by Keras name. ATT_INIT_DEFAULT is the layer's default for the slot
@@ -219,8 +244,8 @@ typedef enum att_regularizer_kind {
 } att_regularizer_kind;
 
 typedef struct att_regularizer {
-    att_regularizer_kind kind;
-    double l1, l2;      /* >= 0 and finite */
+    att_regularizer_kind kind;   /* ATT_REG_NONE (0): none, Keras's default */
+    double l1, l2;      /* >= 0 and finite, used as given (Keras's l1() and l2() take 0.01) */
 } att_regularizer;
 
 /* Constraints (Keras's max_norm, non_neg, unit_norm, min_max_norm): att_layer_apply_constraints. */
@@ -233,9 +258,10 @@ typedef enum att_constraint_kind {
 } att_constraint_kind;
 
 typedef struct att_constraint {
-    att_constraint_kind kind;
-    double min_value, max_value, rate;
-    int32_t axis;
+    att_constraint_kind kind;    /* ATT_CONSTRAINT_NONE (0): none, Keras's default */
+    double min_value, max_value, rate; /* used as given (Keras: max_norm(2.0),
+                                          min_max_norm(0.0, 1.0, rate=1.0)) */
+    int32_t axis;                /* Keras's default: 0 */
 } att_constraint;
 
 /* keras.layers.MultiHeadAttention. Weights, in Keras's get_weights() order (Dq, Dk, Dv the
@@ -243,7 +269,7 @@ typedef struct att_constraint {
  *   query/kernel (Dq,N,Hk) [query/bias (N,Hk)]  key/kernel (Dk,N,Hk) [key/bias (N,Hk)]
  *   [gate/kernel (Dq,N,Hv) [gate/bias (N,Hv)]]  value/kernel (Dv,N,Hv) [value/bias (N,Hv)]
  *   attention_output/kernel (N,Hv,*O) [attention_output/bias (*O)]
- * with biases only when use_bias. */
+ * with biases unless no_bias. */
 typedef struct att_multi_head_attention_config {
     size_t struct_size;            /* sizeof(att_multi_head_attention_config) */
     att_dtype dtype;               /* ATT_FLOAT32 (also when 0) or ATT_FLOAT64 */
@@ -251,14 +277,14 @@ typedef struct att_multi_head_attention_config {
     int64_t key_dim;               /* >= 1 */
     int64_t value_dim;             /* >= 1, or 0 for key_dim */
     double dropout;                /* [0, 1) */
-    int32_t use_bias;              /* Keras's default is 1: set it explicitly */
+    int32_t no_bias;               /* Keras's use_bias=False; 0: biases, as Keras's default */
     int32_t output_rank;           /* 0: output last dim = query's last dim; at most ATT_MAX_RANK - 2 */
     int64_t output_shape[ATT_MAX_RANK]; /* output_shape[0 .. output_rank-1], each >= 1 */
     int32_t num_attention_axes;    /* 0: every axis but batch and features */
     int64_t attention_axes[ATT_MAX_RANK]; /* input axes; negative counts from the rank */
     int64_t sliding_window;        /* 0: none; else keep |i - j| < sliding_window */
     int32_t use_gate;              /* sigmoid gate of the query, multiplied in */
-    uint64_t seed;                 /* weight initialisation */
+    uint64_t seed;                 /* weight initialisation (see CONVENTIONS: 0 is a seed) */
     att_initializer kernel_initializer, bias_initializer;
     att_regularizer kernel_regularizer, bias_regularizer, activity_regularizer;
     att_constraint kernel_constraint, bias_constraint;
@@ -278,10 +304,10 @@ typedef struct att_group_query_attention_config {
     int64_t num_query_heads;       /* >= 1 */
     int64_t num_key_value_heads;   /* >= 1, divides num_query_heads */
     double dropout;                /* [0, 1) */
-    int32_t use_bias;              /* Keras's default is 1: set it explicitly */
+    int32_t no_bias;               /* Keras's use_bias=False; 0: biases, as Keras's default */
     int64_t sliding_window;        /* 0: none; else keep |i - j| < sliding_window */
     int32_t use_gate;
-    uint64_t seed;                 /* weight initialisation */
+    uint64_t seed;                 /* weight initialisation (see CONVENTIONS: 0 is a seed) */
     att_initializer kernel_initializer, bias_initializer;
     att_regularizer kernel_regularizer, bias_regularizer, activity_regularizer;
     att_constraint kernel_constraint, bias_constraint;
@@ -299,6 +325,7 @@ typedef struct att_group_query_attention_config {
  *   value_new/kernel (Dv,n,Hv) [+bias (n,Hv)]                               if n > 0
  *   attention_output_reuse/kernel (r,Hv,*O) [+bias (*O)]                   if r > 0
  *   attention_output_new/kernel (n,Hv,*O) [+bias (*O) only when r == 0]    if n > 0
+ * Biases ([+bias]) exist unless no_bias.
  * Negative attention_axes count from the rank of the projection (input rank + 1), as
  * upstream resolves them; one that lands on the heads or feature axis (upstream then
  * attends across heads) is refused. Scores: [new heads, reused heads] along the head axis.
@@ -314,12 +341,12 @@ typedef struct att_reuse_multi_head_attention_config {
     int64_t reuse_attention;       /* -1 ... num_heads */
     int32_t use_relative_pe;
     int64_t pe_max_seq_length;     /* >= 1; 0 means upstream's default, 512 */
-    int32_t use_bias;              /* upstream's default is 1: set it explicitly */
+    int32_t no_bias;               /* upstream's use_bias=False; 0: biases, as its default */
     int32_t output_rank;           /* 0: output last dim = query's last dim; at most ATT_MAX_RANK - 2 */
     int64_t output_shape[ATT_MAX_RANK];
     int32_t num_attention_axes;    /* 0: every axis but batch and features */
     int64_t attention_axes[ATT_MAX_RANK];
-    uint64_t seed;                 /* weight initialisation */
+    uint64_t seed;                 /* weight initialisation (see CONVENTIONS: 0 is a seed) */
     att_initializer kernel_initializer, bias_initializer;
     att_regularizer kernel_regularizer, bias_regularizer, activity_regularizer;
     att_constraint kernel_constraint, bias_constraint;
@@ -374,7 +401,16 @@ att_status att_layer_weight_info(const att_layer *layer, size_t index, att_shape
 att_status att_layer_get_weight(const att_layer *layer, size_t index, att_tensor *out);
 att_status att_layer_set_weight(att_layer *layer, size_t index, const att_tensor *value);
 
-/* Arguments of one forward call. Unused optional pointers are NULL. */
+/* Arguments of one forward call. Unused optional pointers are NULL.
+ * attention_mask (MultiHeadAttention, GroupQueryAttention, ReuseMultiHeadAttention): 1 keeps
+ * the pair (query position, key position). For rank-3 inputs its full shape is (B, Tq, Tv);
+ * any shape that broadcasts to it numpy-style with at least 2 dims is accepted: (Tq, Tv),
+ * (1, Tq, Tv), (B, 1, Tv), ... A mask with one more dim than that is read against the scores
+ * (B, N, Tq, Tv) instead, so it may differ per head. With attention_axes, the full shape is
+ * the scores' shape without the head axis, (B, <other axes>, <query attention axes>, <key
+ * attention axes>); a shorter mask gains size-1 axes just before its last
+ * 2 * len(attention_axes) dims, as Keras expands it. A mask that fits none of these gives
+ * ATT_ERR_SHAPE naming the full shape. */
 typedef struct att_call_args {
     size_t struct_size;                /* sizeof(att_call_args) */
     const att_tensor *query;           /* (B, Tq, Dq); MultiHeadAttention: any rank >= 3 */
@@ -383,10 +419,12 @@ typedef struct att_call_args {
     const att_tensor *query_mask;      /* ATT_UINT8 (B, Tq): query.shape minus the last dim */
     const att_tensor *value_mask;      /* ATT_UINT8 (B, Tv) */
     const att_tensor *key_mask;        /* ATT_UINT8 (B, Tv); MultiHeadAttention, GroupQuery */
-    const att_tensor *attention_mask;  /* ATT_UINT8, broadcast as Keras does; multi-head layers */
-    int32_t training;                  /* dropout applies only when training */
-    int32_t use_causal_mask;           /* position i attends to j <= i */
-    uint64_t dropout_seed;             /* Philox key of the dropout mask */
+    const att_tensor *attention_mask;  /* ATT_UINT8; multi-head layers: see below */
+    int32_t training;                  /* dropout applies only when training (default 0:
+                                          inference, as Keras's training=None) */
+    int32_t use_causal_mask;           /* query i attends to keys j <= i: top-left aligned,
+                                          also when Tq != Tv (as Keras) */
+    uint64_t dropout_seed;             /* Philox key of the dropout mask; 0 is a key */
     uint64_t dropout_stream;           /* per-call counter: change it between calls */
     att_tensor *output;                /* required: shape from att_layer_output_shape */
     att_tensor *scores;                /* optional: the attention weights, as Keras returns */
@@ -467,9 +505,11 @@ att_status att_layer_backward(const att_layer *layer, const att_call_args *args,
  * weight with a kernel_regularizer / bias_regularizer (get_weights() order), then, when
  * `args` is not NULL, the activity_regularizer's penalties of that call (each divided by
  * its tensor's batch size, as Keras does), one per regularized tensor. Writes
- * min(capacity, n) values to `losses` (may be NULL when capacity is 0) and n to *count.
+ * min(capacity, n) values to `losses` and n to *count (capacity is unsigned: SIZE_MAX is
+ * room for all); `losses` may be NULL only when capacity is 0.
  * Layers without regularizers have none. args->output may be NULL.
- * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT (count), those of att_layer_call.
+ * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT (count; losses with capacity > 0), those
+ * of att_layer_call.
  * Thread-safe as att_layer_call. */
 att_status att_layer_losses(const att_layer *layer, const att_call_args *args, double *losses,
                             size_t capacity, size_t *count);
@@ -493,7 +533,7 @@ typedef struct att_dot_product_attention_args {
     const att_tensor *mask;      /* optional ATT_UINT8; broadcasts to (B,N,T,S) */
     int32_t has_scale;           /* 0: scale = 1/sqrt(H) */
     double scale;
-    int32_t is_causal;           /* keep j <= i */
+    int32_t is_causal;           /* keep j <= i (top-left aligned, also when T != S) */
     att_tensor *output;          /* (B, T, N, Hv) */
 } att_dot_product_attention_args;
 

@@ -50,10 +50,28 @@ struct MultiHeadMask {
                 data = UnsafePointer(try bandMask(causal: piece.name == "causal mask", window: window, workspace))
             }
             guard let data else { continue }
-            let dims = try expanded(piece.dims, combinedRank: combinedRank, piece.name)
-            mask.views.append(try view(data, dims: dims, piece.name, workspace))
+            do throws(AttentionError) {
+                let dims = try expanded(piece.dims, combinedRank: combinedRank, piece.name)
+                mask.views.append(try view(data, dims: dims, piece.name, workspace))
+            } catch where error.kind == .shape && piece.name == "attention_mask" {
+                throw attentionMaskError(piece.dims)
+            }
         }
         return mask
+    }
+
+    /// The error for an attention_mask that does not fit, naming the shape to pass in the
+    /// caller's layout: the scores' shape without the head axis.
+    private func attentionMaskError(_ dims: [Int]) -> AttentionError {
+        func tuple(_ d: [Int]) -> String { d.count == 1 ? "(\(d[0]),)" : "(" + d.map(String.init).joined(separator: ", ") + ")" }
+        let head = axes.batch.count
+        var full = scoresShape
+        full.remove(at: head)
+        let simple = axes.batch.count == 1 && axes.attention.count == 1
+        let layout = simple ? "(B, T, S)" : "(B, <other axes>, <query attention axes>, <key attention axes>)"
+        let examples = simple ? ", such as (T, S) = \(tuple(Array(full.suffix(2)))) or (B, 1, S) = \(tuple([full[0], 1, full[2]]))" : ""
+        let scores = simple ? "(B, N, T, S)" : "(B, <other axes>, N, <query attention axes>, <key attention axes>)"
+        return .shape("attention_mask has shape \(tuple(dims)); pass \(layout) = \(tuple(full)), or a shape that broadcasts to it\(examples); a mask of rank \(scoresShape.count) is read against the scores \(scores) = \(tuple(scoresShape))")
     }
 
     /// `dims` padded with leading 1s to the combined rank, then given size-1 axes at

@@ -12,4 +12,5 @@ _Static_assert(offsetof(att_multi_head_attention_config, struct_size) == 0, "str
 _Static_assert(offsetof(att_group_query_attention_config, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(att_reuse_multi_head_attention_config, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(att_call_args, struct_size) == 0, "struct_size first");
+_Static_assert(offsetof(att_gradient_args, struct_size) == 0, "struct_size first");
 _Static_assert(offsetof(att_dot_product_attention_args, struct_size) == 0, "struct_size first");

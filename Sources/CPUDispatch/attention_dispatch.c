@@ -30,6 +30,7 @@
  * X(return type, name, parameters, arguments, value when no variant could be loaded). */
 #define ATT_FORWARDED(X)                                                                            \
     X(const char *, att_version, (void), (), ATT_VERSION_STRING)                                    \
+    X(int32_t, att_version_number, (void), (), ATT_VERSION_NUMBER)                                  \
     X(const char *, att_last_error, (void), (), load_error)                                         \
     X(const char *, att_status_name, (att_status status), (status), "unknown status")               \
     X(att_status, att_set_num_threads, (int32_t n), (n), ATT_ERR_INTERNAL)                           \

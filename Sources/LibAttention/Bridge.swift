@@ -68,3 +68,50 @@ func tensor(_ t: att_tensor, _ what: String) throws -> RawTensor {
     guard let data = t.data else { throw Failure.null("\(what)->data") }
     return RawTensor(data: data, elementType: try elementType(t.dtype, what), dims: try t.shape.dimsArray(what))
 }
+
+/// A tensor of a call by its C name (tensor nil: the caller passed none). For one the call
+/// writes, `required` gives the shape the call requires of it (nil: unknown here); it is
+/// computed only when the tensor overlaps another.
+struct CallTensor {
+    let name: String
+    let tensor: RawTensor?
+    var required: () -> [Int]? = { nil }
+}
+
+/// The bytes `t` spans, or nil when its dims are not valid (the layer refuses those later).
+private func byteRange(_ t: RawTensor) -> Range<UInt>? {
+    let size: UInt = switch t.elementType {
+    case .float32: 4
+    case .float64: 8
+    case .uint8: 1
+    }
+    var bytes = size
+    for d in t.dims {
+        guard d >= 0 else { return nil }
+        let (p, overflow) = bytes.multipliedReportingOverflow(by: UInt(d))
+        guard !overflow else { return nil }
+        bytes = p
+    }
+    let start = UInt(bitPattern: t.data)
+    let (end, overflow) = start.addingReportingOverflow(bytes)
+    return overflow ? nil : start..<end
+}
+
+/// Refuses a call in which a tensor the library writes shares memory with another tensor of
+/// the call, written or read (the kernels read inputs after they start writing outputs).
+/// Tensors that are only read may share memory. A written tensor whose shape is not the one
+/// required is left to the layer, which refuses it with ATT_ERR_SHAPE.
+func requireDisjoint(written: [CallTensor], read: [CallTensor]) throws {
+    func ranges(_ list: [CallTensor]) -> [(CallTensor, Range<UInt>)] {
+        list.compactMap { c in c.tensor.flatMap(byteRange).map { (c, $0) } }
+    }
+    func hasRequiredShape(_ c: CallTensor) -> Bool { c.tensor?.dims == c.required() }
+    let w = ranges(written), all = w + ranges(read)
+    for i in w.indices {
+        for j in (i + 1)..<all.count where all[i].1.overlaps(all[j].1) {
+            let (target, other) = (all[i].0, all[j].0)
+            guard hasRequiredShape(target), j >= w.count || hasRequiredShape(other) else { continue }
+            throw Failure(ATT_ERR_INVALID_ARGUMENT, "\(target.name) overlaps \(other.name) in memory: a tensor the library writes may not share memory with another tensor of the call")
+        }
+    }
+}

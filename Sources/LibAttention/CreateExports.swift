@@ -12,7 +12,7 @@ private func create(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ dtype: DType
 }
 
 /// The config behind `p`, after checking it is non-NULL and of the size this library knows.
-private func config<C>(_ p: UnsafePointer<C>?, _ name: String) throws -> C {
+private func config<C: VersionedStruct>(_ p: UnsafePointer<C>?, _ name: String) throws -> C {
     try versionedStruct(p, name, nullName: "config")
 }
 
@@ -43,7 +43,7 @@ public func att_additive_attention_create(_ cfg: UnsafePointer<att_additive_atte
                                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> att_status {
     withStatus {
         let c = try config(cfg, "att_additive_attention_config")
-        let swiftConfig = AdditiveAttentionConfig(useScale: c.use_scale != 0, dropout: c.dropout, seed: c.seed)
+        let swiftConfig = AdditiveAttentionConfig(useScale: c.no_scale == 0, dropout: c.dropout, seed: c.seed)
         try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
             switch dtype {
             case .float32: try AdditiveAttention<Float>(swiftConfig)

@@ -35,25 +35,25 @@ public func att_layer_is_built(_ layer: OpaquePointer?, _ built: UnsafeMutablePo
 }
 
 @_cdecl("att_layer_weight_count")
-public func att_layer_weight_count(_ layer: OpaquePointer?, _ count: UnsafeMutablePointer<Int>?) -> att_status {
+public func att_layer_weight_count(_ layer: OpaquePointer?, _ count: UnsafeMutablePointer<UInt>?) -> att_status {
     withStatus {
         let specs = try Handles.with(layer, .read, "att_layer_weight_count") { try $0.weightSpecs }
         guard let count else { throw Failure.null("count") }
-        count.pointee = specs.count
+        count.pointee = UInt(specs.count)
     }
 }
 
-/// The spec of weight `index`, or ATT_ERR_INVALID_ARGUMENT.
-private func weightSpec(_ layer: any AttentionLayer, _ index: Int) throws -> WeightSpec {
+/// The spec of weight `index` (a size_t, unsigned), or ATT_ERR_INVALID_ARGUMENT.
+private func weightSpec(_ layer: any AttentionLayer, _ index: UInt) throws -> WeightSpec {
     let specs = try layer.weightSpecs
-    guard index >= 0, index < specs.count else {
-        throw Failure(ATT_ERR_INVALID_ARGUMENT, "weight index \(UInt(bitPattern: index)) is out of range: the layer has \(specs.count) weights")
+    guard index < UInt(specs.count) else {
+        throw Failure(ATT_ERR_INVALID_ARGUMENT, "weight index \(index) is out of range: the layer has \(specs.count) weights")
     }
-    return specs[index]
+    return specs[Int(index)]
 }
 
 @_cdecl("att_layer_weight_info")
-public func att_layer_weight_info(_ layer: OpaquePointer?, _ index: Int, _ shape: UnsafeMutablePointer<att_shape>?,
+public func att_layer_weight_info(_ layer: OpaquePointer?, _ index: UInt, _ shape: UnsafeMutablePointer<att_shape>?,
                                   _ name: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> att_status {
     withStatus {
         let spec = try Handles.with(layer, .read, "att_layer_weight_info") { try weightSpec($0, index) }
@@ -68,7 +68,7 @@ public func att_layer_weight_info(_ layer: OpaquePointer?, _ index: Int, _ shape
 }
 
 /// Checks that `t` has weight `index`'s shape and the layer's dtype.
-private func checkWeightTensor(_ t: RawTensor, _ spec: WeightSpec, _ layer: any AttentionLayer, _ index: Int) throws {
+private func checkWeightTensor(_ t: RawTensor, _ spec: WeightSpec, _ layer: any AttentionLayer, _ index: UInt) throws {
     guard t.elementType == layer.dtype.elementType else {
         throw Failure(ATT_ERR_DTYPE, "weight \(index) (\(spec.name)) is \(layer.dtype.elementType); the tensor is \(t.elementType)")
     }
@@ -78,25 +78,25 @@ private func checkWeightTensor(_ t: RawTensor, _ spec: WeightSpec, _ layer: any 
 }
 
 @_cdecl("att_layer_get_weight")
-public func att_layer_get_weight(_ layer: OpaquePointer?, _ index: Int, _ out: UnsafeMutablePointer<att_tensor>?) -> att_status {
+public func att_layer_get_weight(_ layer: OpaquePointer?, _ index: UInt, _ out: UnsafeMutablePointer<att_tensor>?) -> att_status {
     withStatus {
         try Handles.with(layer, .read, "att_layer_get_weight") { l in
             let spec = try weightSpec(l, index)
             let t = try tensor(UnsafePointer(out), "out")
             try checkWeightTensor(t, spec, l, index)
-            try l.getWeight(index, into: t.data)
+            try l.getWeight(Int(index), into: t.data)
         }
     }
 }
 
 @_cdecl("att_layer_set_weight")
-public func att_layer_set_weight(_ layer: OpaquePointer?, _ index: Int, _ value: UnsafePointer<att_tensor>?) -> att_status {
+public func att_layer_set_weight(_ layer: OpaquePointer?, _ index: UInt, _ value: UnsafePointer<att_tensor>?) -> att_status {
     withStatus {
         try Handles.with(layer, .write, "att_layer_set_weight") { l in
             let spec = try weightSpec(l, index)
             let t = try tensor(value, "value")
             try checkWeightTensor(t, spec, l, index)
-            try l.setWeight(index, from: t.data)
+            try l.setWeight(Int(index), from: t.data)
         }
     }
 }
@@ -125,7 +125,9 @@ public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_ca
         try Handles.with(layer, .read, "att_layer_call") { l in
             let a = try versionedStruct(args, "att_call_args", nullName: "args")
             try requireBuilt(l)
-            try l.call(try callArguments(a, l, scratch: nil))
+            let arguments = try callArguments(a, l, scratch: nil)
+            try requireDisjoint(arguments, callerOutput: true, l)
+            try l.call(arguments)
         }
     }
 }
@@ -138,8 +140,6 @@ public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<at
             let a = try versionedStruct(args, "att_call_args", nullName: "args")
             let g = try versionedStruct(grads, "att_gradient_args", nullName: "grads")
             try requireBuilt(l)
-            let output = ScratchOutput()
-            let arguments = try callArguments(a, l, scratch: output)
             var weights: [RawTensor?]?
             if let list = g.weight_gradients {
                 weights = try (0..<(try l.weightSpecs).count).map { i throws in
@@ -155,6 +155,9 @@ public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<at
                 reuseAttentionScores: try optionalTensor(UnsafePointer(g.reuse_attention_scores_gradient),
                                                          "grads->reuse_attention_scores_gradient"),
                 weights: weights, regularization: g.include_regularization != 0)
+            let output = ScratchOutput()
+            let arguments = try callArguments(a, l, scratch: output)
+            try requireDisjoint(arguments, callerOutput: a.output != nil, l, gradients)
             try l.backward(arguments, gradients)
         }
     }
@@ -162,22 +165,25 @@ public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<at
 
 @_cdecl("att_layer_losses")
 public func att_layer_losses(_ layer: OpaquePointer?, _ args: UnsafePointer<att_call_args>?,
-                             _ losses: UnsafeMutablePointer<Double>?, _ capacity: Int,
-                             _ count: UnsafeMutablePointer<Int>?) -> att_status {
+                             _ losses: UnsafeMutablePointer<Double>?, _ capacity: UInt,
+                             _ count: UnsafeMutablePointer<UInt>?) -> att_status {
     withStatus {
         try Handles.with(layer, .read, "att_layer_losses") { l in
             guard let count else { throw Failure.null("count") }
+            guard losses != nil || capacity == 0 else { throw Failure.null("losses (capacity is \(capacity))") }
             try requireBuilt(l)
             let output = ScratchOutput()
             let arguments = try args.map { p throws in
-                try callArguments(try versionedStruct(p, "att_call_args", nullName: "args"), l, scratch: output)
+                let a = try versionedStruct(p, "att_call_args", nullName: "args")
+                let arguments = try callArguments(a, l, scratch: output)
+                try requireDisjoint(arguments, callerOutput: a.output != nil, l)
+                return arguments
             }
             let values = try l.losses(arguments)
-            if capacity > 0, values.count > 0 {
-                guard let losses else { throw Failure.null("losses (capacity is \(capacity))") }
-                for (i, v) in values.prefix(capacity).enumerated() { losses[i] = v }
+            if let losses {
+                for (i, v) in values.prefix(Int(clamping: capacity)).enumerated() { losses[i] = v }
             }
-            count.pointee = values.count
+            count.pointee = UInt(values.count)
         }
     }
 }
@@ -239,4 +245,32 @@ private func callArguments(_ a: att_call_args, _ l: any AttentionLayer, scratch:
         output: output,
         scores: try optionalTensor(UnsafePointer(a.scores), "args->scores"),
         reuseAttentionScores: try optionalTensor(a.reuse_attention_scores, "args->reuse_attention_scores"))
+}
+
+/// Refuses a call (with `g`: a backward) in which a tensor the library writes overlaps
+/// another of the call (see requireDisjoint). `callerOutput`: the output is the caller's, not
+/// a ScratchOutput.
+private func requireDisjoint(_ c: CallArguments, callerOutput: Bool, _ l: any AttentionLayer,
+                             _ g: GradientArguments? = nil) throws {
+    let shapes = { try? l.outputShapes(query: c.query.dims, value: c.value.dims, key: c.key?.dims) }
+    var written = [CallTensor(name: "args->output", tensor: callerOutput ? c.output : nil, required: { shapes()?.output }),
+                   CallTensor(name: "args->scores", tensor: c.scores, required: { shapes()?.scores })]
+    var read = [("args->query", c.query), ("args->value", c.value), ("args->key", c.key),
+                ("args->query_mask", c.queryMask), ("args->value_mask", c.valueMask), ("args->key_mask", c.keyMask),
+                ("args->attention_mask", c.attentionMask), ("args->reuse_attention_scores", c.reuseAttentionScores)]
+    if let g {
+        written += [CallTensor(name: "grads->query_gradient", tensor: g.query, required: { c.query.dims }),
+                    CallTensor(name: "grads->value_gradient", tensor: g.value, required: { c.value.dims }),
+                    CallTensor(name: "grads->key_gradient", tensor: g.key, required: { c.key?.dims }),
+                    CallTensor(name: "grads->reuse_attention_scores_gradient", tensor: g.reuseAttentionScores,
+                               required: { c.reuseAttentionScores?.dims })]
+        written += (g.weights ?? []).enumerated().map { i, w in
+            CallTensor(name: "grads->weight_gradients[\(i)]", tensor: w, required: {
+                guard let specs = try? l.weightSpecs, i < specs.count else { return nil }
+                return specs[i].shape
+            })
+        }
+        read += [("grads->output_gradient", g.outputGradient), ("grads->scores_gradient", g.scoresGradient)]
+    }
+    try LibAttention.requireDisjoint(written: written, read: read.map { CallTensor(name: $0.0, tensor: $0.1) })
 }

@@ -3,9 +3,27 @@ import CAttention
 
 /// Library-wide functions: version, errors, threads.
 
+/// The version, written once: the header's ATT_VERSION_MAJOR/MINOR/PATCH.
+private let versionNumbers = (major: Int32(ATT_VERSION_MAJOR), minor: Int32(ATT_VERSION_MINOR),
+                              patch: Int32(ATT_VERSION_PATCH))
+
+/// "MAJOR.MINOR.PATCH" as a C string that lives as long as the library (written once, then
+/// only read).
+nonisolated(unsafe) private let versionString: UnsafePointer<CChar> = {
+    let text = "\(versionNumbers.major).\(versionNumbers.minor).\(versionNumbers.patch)".utf8CString
+    let p = UnsafeMutablePointer<CChar>.allocate(capacity: text.count)
+    text.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: text.count) }
+    return UnsafePointer(p)
+}()
+
 @_cdecl("att_version")
 public func att_version() -> UnsafePointer<CChar> {
-    cString("0.1.0")
+    versionString
+}
+
+@_cdecl("att_version_number")
+public func att_version_number() -> Int32 {
+    versionNumbers.major * 1_000_000 + versionNumbers.minor * 1_000 + versionNumbers.patch
 }
 
 /// The kernels this library was compiled with; the dispatching library answers for the

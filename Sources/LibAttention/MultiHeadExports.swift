@@ -97,7 +97,7 @@ func multiHeadConfig(_ c: att_multi_head_attention_config) throws -> MultiHeadAt
     var m = MultiHeadAttentionConfig(numHeads: Int(c.num_heads), keyDim: Int(c.key_dim),
                                      valueDim: c.value_dim == 0 ? nil : Int(c.value_dim))
     m.dropout = c.dropout
-    m.useBias = c.use_bias != 0
+    m.useBias = c.no_bias == 0
     m.outputShape = c.output_rank == 0 ? nil : try outputShape(c.output_shape, c.output_rank)
     m.attentionAxes = c.num_attention_axes == 0 ? nil : try prefix(c.attention_axes, c.num_attention_axes, "num_attention_axes")
     m.slidingWindow = c.sliding_window == 0 ? nil : Int(c.sliding_window)
@@ -111,7 +111,7 @@ func groupQueryConfig(_ c: att_group_query_attention_config) throws -> GroupQuer
     var g = GroupQueryAttentionConfig(headDim: Int(c.head_dim), numQueryHeads: Int(c.num_query_heads),
                                       numKeyValueHeads: Int(c.num_key_value_heads))
     g.dropout = c.dropout
-    g.useBias = c.use_bias != 0
+    g.useBias = c.no_bias == 0
     g.slidingWindow = c.sliding_window == 0 ? nil : Int(c.sliding_window)
     g.useGate = c.use_gate != 0
     g.seed = c.seed
@@ -126,7 +126,7 @@ func reuseConfig(_ c: att_reuse_multi_head_attention_config) throws -> ReuseMult
     m.reuseAttention = Int(c.reuse_attention)
     m.useRelativePE = c.use_relative_pe != 0
     m.peMaxSeqLength = c.pe_max_seq_length == 0 ? 512 : Int(c.pe_max_seq_length)
-    m.useBias = c.use_bias != 0
+    m.useBias = c.no_bias == 0
     m.outputShape = c.output_rank == 0 ? nil : try outputShape(c.output_shape, c.output_rank)
     m.attentionAxes = c.num_attention_axes == 0 ? nil : try prefix(c.attention_axes, c.num_attention_axes, "num_attention_axes")
     m.seed = c.seed

@@ -71,14 +71,38 @@ func cString(_ s: StaticString) -> UnsafePointer<CChar> {
     UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
-/// The versioned struct behind `p` (its first field is `size_t struct_size`), read only
-/// after that field shows the caller's struct is the size this library knows — a shorter
-/// struct from an older caller is never read past its end.
-func versionedStruct<T>(_ p: UnsafePointer<T>?, _ name: String, nullName: String) throws -> T {
+/// A struct of attention.h that begins with `size_t struct_size` and may grow at its end.
+protocol VersionedStruct {
+    /// Its size in the first version that published it: the smallest struct_size accepted.
+    static var firstPublishedSize: Int { get }
+    /// The zero-filled struct (every field's default).
+    init()
+}
+
+/// The first published size of every versioned struct, in bytes: their sizes in 0.1.0
+/// (commit 73bccfb) on LP64. These numbers never change; a struct only gains fields past them.
+extension att_attention_config: VersionedStruct { static var firstPublishedSize: Int { 40 } }
+extension att_additive_attention_config: VersionedStruct { static var firstPublishedSize: Int { 32 } }
+extension att_multi_head_attention_config: VersionedStruct { static var firstPublishedSize: Int { 416 } }
+extension att_group_query_attention_config: VersionedStruct { static var firstPublishedSize: Int { 280 } }
+extension att_reuse_multi_head_attention_config: VersionedStruct { static var firstPublishedSize: Int { 424 } }
+extension att_call_args: VersionedStruct { static var firstPublishedSize: Int { 112 } }
+extension att_gradient_args: VersionedStruct { static var firstPublishedSize: Int { 72 } }
+extension att_dot_product_attention_args: VersionedStruct { static var firstPublishedSize: Int { 80 } }
+
+/// The versioned struct behind `p`: its first struct_size bytes (any size from the first
+/// published one up to this library's), with the fields past them zero. Nothing past the
+/// caller's struct_size is read, so an older caller's shorter struct is never over-read.
+func versionedStruct<T: VersionedStruct>(_ p: UnsafePointer<T>?, _ name: String, nullName: String) throws -> T {
     guard let p else { throw Failure.null(nullName) }
-    let size = UnsafeRawPointer(p).load(as: Int.self)
-    guard size == MemoryLayout<T>.size else {
-        throw Failure(ATT_ERR_STRUCT_SIZE, "\(name).struct_size is \(UInt(bitPattern: size)) but this library knows \(name) as \(MemoryLayout<T>.size) bytes")
+    let raw = UnsafeRawPointer(p)
+    let size = raw.loadUnaligned(as: UInt.self)
+    let accepted = UInt(T.firstPublishedSize)...UInt(MemoryLayout<T>.size)
+    guard accepted.contains(size) else {
+        let range = accepted.count == 1 ? "\(accepted.lowerBound) bytes" : "\(accepted.lowerBound) to \(accepted.upperBound) bytes"
+        throw Failure(ATT_ERR_STRUCT_SIZE, "\(name).struct_size is \(size); this library accepts \(range) (set it to sizeof(\(name)))")
     }
-    return p.pointee
+    var value = T()
+    withUnsafeMutableBytes(of: &value) { $0.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: Int(size))) }
+    return value
 }

@@ -90,21 +90,21 @@ static int make_layers(att_layer **layers) {
     att_attention_config a0 = {.struct_size = sizeof a0, .dtype = ATT_FLOAT32, .use_scale = 1, .dropout = 0.2};
     att_attention_config a1 = {.struct_size = sizeof a1, .dtype = ATT_FLOAT64, .score_mode = ATT_SCORE_CONCAT,
                                .causal = 1};
-    att_additive_attention_config a2 = {.struct_size = sizeof a2, .dtype = ATT_FLOAT32, .use_scale = 1,
+    att_additive_attention_config a2 = {.struct_size = sizeof a2, .dtype = ATT_FLOAT32,
                                         .dropout = 0.1, .seed = 3};
     att_multi_head_attention_config m3 = {.struct_size = sizeof m3, .dtype = ATT_FLOAT32, .num_heads = 4,
-                                          .key_dim = 8, .dropout = 0.1, .use_bias = 1, .seed = 4};
+                                          .key_dim = 8, .dropout = 0.1, .seed = 4};
     att_multi_head_attention_config m4 = {.struct_size = sizeof m4, .dtype = ATT_FLOAT64, .num_heads = 2,
                                           .key_dim = 4, .value_dim = 3, .use_gate = 1, .seed = 5};
     att_group_query_attention_config g5 = {.struct_size = sizeof g5, .dtype = ATT_FLOAT32, .head_dim = 8,
                                            .num_query_heads = 4, .num_key_value_heads = 2, .dropout = 0.1,
-                                           .use_bias = 1, .sliding_window = 5, .seed = 6};
+                                           .sliding_window = 5, .seed = 6};
     att_reuse_multi_head_attention_config r6 = {.struct_size = sizeof r6, .dtype = ATT_FLOAT32, .num_heads = 4,
                                                 .key_dim = 8, .dropout = 0.1, .reuse_attention = 2,
-                                                .use_relative_pe = 1, .pe_max_seq_length = 8, .use_bias = 1,
+                                                .use_relative_pe = 1, .pe_max_seq_length = 8,
                                                 .seed = 7};
     att_multi_head_attention_config m7 = {.struct_size = sizeof m7, .dtype = ATT_FLOAT32, .num_heads = 4,
-                                          .key_dim = 16, .use_bias = 1, .seed = 8};
+                                          .key_dim = 16, .seed = 8};
     int failed = 0;
     failed += att_attention_create(&a0, &layers[0]) != ATT_OK;
     failed += att_attention_create(&a1, &layers[1]) != ATT_OK;

@@ -173,7 +173,7 @@ static void additive_layers(att_dtype dt) {
     att_layer *layer = NULL, *twin = NULL;
     int64_t n = 0, n2 = 0;
 
-    att_additive_attention_config cfg = {.struct_size = sizeof cfg, .dtype = dt, .use_scale = 1, .seed = 42};
+    att_additive_attention_config cfg = {.struct_size = sizeof cfg, .dtype = dt, .seed = 42};
     expect(att_additive_attention_create(&cfg, &layer), ATT_OK, "", "create AdditiveAttention");
     expect(att_additive_attention_create(&cfg, &twin), ATT_OK, "", "create AdditiveAttention twin");
     expect(att_layer_build(layer, &qs, &vs, &ks), ATT_OK, "", "build AdditiveAttention");
@@ -210,13 +210,13 @@ static void additive_layers(att_dtype dt) {
           (long long)s.dims[0]);
     att_layer_destroy(layer);
 
-    cfg.use_scale = 0;
-    expect(att_additive_attention_create(&cfg, &layer), ATT_OK, "", "create AdditiveAttention(use_scale=0)");
-    expect(att_layer_build(layer, &qs, &vs, &ks), ATT_OK, "", "build AdditiveAttention(use_scale=0)");
-    check_weight_list("AdditiveAttention(use_scale=0)", layer, 0, NULL, NULL);
+    cfg.no_scale = 1;
+    expect(att_additive_attention_create(&cfg, &layer), ATT_OK, "", "create AdditiveAttention(no_scale)");
+    expect(att_layer_build(layer, &qs, &vs, &ks), ATT_OK, "", "build AdditiveAttention(no_scale)");
+    check_weight_list("AdditiveAttention(no_scale)", layer, 0, NULL, NULL);
     p.add_scale = NULL;
     p.causal = 0;
-    check_luong("AdditiveAttention(use_scale=0), masks", layer, &p, (call_opts){1, 0, 0, 0});
+    check_luong("AdditiveAttention(no_scale), masks", layer, &p, (call_opts){1, 0, 0, 0});
     att_layer_destroy(layer);
     free(q), free(k), free(v), free(scale);
 }
@@ -264,7 +264,8 @@ static void dropout_attention(void) {
     /* AdditiveAttention, float64, rate 0.5, causal. */
     enum { B2 = 2, T2 = 40, D2 = 8 };
     q = random_values(&rng, B2 * T2 * D2, -1, 1, ATT_FLOAT64);
-    att_additive_attention_config acfg = {.struct_size = sizeof acfg, .dtype = ATT_FLOAT64, .dropout = 0.5};
+    att_additive_attention_config acfg = {.struct_size = sizeof acfg, .dtype = ATT_FLOAT64, .no_scale = 1,
+                                          .dropout = 0.5};
     expect(att_additive_attention_create(&acfg, &layer), ATT_OK, "", "create AdditiveAttention(dropout 0.5)");
     qs = SHAPE(B2, T2, D2);
     expect(att_layer_build(layer, &qs, &qs, NULL), ATT_OK, "", "build AdditiveAttention(dropout)");

@@ -251,7 +251,6 @@ static att_multi_head_attention_config mha_config(int64_t heads, int64_t key_dim
     c.num_heads = heads;
     c.key_dim = key_dim;
     c.value_dim = value_dim;
-    c.use_bias = 1;
     c.seed = 3;
     return c;
 }

@@ -83,14 +83,14 @@ static att_layer *attention_layer(int build) {
 }
 
 static att_layer *additive_layer(int build) {
-    att_additive_attention_config cfg = {.struct_size = sizeof cfg, .use_scale = 1};
+    att_additive_attention_config cfg = {.struct_size = sizeof cfg};
     att_layer *layer = NULL;
     expect(att_additive_attention_create(&cfg, &layer), ATT_OK, "", "create AdditiveAttention");
     return built_for(layer, build, luong_fixture, "build AdditiveAttention");
 }
 
 static att_multi_head_attention_config valid_mha_config(void) {
-    att_multi_head_attention_config c = {.struct_size = sizeof c, .num_heads = 2, .key_dim = 3, .use_bias = 1};
+    att_multi_head_attention_config c = {.struct_size = sizeof c, .num_heads = 2, .key_dim = 3};
     return c;
 }
 
@@ -633,7 +633,7 @@ static void nan_inputs(void) {
                           .scores = &ts};
     att_shape qs = tq.shape, vs = tv.shape, ks = tk.shape;
     att_attention_config acfg = {.struct_size = sizeof acfg};
-    att_additive_attention_config dcfg = {.struct_size = sizeof dcfg, .use_scale = 1};
+    att_additive_attention_config dcfg = {.struct_size = sizeof dcfg};
     att_layer *layers[2] = {NULL, NULL};
     att_attention_create(&acfg, &layers[0]);
     att_additive_attention_create(&dcfg, &layers[1]);
@@ -646,7 +646,7 @@ static void nan_inputs(void) {
         att_layer_destroy(layers[i]);
     }
 
-    att_multi_head_attention_config mcfg = {.struct_size = sizeof mcfg, .num_heads = 2, .key_dim = 3, .use_bias = 1};
+    att_multi_head_attention_config mcfg = {.struct_size = sizeof mcfg, .num_heads = 2, .key_dim = 3};
     att_layer *mha = NULL;
     att_multi_head_attention_create(&mcfg, &mha);
     expect(att_layer_build(mha, &qs, &vs, &ks), ATT_OK, "", "build MHA");

@@ -108,7 +108,7 @@ static att_group_query_attention_config gqa_config(att_dtype dt, int64_t nq, int
     c.num_query_heads = nq;
     c.num_key_value_heads = nkv;
     c.head_dim = head_dim;
-    c.use_bias = use_bias;
+    c.no_bias = !use_bias;
     c.use_gate = use_gate;
     c.seed = 7;
     return c;
@@ -125,7 +125,7 @@ static att_layer *new_gqa(const att_group_query_attention_config *cfg, gqa_probl
                           double **values, size_t *count) {
     char what[128];
     snprintf(what, sizeof what, "GQA(Nq %lld, Nkv %lld, bias %d, gate %d, %s)", (long long)p->Nq, (long long)p->Nkv,
-             cfg->use_bias, cfg->use_gate, dtype_name(p->dtype));
+             !cfg->no_bias, cfg->use_gate, dtype_name(p->dtype));
     att_layer *layer = NULL;
     att_shape qs = SHAPE(p->B, p->T, p->D), vs = SHAPE(p->B, p->S, p->D), ks = SHAPE(p->B, p->S, p->Dk);
     expect(att_group_query_attention_create(cfg, &layer), ATT_OK, "", what);
@@ -136,7 +136,7 @@ static att_layer *new_gqa(const att_group_query_attention_config *cfg, gqa_probl
                          SHAPE(p->D)};
     weight_list want = {0};
     for (int i = 0; i < 10; i++)
-        if ((i % 2 == 0 || cfg->use_bias) && (cfg->use_gate || (i != 4 && i != 5)))
+        if ((i % 2 == 0 || !cfg->no_bias) && (cfg->use_gate || (i != 4 && i != 5)))
             add_weight(&want, GQA_WEIGHT_NAMES[i], all[i]);
     check_weight_list(what, layer, want.count, want.names, want.shapes);
     *count = load_random_weights(layer, p->dtype, rng, values);
@@ -335,7 +335,7 @@ static att_reuse_multi_head_attention_config reuse_config(att_dtype dt, int64_t 
     c.key_dim = key_dim;
     c.value_dim = value_dim;
     c.reuse_attention = reuse;
-    c.use_bias = use_bias;
+    c.no_bias = !use_bias;
     c.seed = 9;
     return c;
 }
@@ -353,7 +353,7 @@ static weight_list reuse_weights(const att_reuse_multi_head_attention_config *c,
     att_shape o = p->out_shape;
     o.rank -= 2;
     memmove(o.dims, o.dims + 2, (size_t)o.rank * sizeof o.dims[0]);
-    int bias = c->use_bias != 0;
+    int bias = c->no_bias == 0;
     struct {
         int present;
         att_shape shape;
@@ -383,7 +383,7 @@ static att_layer *new_reuse(const att_reuse_multi_head_attention_config *cfg, re
     char what[160];
     snprintf(what, sizeof what, "Reuse(N %lld, reuse %lld, relative PE %d, P %lld, bias %d, %s)",
              (long long)cfg->num_heads, (long long)cfg->reuse_attention, cfg->use_relative_pe,
-             (long long)cfg->pe_max_seq_length, cfg->use_bias, dtype_name(p->dtype));
+             (long long)cfg->pe_max_seq_length, !cfg->no_bias, dtype_name(p->dtype));
     att_layer *layer = NULL;
     att_shape qs = SHAPE(p->B, p->T, p->Dq), vs = SHAPE(p->B, p->S, p->Dv), ks = SHAPE(p->B, p->S, p->Dk);
     expect(att_reuse_multi_head_attention_create(cfg, &layer), ATT_OK, "", what);
@@ -693,9 +693,9 @@ static void gqa_bad_input(void) {
     att_layer_destroy(layer);
 
     /* MultiHeadAttention, Attention and AdditiveAttention take no reuse_attention_scores either. */
-    att_multi_head_attention_config mc = {.struct_size = sizeof mc, .num_heads = 4, .key_dim = 3, .use_bias = 1};
+    att_multi_head_attention_config mc = {.struct_size = sizeof mc, .num_heads = 4, .key_dim = 3};
     att_attention_config ac = {.struct_size = sizeof ac};
-    att_additive_attention_config dc = {.struct_size = sizeof dc, .use_scale = 1};
+    att_additive_attention_config dc = {.struct_size = sizeof dc};
     att_layer *others[3] = {NULL, NULL, NULL};
     expect(att_multi_head_attention_create(&mc, &others[0]), ATT_OK, "", "create MHA");
     expect(att_attention_create(&ac, &others[1]), ATT_OK, "", "create Attention");

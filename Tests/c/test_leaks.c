@@ -47,25 +47,25 @@ static att_status create(int kind, int i, att_layer **layer) {
     }
     case 1: {
         att_additive_attention_config c = {.struct_size = sizeof c, .dtype = i & 1 ? ATT_FLOAT64 : ATT_FLOAT32,
-                                           .use_scale = 1, .dropout = 0.1, .seed = (uint64_t)i};
+                                           .dropout = 0.1, .seed = (uint64_t)i};
         return att_additive_attention_create(&c, layer);
     }
     case 2: {
-        att_multi_head_attention_config c = {.struct_size = sizeof c, .num_heads = 2, .key_dim = 4, .use_bias = 1,
+        att_multi_head_attention_config c = {.struct_size = sizeof c, .num_heads = 2, .key_dim = 4,
                                              .use_gate = i & 1, .dropout = 0.1, .seed = (uint64_t)i};
         c.kernel_initializer.kind = (i >> 1) & 1 ? ATT_INIT_ORTHOGONAL : ATT_INIT_DEFAULT;
         return att_multi_head_attention_create(&c, layer);
     }
     case 3: {
         att_group_query_attention_config c = {.struct_size = sizeof c, .head_dim = 4, .num_query_heads = 4,
-                                              .num_key_value_heads = 2, .use_bias = 1, .sliding_window = 3,
+                                              .num_key_value_heads = 2, .sliding_window = 3,
                                               .seed = (uint64_t)i};
         return att_group_query_attention_create(&c, layer);
     }
     case 4: {
         att_reuse_multi_head_attention_config c = {.struct_size = sizeof c, .num_heads = 2, .key_dim = 4,
                                                    .reuse_attention = 1, .use_relative_pe = 1,
-                                                   .pe_max_seq_length = 4, .use_bias = 1, .seed = (uint64_t)i};
+                                                   .pe_max_seq_length = 4, .seed = (uint64_t)i};
         return att_reuse_multi_head_attention_create(&c, layer);
     }
     default:

@@ -37,7 +37,6 @@ static att_multi_head_attention_config mha_config(att_dtype dt, int64_t heads, i
     c.dtype = dt;
     c.num_heads = heads;
     c.key_dim = key_dim;
-    c.use_bias = 1;
     return c;
 }
 
@@ -77,7 +76,7 @@ static void weights_over_physical_memory(void) {
     c = mha_config(ATT_FLOAT32, 1 << 18, (int64_t)1 << 20);
     build_mha(&c, 1 << 20, ATT_ERR_OUT_OF_MEMORY, "bytes", "2^58 elements per kernel");
 
-    att_additive_attention_config a = {.struct_size = sizeof a, .dtype = ATT_FLOAT64, .use_scale = 1};
+    att_additive_attention_config a = {.struct_size = sizeof a, .dtype = ATT_FLOAT64};
     att_layer *layer = NULL;
     expect(att_additive_attention_create(&a, &layer), ATT_OK, "", "AdditiveAttention");
     att_shape q = SHAPE(1, 1, phys / 8 + 1);

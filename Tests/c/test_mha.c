@@ -118,7 +118,7 @@ static att_multi_head_attention_config mha_config(att_dtype dt, int64_t heads, i
     c.num_heads = heads;
     c.key_dim = key_dim;
     c.value_dim = value_dim;
-    c.use_bias = use_bias;
+    c.no_bias = !use_bias;
     c.seed = 5;
     return c;
 }
@@ -351,7 +351,7 @@ static void output_shapes(void) {
     check_output_shape("Attention, no key", layer, SHAPE(7, 1, 4), SHAPE(7, 2, 4), NULL, SHAPE(7, 1, 4),
                        SHAPE(7, 1, 2));
     att_layer_destroy(layer);
-    att_additive_attention_config ccfg = {.struct_size = sizeof ccfg, .dtype = ATT_FLOAT64, .use_scale = 1};
+    att_additive_attention_config ccfg = {.struct_size = sizeof ccfg, .dtype = ATT_FLOAT64};
     expect(att_additive_attention_create(&ccfg, &layer), ATT_OK, "", "create AdditiveAttention");
     expect(att_layer_build(layer, &k, &k, NULL), ATT_OK, "", "build AdditiveAttention");
     check_output_shape("AdditiveAttention", layer, SHAPE(2, 3, 4), SHAPE(2, 5, 6), &k, SHAPE(2, 3, 6), SHAPE(2, 3, 5));

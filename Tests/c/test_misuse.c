@@ -48,7 +48,7 @@ static att_layer *create_layer(const subject *s) {
         st = att_attention_create(&c, &layer);
     } else {
         att_multi_head_attention_config c = {.struct_size = sizeof c, .dtype = ATT_FLOAT32, .num_heads = 2,
-                                             .key_dim = 4, .use_bias = 1, .seed = 9};
+                                             .key_dim = 4, .seed = 9};
         c.bias_constraint.kind = ATT_CONSTRAINT_NON_NEG;
         c.kernel_regularizer = (att_regularizer){ATT_REG_L2, 0, 0.01};
         st = att_multi_head_attention_create(&c, &layer);
@@ -296,7 +296,7 @@ static void *run_long_call(void *arg) {
 
 static void destroy_during_a_call(void) {
     att_multi_head_attention_config cfg = {.struct_size = sizeof cfg, .dtype = ATT_FLOAT32, .num_heads = 4,
-                                           .key_dim = 16, .use_bias = 1, .seed = 3};
+                                           .key_dim = 16, .seed = 3};
     att_shape shape = SHAPE(1, 3072, 32);
     uint64_t rng = 7;
     double *x = random_values(&rng, (size_t)numel(shape), -1, 1, ATT_FLOAT32);

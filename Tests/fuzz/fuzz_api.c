@@ -306,7 +306,7 @@ static void op_create(reader *r, slot *s, arena *a) {
         att_additive_attention_config config = {0}, *c = &config;
         c->struct_size = pick_struct_size(r, sizeof *c);
         c->dtype = pick_layer_dtype(r);
-        c->use_scale = pick_bool(r);
+        c->no_scale = pick_bool(r);
         c->dropout = pick_dropout(r);
         c->seed = u8(r);
         s->dtype = c->dtype;
@@ -322,7 +322,7 @@ static void op_create(reader *r, slot *s, arena *a) {
         c->key_dim = pick_dim(r);
         c->value_dim = u8(r) < 128 ? 0 : pick_dim(r);
         c->dropout = pick_dropout(r);
-        c->use_bias = pick_bool(r);
+        c->no_bias = pick_bool(r);
         pick_axes(r, &c->output_rank, c->output_shape, 0);
         pick_axes(r, &c->num_attention_axes, c->attention_axes, 1);
         c->sliding_window = u8(r) < 192 ? 0 : pick_dim(r);
@@ -342,7 +342,7 @@ static void op_create(reader *r, slot *s, arena *a) {
         c->num_query_heads = pick_dim(r);
         c->num_key_value_heads = pick_dim(r);
         c->dropout = pick_dropout(r);
-        c->use_bias = pick_bool(r);
+        c->no_bias = pick_bool(r);
         c->sliding_window = u8(r) < 192 ? 0 : pick_dim(r);
         c->use_gate = pick_bool(r);
         c->seed = u8(r);
@@ -363,7 +363,7 @@ static void op_create(reader *r, slot *s, arena *a) {
         c->reuse_attention = (int64_t)(u8(r) % 8) - 2;
         c->use_relative_pe = pick_bool(r);
         c->pe_max_seq_length = u8(r) < 128 ? (int64_t)(u8(r) % 8) : pick_dim(r);
-        c->use_bias = pick_bool(r);
+        c->no_bias = pick_bool(r);
         pick_axes(r, &c->output_rank, c->output_shape, 0);
         pick_axes(r, &c->num_attention_axes, c->attention_axes, 1);
         c->seed = u8(r);

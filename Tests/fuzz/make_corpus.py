@@ -73,22 +73,22 @@ def create(kind, slot=0, **f):
     if kind == "attention":
         out += [f.get("use_scale", 0), f.get("score_mode", 0), *dropout(f.get("dropout", 0)), f.get("causal", 0)]
     elif kind == "additive":
-        out += [f.get("use_scale", 1), *dropout(f.get("dropout", 0)), 7]
+        out += [f.get("no_scale", 0), *dropout(f.get("dropout", 0)), 7]
     elif kind == "mha":
         out += dim(f.get("heads", 2)) + dim(f.get("key_dim", 3))
         out += [0] if "value_dim" not in f else [200] + dim(f["value_dim"])
-        out += dropout(f.get("dropout", 0)) + [f.get("use_bias", 1)]
+        out += dropout(f.get("dropout", 0)) + [f.get("no_bias", 0)]
         out += small_list(f.get("output_shape", []), dim) + small_list(f.get("axes", []), axis)
         out += [0] if "window" not in f else [200] + dim(f["window"])
         out += [f.get("gate", 0), 5, f.get("options", 0)]
     elif kind == "gqa":
         out += dim(f.get("head_dim", 2)) + dim(f.get("q_heads", 4)) + dim(f.get("kv_heads", 2))
-        out += dropout(f.get("dropout", 0)) + [f.get("use_bias", 1)]
+        out += dropout(f.get("dropout", 0)) + [f.get("no_bias", 0)]
         out += [0] if "window" not in f else [200] + dim(f["window"])
         out += [f.get("gate", 0), 5, f.get("options", 0)]
     else:
         out += dim(f.get("heads", 2)) + dim(f.get("key_dim", 3)) + [0] + dropout(f.get("dropout", 0))
-        out += [f.get("reuse", 0) + 2, f.get("relative_pe", 0), 0, f.get("pe_max", 4), f.get("use_bias", 1)]
+        out += [f.get("reuse", 0) + 2, f.get("relative_pe", 0), 0, f.get("pe_max", 4), f.get("no_bias", 0)]
         out += small_list(f.get("output_shape", []), dim) + small_list(f.get("axes", []), axis)
         out += [5, f.get("options", 0)]
     return out
@@ -176,7 +176,7 @@ SEEDS = {
                              call(has_key=True, scores=True, masks=("query", "value", "key", "attention"))),
     "mha_f64_gate_window": program(create("mha", dtype=F64, gate=1, window=2, value_dim=2), build(Q3, V3),
                                    call(causal=1)),
-    "mha_output_shape": program(create("mha", output_shape=[2, 3], use_bias=0), build(Q3, V3), call()),
+    "mha_output_shape": program(create("mha", output_shape=[2, 3], no_bias=1), build(Q3, V3), call()),
     "mha_axes_4d": program(create("mha", axes=[1, 2]), build((1, 2, 3, 4), (1, 2, 2, 3)), call(scores=True)),
     "mha_axes_negative": program(create("mha", axes=[-2]), build((1, 2, 3, 4)), call(scores=True)),
     "mha_dropout": program(create("mha", dropout=0.5), build(Q3), call(training=1, scores=True)),
@@ -186,7 +186,7 @@ SEEDS = {
     "gqa": program(create("gqa"), build(Q3, V3), call(scores=True)),
     "gqa_masks_causal": program(create("gqa", window=2), build(Q3, V3, 2),
                                 call(has_key=True, masks=("query", "value", "attention"), causal=1)),
-    "gqa_f64_gate_dropout": program(create("gqa", dtype=F64, gate=1, dropout=0.5, use_bias=0), build(Q3),
+    "gqa_f64_gate_dropout": program(create("gqa", dtype=F64, gate=1, dropout=0.5, no_bias=1), build(Q3),
                                     call(training=1)),
     "gqa_weights": program(create("gqa"), build(Q3), weight("set_weight", 1), weight("get_weight", 3), call()),
     "reuse_none": program(create("reuse"), build(Q3, V3), call(scores=True, masks=("attention",))),

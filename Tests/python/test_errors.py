@@ -350,11 +350,11 @@ def test_mha_batch_or_other_axes_differ():
     ("query_mask", np.ones((2, 3, 1)), "query_mask has shape [2, 3, 1] but [2, 3] is required"),
     ("value_mask", np.ones((2, 3)), "value_mask has shape [2, 3] but [2, 5] is required"),
     ("key_mask", np.ones((1, 6)), "key_mask has shape [1, 6] but [2, 5] is required"),
-    ("attention_mask", np.ones((2, 4, 5)), "does not broadcast to [2, 2, 3, 5]"),
-    ("attention_mask", np.ones((3, 3, 5)), "does not broadcast to [2, 2, 3, 5]"),
-    ("attention_mask", np.ones((2, 3, 3, 5)), "does not broadcast to [2, 2, 3, 5]"),
-    ("attention_mask", np.ones((1, 1, 2, 3, 5)), "more than the scores' rank 4"),
-    ("attention_mask", np.ones(4), "attention_mask of shape [4] does not broadcast"),
+    ("attention_mask", np.ones((2, 4, 5)), "attention_mask has shape (2, 4, 5); pass (B, T, S) = (2, 3, 5)"),
+    ("attention_mask", np.ones((3, 3, 5)), "pass (B, T, S) = (2, 3, 5), or a shape that broadcasts to it"),
+    ("attention_mask", np.ones((2, 3, 3, 5)), "read against the scores (B, N, T, S) = (2, 2, 3, 5)"),
+    ("attention_mask", np.ones((1, 1, 2, 3, 5)), "attention_mask has shape (1, 1, 2, 3, 5); pass (B, T, S)"),
+    ("attention_mask", np.ones(4), "attention_mask has shape (4,); pass (B, T, S) = (2, 3, 5)"),
 ])
 def test_mha_masks_that_do_not_broadcast(argument, mask, fragment):
     layer = _built_mha()
@@ -425,9 +425,9 @@ def test_gqa_needs_rank_3(q_shape, v_shape, k_shape, name):
     ("query_mask", np.ones((2, 4)), "query_mask has shape [2, 4] but [2, 3] is required"),
     ("value_mask", np.ones((2, 3)), "value_mask has shape [2, 3] but [2, 5] is required"),
     ("key_mask", np.ones((2, 5, 1)), "key_mask has shape [2, 5, 1] but [2, 5] is required"),
-    ("attention_mask", np.ones((2, 4, 5)), "does not broadcast to [2, 4, 3, 5]"),
-    ("attention_mask", np.ones((3, 3, 5)), "does not broadcast to [2, 4, 3, 5]"),
-    ("attention_mask", np.ones((1, 1, 2, 3, 5)), "more than the scores' rank 4"),
+    ("attention_mask", np.ones((2, 4, 5)), "attention_mask has shape (2, 4, 5); pass (B, T, S) = (2, 3, 5)"),
+    ("attention_mask", np.ones((3, 3, 5)), "the scores (B, N, T, S) = (2, 4, 3, 5)"),
+    ("attention_mask", np.ones((1, 1, 2, 3, 5)), "attention_mask has shape (1, 1, 2, 3, 5); pass (B, T, S)"),
 ])
 def test_gqa_masks_that_do_not_fit(argument, mask, fragment):
     layer = attention.GroupQueryAttention(2, 4, 2)
@@ -537,7 +537,7 @@ def test_reuse_layouts_it_cannot_take(config, fragment):
 
 def test_reuse_attention_mask_that_does_not_broadcast():
     layer = attention.ReuseMultiHeadAttention(4, 2)
-    with library_error("does not broadcast to [2, 4, 3, 5]", "SHAPE"):
+    with library_error("attention_mask has shape (2, 3, 4); pass (B, T, S) = (2, 3, 5)", "SHAPE"):
         layer(_x(2, 3, 4), _x(2, 5, 4), attention_mask=np.ones((2, 3, 4)))
 
 
@@ -673,14 +673,14 @@ def test_c_attention_config_out_of_range(fields, fragment):
 def test_c_mha_config_out_of_range(fields, fragment):
     config = _lib.MultiHeadAttentionConfig(
         struct_size=ctypes.sizeof(_lib.MultiHeadAttentionConfig),
-        **{"num_heads": 2, "key_dim": 3, "use_bias": 1, **fields})
+        **{"num_heads": 2, "key_dim": 3, **fields})
     out = ctypes.c_void_p()
     _expect(_status("att_multi_head_attention_create", ctypes.byref(config), ctypes.byref(out)),
             _lib.ERR_INVALID_ARGUMENT, fragment)
 
 
-_GQA_DEFAULTS = {"head_dim": 2, "num_query_heads": 4, "num_key_value_heads": 2, "use_bias": 1}
-_REUSE_DEFAULTS = {"num_heads": 4, "key_dim": 2, "use_bias": 1}
+_GQA_DEFAULTS = {"head_dim": 2, "num_query_heads": 4, "num_key_value_heads": 2}
+_REUSE_DEFAULTS = {"num_heads": 4, "key_dim": 2}
 
 
 @pytest.mark.parametrize("struct, create, fields, fragment", [

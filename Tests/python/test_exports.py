@@ -8,8 +8,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import attention
 from attention import _initializers, _lib
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +78,7 @@ _STRUCTS = {
     "att_group_query_attention_config": _lib.GroupQueryAttentionConfig,
     "att_reuse_multi_head_attention_config": _lib.ReuseMultiHeadAttentionConfig,
     "att_call_args": _lib.CallArgs,
+    "att_gradient_args": _lib.GradientArgs,
     "att_dot_product_attention_args": _lib.DotProductAttentionArgs,
 }
 
@@ -117,3 +120,73 @@ def test_ctypes_structs_and_constants_match_the_header(tmp_path):
         for field, _ in struct._fields_:
             py_layout[f"{c_name}.{field}"] = str(getattr(struct, field).offset)
     assert py_layout == c_layout
+
+
+def _header_version():
+    """(MAJOR, MINOR, PATCH) from the header's ATT_VERSION_* macros, the one place it is written."""
+    text = HEADER.read_text()
+    return tuple(int(re.search(rf"^#define ATT_VERSION_{part} (\d+)$", text, re.M).group(1))
+                 for part in ("MAJOR", "MINOR", "PATCH"))
+
+
+def test_version_is_the_headers_everywhere():
+    major, minor, patch = _header_version()
+    assert _lib.version() == f"{major}.{minor}.{patch}"
+    assert _lib.version_number() == major * 1_000_000 + minor * 1_000 + patch
+    pyproject = (ROOT / "python" / "pyproject.toml").read_text()
+    assert re.search(r'^version = "(.*?)"', pyproject, re.M).group(1) == _lib.version()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_version_number_macro(tmp_path):
+    source = tmp_path / "version.c"
+    source.write_text("#include <stdio.h>\n#include <attention.h>\n"
+                      "#if ATT_VERSION_NUMBER < 2000\n#error ATT_VERSION_NUMBER is not usable in #if\n#endif\n"
+                      "int main(void) { printf(\"%d\\n\", ATT_VERSION_NUMBER); return 0; }\n")
+    program = tmp_path / "version"
+    subprocess.run(["cc", "-std=c11", f"-I{ROOT / 'include'}", str(source), "-o", str(program)], check=True)
+    output = subprocess.run([str(program)], check=True, capture_output=True, text=True).stdout
+    assert int(output) == _lib.version_number()
+
+
+@pytest.mark.parametrize("struct, create, fields, count", [
+    (_lib.AttentionConfig, "att_attention_create", {}, 0),
+    (_lib.AdditiveAttentionConfig, "att_additive_attention_create", {}, 1),
+    (_lib.AdditiveAttentionConfig, "att_additive_attention_create", {"no_scale": 1}, 0),
+    (_lib.MultiHeadAttentionConfig, "att_multi_head_attention_create", {"num_heads": 2, "key_dim": 3}, 8),
+    (_lib.MultiHeadAttentionConfig, "att_multi_head_attention_create",
+     {"num_heads": 2, "key_dim": 3, "no_bias": 1}, 4),
+    (_lib.GroupQueryAttentionConfig, "att_group_query_attention_create",
+     {"head_dim": 2, "num_query_heads": 2, "num_key_value_heads": 1}, 8),
+    (_lib.ReuseMultiHeadAttentionConfig, "att_reuse_multi_head_attention_create",
+     {"num_heads": 2, "key_dim": 3}, 8),
+])
+def test_zero_filled_config_is_keras_default(struct, create, fields, count):
+    """Zero in a config field means Keras's default (use_bias=True, AdditiveAttention's
+    use_scale=True); the Python layers fill the negated fields from their arguments."""
+    config = struct(struct_size=ctypes.sizeof(struct), **fields)
+    handle = ctypes.c_void_p()
+    _lib.check(getattr(_lib.lib(), create)(ctypes.byref(config), ctypes.byref(handle)))
+    try:
+        shape = _lib.make_shape((2, 3, 4))
+        _lib.check(_lib.lib().att_layer_build(handle, ctypes.byref(shape), ctypes.byref(shape), None))
+        n = ctypes.c_size_t()
+        _lib.check(_lib.lib().att_layer_weight_count(handle, ctypes.byref(n)))
+        assert n.value == count
+    finally:
+        _lib.lib().att_layer_destroy(handle)
+
+
+@pytest.mark.parametrize("layer, count", [
+    (lambda: attention.AdditiveAttention(), 1), (lambda: attention.AdditiveAttention(use_scale=False), 0),
+    (lambda: attention.MultiHeadAttention(2, 3), 8), (lambda: attention.MultiHeadAttention(2, 3, use_bias=False), 4),
+    (lambda: attention.GroupQueryAttention(2, 2, 1), 8),
+    (lambda: attention.GroupQueryAttention(2, 2, 1, use_bias=False), 4),
+    (lambda: attention.ReuseMultiHeadAttention(2, 3), 8),
+    (lambda: attention.ReuseMultiHeadAttention(2, 3, use_bias=False), 4),
+])
+def test_python_layers_fill_the_negated_fields(layer, count):
+    x = np.ones((2, 3, 4), np.float32)
+    built = layer()
+    built([x, x]) if isinstance(built, attention.AdditiveAttention) else built(x, x)
+    assert len(built.get_weights()) == count

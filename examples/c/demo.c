@@ -122,7 +122,7 @@ int main(void) {
     /* keras.layers.AdditiveAttention(use_scale=True), its scale (dim,) set by hand. */
     att_layer *additive = NULL;
     att_additive_attention_config additive_config = {.struct_size = sizeof additive_config,
-                                                     .dtype = ATT_FLOAT32, .use_scale = 1};
+                                                     .dtype = ATT_FLOAT32}; /* no_scale = 0: a scale */
     TRY(att_additive_attention_create(&additive_config, &additive));
     TRY(att_layer_build(additive, &query_shape, &value_shape, NULL));
     att_tensor additive_scale_tensor = {(void *)additive_scale, ATT_FLOAT32, {1, {DIM}}};

@@ -111,7 +111,6 @@ int main(void) {
     config.dtype = ATT_FLOAT32;
     config.num_heads = HEADS;
     config.key_dim = KEY_DIM;
-    config.use_bias = 1;
     config.num_attention_axes = 2;
     config.attention_axes[0] = 2;
     config.attention_axes[1] = 3;

@@ -144,7 +144,7 @@ int main(void) {
     /* keras.layers.MultiHeadAttention(2, 8, kernel_regularizer=l2(1e-5),
      *                                 kernel_constraint=max_norm(2.0)) */
     att_multi_head_attention_config config = {.struct_size = sizeof config, .dtype = ATT_FLOAT32,
-                                              .num_heads = HEADS, .key_dim = KEY_DIM, .use_bias = 1,
+                                              .num_heads = HEADS, .key_dim = KEY_DIM,
                                               .seed = 1};
     config.kernel_regularizer = (att_regularizer){.kind = ATT_REG_L2, .l2 = l2};
     config.kernel_constraint = (att_constraint){.kind = ATT_CONSTRAINT_MAX_NORM, .max_value = max_norm,

@@ -25,7 +25,7 @@ class AdditiveAttention(Attention):
                          trainable=trainable)
 
     def _config_fields(self):
-        return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.dropout_seed}
+        return {"no_scale": not self.use_scale, "dropout": self.dropout, "seed": self.dropout_seed}
 
     def _config(self):
         return {"use_scale": self.use_scale, "dropout": self.dropout, "seed": self.seed}

@@ -64,7 +64,7 @@ class GroupedQueryAttention(Layer):
             num_query_heads=self._num_query_heads,
             num_key_value_heads=self._num_key_value_heads,
             dropout=self._dropout,
-            use_bias=self._use_bias,
+            no_bias=not self._use_bias,
             sliding_window=self._sliding_window or 0,
             use_gate=self._use_gate,
             seed=self.dropout_seed,

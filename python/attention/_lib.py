@@ -71,7 +71,7 @@ class AdditiveAttentionConfig(ctypes.Structure):
     _fields_ = [
         ("struct_size", ctypes.c_size_t),
         ("dtype", ctypes.c_int),
-        ("use_scale", ctypes.c_int32),
+        ("no_scale", ctypes.c_int32),
         ("dropout", ctypes.c_double),
         ("seed", ctypes.c_uint64),
     ]
@@ -123,7 +123,7 @@ class MultiHeadAttentionConfig(ctypes.Structure):
         ("key_dim", ctypes.c_int64),
         ("value_dim", ctypes.c_int64),
         ("dropout", ctypes.c_double),
-        ("use_bias", ctypes.c_int32),
+        ("no_bias", ctypes.c_int32),
         ("output_rank", ctypes.c_int32),
         ("output_shape", ctypes.c_int64 * MAX_RANK),
         ("num_attention_axes", ctypes.c_int32),
@@ -144,7 +144,7 @@ class GroupQueryAttentionConfig(ctypes.Structure):
         ("num_query_heads", ctypes.c_int64),
         ("num_key_value_heads", ctypes.c_int64),
         ("dropout", ctypes.c_double),
-        ("use_bias", ctypes.c_int32),
+        ("no_bias", ctypes.c_int32),
         ("sliding_window", ctypes.c_int64),
         ("use_gate", ctypes.c_int32),
         ("seed", ctypes.c_uint64),
@@ -164,7 +164,7 @@ class ReuseMultiHeadAttentionConfig(ctypes.Structure):
         ("reuse_attention", ctypes.c_int64),
         ("use_relative_pe", ctypes.c_int32),
         ("pe_max_seq_length", ctypes.c_int64),
-        ("use_bias", ctypes.c_int32),
+        ("no_bias", ctypes.c_int32),
         ("output_rank", ctypes.c_int32),
         ("output_shape", ctypes.c_int64 * MAX_RANK),
         ("num_attention_axes", ctypes.c_int32),
@@ -238,6 +238,7 @@ _ShapeP = ctypes.POINTER(Shape)
 # The one table of C signatures: name -> (restype, argtypes).
 _SIGNATURES = {
     "att_version": (ctypes.c_char_p, []),
+    "att_version_number": (ctypes.c_int32, []),
     "att_cpu_kernels": (ctypes.c_char_p, []),
     "att_last_error": (ctypes.c_char_p, []),
     "att_status_name": (ctypes.c_char_p, [_Status]),
@@ -346,6 +347,11 @@ def check(status):
 def version():
     """att_version(): the library's version string."""
     return lib().att_version().decode()
+
+
+def version_number():
+    """att_version_number(): MAJOR * 1000000 + MINOR * 1000 + PATCH."""
+    return lib().att_version_number()
 
 
 def make_shape(dims):

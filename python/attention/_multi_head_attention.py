@@ -124,7 +124,7 @@ class MultiHeadAttention(Layer):
             key_dim=self._key_dim,
             value_dim=self._value_dim,
             dropout=self._dropout,
-            use_bias=self._use_bias,
+            no_bias=not self._use_bias,
             output_rank=len(self._output_shape or ()),
             output_shape=(ctypes.c_int64 * _lib.MAX_RANK)(*(self._output_shape or ())),
             num_attention_axes=len(self._attention_axes or ()),

@@ -103,7 +103,7 @@ class ReuseMultiHeadAttention(Layer):
             reuse_attention=self._reuse_attention,
             use_relative_pe=self._use_relative_pe,
             pe_max_seq_length=self._pe_max_seq_length,
-            use_bias=self._use_bias,
+            no_bias=not self._use_bias,
             output_rank=len(self._output_shape or ()),
             output_shape=(ctypes.c_int64 * _lib.MAX_RANK)(*(self._output_shape or ())),
             num_attention_axes=len(self._attention_axes or ()),
