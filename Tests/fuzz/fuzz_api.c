@@ -104,7 +104,7 @@ static void fail(const char *what, att_status s, const char *why) {
 }
 
 static att_status chk(att_status s, const char *what) {
-    if ((int)s < ATT_OK || (int)s > ATT_ERR_BUSY) fail(what, s, "not a status of attention.h");
+    if ((int)s < ATT_OK || (int)s > ATT_ERR_IO) fail(what, s, "not a status of attention.h");
     if (s == ATT_ERR_INTERNAL) fail(what, s, "ATT_ERR_INTERNAL is a library bug");
     if (s == ATT_ERR_BUSY) fail(what, s, "ATT_ERR_BUSY with no other thread using the layer");
     if (s != ATT_OK) {
