@@ -336,7 +336,11 @@ extension LayerConfig {
             }
             c.peMaxSeqLength = alias ?? pe ?? 512
             c.weightOptions = try WeightOptions(&r)
-            for key in ["query_shape", "key_shape", "value_shape"] { _ = try r.intList(key) }  // build_shapes rule
+            for key in ["query_shape", "key_shape", "value_shape"] {  // upstream's record; build_shapes rule
+                for (i, d) in try (r.present(key) ?? .array([])).array("\(r.what) \(key)").enumerated() where !d.isNull {
+                    _ = try d.int("\(r.what) \(key)[\(i)]")
+                }
+            }
             c.seed = try r.seed() ?? 0
             config = .reuseMultiHeadAttention(c)
         default:

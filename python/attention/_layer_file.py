@@ -215,9 +215,12 @@ def load(path):
         config = {k: v for k, v in config.items() if k not in ("query_shape", "key_shape", "value_shape")}
     try:
         layer = KINDS[kind].from_config(config)
-    except TypeError as error:  # an unknown keyword
+    except (TypeError, ValueError) as error:  # TypeError: an unknown keyword
         raise _bad(path, f"the {kind} config is not accepted: {error}") from None
-    build_for(layer, *shapes)
+    try:
+        build_for(layer, *shapes)
+    except ValueError as error:
+        raise ValueError(f"{path!r}: the layer cannot be built for build_shapes {list(shapes)}: {error}") from None
     specs = layer._weight_specs()
     if [name for name, _ in specs] != order:
         raise _bad(path, f"its weights {order} do not fit its {kind} config and build shapes, which give "
