@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -114,11 +115,10 @@ private final class OutputFile {
     private let path: [CChar]
     private let temporary: [CChar]
     private var fd: Int32
-    private static let counter = Counter()
 
     init(_ cPath: UnsafePointer<CChar>) throws(AttentionError) {
         path = Array(UnsafeBufferPointer(start: cPath, count: strlen(cPath) + 1))
-        temporary = Array(path.dropLast()) + Array(".tmp-\(getpid())-\(OutputFile.counter.next())".utf8CString)
+        temporary = Array(path.dropLast()) + Array(".tmp-\(getpid())-\(OutputFile.counter.add(1, ordering: .relaxed).newValue)".utf8CString)
         fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
         guard fd >= 0 else { throw systemError("cannot create", temporary) }
     }
@@ -156,18 +156,9 @@ private final class OutputFile {
         }
     }
 
-    /// Distinct temporary names for saves running at once in one process.
-    private final class Counter: @unchecked Sendable {
-        private var value = 0
-        private var mutex = pthread_mutex_t()
-        init() { pthread_mutex_init(&mutex, nil) }
-        func next() -> Int {
-            pthread_mutex_lock(&mutex)
-            defer { pthread_mutex_unlock(&mutex) }
-            value += 1
-            return value
-        }
-    }
+    /// Distinct temporary names for saves running at once in one process (an atomic, so no
+    /// lock can be held across a fork).
+    private static let counter = Atomic<Int>(0)
 }
 
 /// An `io` error naming the path and the system's reason (errno).
