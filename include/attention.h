@@ -19,7 +19,9 @@
  *     att_layer_set_weight(layer, i, &w) ...      optional: load Keras's get_weights()
  *     att_layer_call(layer, &args)                as often as wanted, from any thread
  *     att_layer_backward(layer, &args, &grads)    training: gradients of inputs and weights
+ *     att_layer_save(layer, "layer.safetensors")  optional: config, shapes and weights to a file
  *     att_layer_destroy(layer)
+ *   att_layer_load("layer.safetensors", &layer) gives a built layer again (also from Python).
  *
  * CONVENTIONS
  *   - Every fallible function returns att_status; ATT_OK (0) is success. On failure a message
@@ -120,8 +122,10 @@ typedef enum att_status {
     ATT_ERR_STRUCT_SIZE = 7,      /* struct_size is outside the sizes this library accepts */
     ATT_ERR_OUT_OF_MEMORY = 8,    /* a working buffer could not be allocated */
     ATT_ERR_INTERNAL = 9,         /* a bug in libattention: please report it */
-    ATT_ERR_BUSY = 10             /* the layer is in use by another thread (see THREADS); nothing
+    ATT_ERR_BUSY = 10,            /* the layer is in use by another thread (see THREADS); nothing
                                      was done: retry once the other use has returned */
+    ATT_ERR_IO = 11               /* a file could not be opened, read or written (layer files);
+                                     att_last_error() has the system's reason */
 } att_status;
 
 /* The library's version (not the header's): "MAJOR.MINOR.PATCH" (static storage), and
@@ -519,6 +523,53 @@ att_status att_layer_losses(const att_layer *layer, const att_call_args *args, d
  * Errors: INVALID_HANDLE, NOT_BUILT, BUSY; INVALID_ARGUMENT when a constraint's axis does not
  * fit a weight's rank, and then no weight is changed. */
 att_status att_layer_apply_constraints(att_layer *layer);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Layer files                                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+/* A layer file holds a built layer — its kind, its Keras config, the input shapes it was
+ * built for and its weights — in the safetensors format: an 8-byte little-endian header
+ * length N, N bytes of JSON header, then the tensors' little-endian data. Each weight is a
+ * tensor named as att_layer_weight_info names it ("query/kernel"), of dtype "F32" or "F64"
+ * (the layer's) and of the weight's shape. The header's "__metadata__" holds strings:
+ *   "format"        "libattention-layer-1"
+ *   "layer"         Keras's class name: "Attention", "AdditiveAttention", "MultiHeadAttention",
+ *                   "GroupedQueryAttention" ("GroupQueryAttention" is read too) or
+ *                   "ReuseMultiHeadAttention"
+ *   "config"        JSON: the layer's Keras get_config() ("dtype", the constructor's arguments
+ *                   by Keras name, initializers, regularizers and constraints as Keras
+ *                   serialises them, "seed"; "name" and "trainable" are ignored)
+ *   "build_shapes"  JSON: [query, value, key or null] input shapes (a null dim reads as 1)
+ *   "weights"       JSON: the weight names in get_weights() order
+ * Python's layer.save(path) writes the same files and attention.load(path) reads them, so
+ * a layer taken from Keras in Python (attention.from_keras) runs in a C program. */
+
+/* Write `layer` (built with att_layer_build, or loaded) to the file at `path`, replacing it:
+ * the file is written beside `path` under a temporary name and renamed over it, so `path`
+ * never holds half a file. The caller keeps `layer` and `path`. Initializer seeds are not
+ * recorded (the weights are). Errors: INVALID_HANDLE, NULL_ARGUMENT (path), NOT_BUILT,
+ * IO (the file cannot be created, written or renamed; att_last_error() says why),
+ * OUT_OF_MEMORY, BUSY (a writer is changing the layer). A reader: may run with calls on the
+ * same layer (see THREADS). */
+att_status att_layer_save(const att_layer *layer, const char *path);
+
+/* Read the layer file at `path`: on success *out is a new handle (owned by the caller:
+ * att_layer_destroy) to a built layer of the file's kind, config and dtype, built for its
+ * build shapes and holding its weights; on failure *out is unchanged and nothing is
+ * allocated. A file from an untrusted source is safe to load: every malformed part is a
+ * status and a message naming it, never a crash.
+ * Errors: NULL_ARGUMENT (path, out); IO (cannot open or read, not a regular file, or the
+ * file shrank while loading); INVALID_ARGUMENT (not a layer file: shorter than 8 bytes, a
+ * header length above 100 000 000 or beyond the file's end, a header that is not JSON or
+ * nests deeper than 64 levels, numbers beyond 64-bit range, a structure other than the
+ * above, no or another "format", tensor data offsets that overlap, leave a gap, do not end
+ * at the file's end or do not span shape x dtype bytes, tensors missing from or not listed
+ * in "weights", an unknown kind, a config with unknown keys or values the layer refuses, or
+ * weights other than the ones the config and build shapes give); DTYPE (a tensor dtype other
+ * than F32 and F64, or other than the config's dtype); SHAPE (a tensor's shape is not its
+ * weight's, or build shapes the layer refuses); OUT_OF_MEMORY. Thread-safe. */
+att_status att_layer_load(const char *path, att_layer **out);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Functional dot-product attention (keras.ops.dot_product_attention)                         */

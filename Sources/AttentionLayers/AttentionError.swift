@@ -12,6 +12,8 @@ public struct AttentionError: Error, Equatable, CustomStringConvertible {
         case notBuilt
         /// A working buffer could not be allocated.
         case outOfMemory
+        /// A file could not be opened, read or written (LayerFile).
+        case io
     }
 
     public let kind: Kind

@@ -74,6 +74,9 @@
       (const att_layer *layer, const att_call_args *args, double *losses, size_t capacity,          \
        size_t *count), (layer, args, losses, capacity, count), ATT_ERR_INTERNAL)                    \
     X(att_status, att_layer_apply_constraints, (att_layer *layer), (layer), ATT_ERR_INTERNAL)        \
+    X(att_status, att_layer_save, (const att_layer *layer, const char *path), (layer, path),        \
+      ATT_ERR_INTERNAL)                                                                             \
+    X(att_status, att_layer_load, (const char *path, att_layer **out), (path, out), ATT_ERR_INTERNAL) \
     X(att_status, att_dot_product_attention, (const att_dot_product_attention_args *args), (args),  \
       ATT_ERR_INTERNAL)
 

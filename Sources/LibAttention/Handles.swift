@@ -12,8 +12,15 @@ import Glibc
 final class LayerEntry: Sendable {
     let layer: any AttentionLayer
     let users = Atomic<Int>(0)
+    /// The shapes of the last successful build (att_layer_save records them). Written only by
+    /// a writer (users == −1) and read only by readers, so the acquire/release of `users`
+    /// orders every access.
+    nonisolated(unsafe) var buildShapes: BuildShapes?
 
-    init(_ layer: any AttentionLayer) { self.layer = layer }
+    init(_ layer: any AttentionLayer, buildShapes: BuildShapes? = nil) {
+        self.layer = layer
+        self.buildShapes = buildShapes
+    }
 
     /// How an entry point uses the layer.
     enum Access {
@@ -65,9 +72,9 @@ enum Handles {
         return table
     }()
 
-    /// Registers `layer` and returns its new handle.
-    static func insert(_ layer: any AttentionLayer) -> OpaquePointer? {
-        let entry = LayerEntry(layer)
+    /// Registers `layer` (built for `buildShapes`, if given) and returns its new handle.
+    static func insert(_ layer: any AttentionLayer, buildShapes: BuildShapes? = nil) -> OpaquePointer? {
+        let entry = LayerEntry(layer, buildShapes: buildShapes)
         return table.withLock { t in
             let id = t.nextID
             t.nextID += 16
@@ -81,10 +88,16 @@ enum Handles {
     /// cannot be entered. The entry stays alive until body returns, even if destroyed meanwhile.
     static func with<Result>(_ handle: OpaquePointer?, _ access: LayerEntry.Access, _ function: StaticString,
                              _ body: (any AttentionLayer) throws -> Result) throws -> Result {
+        try withEntry(handle, access, function) { try body($0.layer) }
+    }
+
+    /// `with`, giving body the whole entry (the layer and its recorded build shapes).
+    static func withEntry<Result>(_ handle: OpaquePointer?, _ access: LayerEntry.Access, _ function: StaticString,
+                                  _ body: (LayerEntry) throws -> Result) throws -> Result {
         let entry = try lookup(handle)
         try entry.enter(access, function)
         defer { entry.leave(access) }
-        return try body(entry.layer)
+        return try body(entry)
     }
 
     private static func lookup(_ handle: OpaquePointer?) throws -> LayerEntry {

@@ -18,9 +18,11 @@ public func att_layer_destroy(_ layer: OpaquePointer?) -> att_status {
 public func att_layer_build(_ layer: OpaquePointer?, _ query: UnsafePointer<att_shape>?,
                             _ value: UnsafePointer<att_shape>?, _ key: UnsafePointer<att_shape>?) -> att_status {
     withStatus {
-        try Handles.with(layer, .write, "att_layer_build") { l in
-            try l.build(query: try dims(query, "query_shape"), value: try dims(value, "value_shape"),
-                        key: try key.map { try $0.pointee.dimsArray("key_shape") })
+        try Handles.withEntry(layer, .write, "att_layer_build") { entry in
+            let shapes = BuildShapes(query: try dims(query, "query_shape"), value: try dims(value, "value_shape"),
+                                     key: try key.map { try $0.pointee.dimsArray("key_shape") })
+            try entry.layer.build(query: shapes.query, value: shapes.value, key: shapes.key)
+            entry.buildShapes = shapes
         }
     }
 }
@@ -199,7 +201,7 @@ public func att_layer_apply_constraints(_ layer: OpaquePointer?) -> att_status {
 }
 
 /// Throws NOT_BUILT for a layer without weights (the entry points that run it).
-private func requireBuilt(_ l: any AttentionLayer) throws {
+func requireBuilt(_ l: any AttentionLayer) throws {
     guard l.isBuilt else { throw Failure(ATT_ERR_NOT_BUILT, "the layer is not built: call att_layer_build first") }
 }
 

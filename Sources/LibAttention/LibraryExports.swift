@@ -60,6 +60,7 @@ public func att_status_name(_ status: att_status) -> UnsafePointer<CChar> {
     case ATT_ERR_OUT_OF_MEMORY: cString("ATT_ERR_OUT_OF_MEMORY")
     case ATT_ERR_INTERNAL: cString("ATT_ERR_INTERNAL")
     case ATT_ERR_BUSY: cString("ATT_ERR_BUSY")
+    case ATT_ERR_IO: cString("ATT_ERR_IO")
     default: cString("unknown status")
     }
 }

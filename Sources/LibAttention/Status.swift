@@ -21,6 +21,7 @@ struct Failure: Error {
         case .dtype: status = ATT_ERR_DTYPE
         case .notBuilt: status = ATT_ERR_NOT_BUILT
         case .outOfMemory: status = ATT_ERR_OUT_OF_MEMORY
+        case .io: status = ATT_ERR_IO
         }
         message = error.message
     }

@@ -296,12 +296,12 @@ static void meta(void) {
     static const char *const names[] = {"ATT_OK", "ATT_ERR_NULL_ARGUMENT", "ATT_ERR_INVALID_ARGUMENT",
                                         "ATT_ERR_SHAPE", "ATT_ERR_DTYPE", "ATT_ERR_INVALID_HANDLE",
                                         "ATT_ERR_NOT_BUILT", "ATT_ERR_STRUCT_SIZE", "ATT_ERR_OUT_OF_MEMORY",
-                                        "ATT_ERR_INTERNAL", "ATT_ERR_BUSY"};
-    for (int s = 0; s < 11; s++)
+                                        "ATT_ERR_INTERNAL", "ATT_ERR_BUSY", "ATT_ERR_IO"};
+    for (int s = 0; s < 12; s++)
         check(strcmp(att_status_name((att_status)s), names[s]) == 0, "att_status_name(%d) is %s", s,
               att_status_name((att_status)s));
-    check(strcmp(att_status_name((att_status)11), "unknown status") == 0, "att_status_name(11) is %s",
-          att_status_name((att_status)11));
+    check(strcmp(att_status_name((att_status)12), "unknown status") == 0, "att_status_name(12) is %s",
+          att_status_name((att_status)12));
     check(strcmp(att_status_name((att_status)-1), "unknown status") == 0, "att_status_name(-1) is %s",
           att_status_name((att_status)-1));
     check(strcmp(att_last_error(), "") == 0, "att_last_error() before any failure is \"%s\"", att_last_error());

@@ -1,8 +1,9 @@
 /*
  * fuzz_api.c — libFuzzer harness: the fuzz bytes are a small program of calls to the C API
  * of libattention (layer kinds, configs, shapes, masks, flags, weights, destroy and reuse of
- * handles, training calls, att_dot_product_attention, att_set_num_threads). The byte format
- * is in README.md.
+ * handles, training calls, att_dot_product_attention, att_set_num_threads, layer files saved,
+ * mutated or written whole from the fuzz bytes and loaded with att_layer_load, then called).
+ * The byte format is in README.md.
  *
  * Contract checked on every call (abort() otherwise, so the fuzzer reports it): the status
  * is one of attention.h's, never ATT_ERR_INTERNAL nor (one thread) ATT_ERR_BUSY; a failure leaves a non-empty
@@ -14,17 +15,19 @@
  * small stand-in buffer only when the API must refuse it before reading (bad rank, a dim
  * < 1, a byte count that overflows 64 bits, an unknown dtype); otherwise the call is skipped.
  */
+#define _DEFAULT_SOURCE /* mkdtemp */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "attention.h"
 
 enum { MAX_OPS = 48, MAX_ELEMENTS = 4096, SLOTS = 4, KINDS = 5 };
 enum { OP_CREATE, OP_BUILD, OP_CALL, OP_SET_WEIGHT, OP_GET_WEIGHT, OP_INFO, OP_DESTROY, OP_FOREIGN,
-       OP_DOT_PRODUCT, OP_THREADS, OP_COUNT };
+       OP_DOT_PRODUCT, OP_THREADS, OP_LOAD, OP_COUNT };
 enum { K_ATTENTION, K_ADDITIVE, K_MHA, K_GQA, K_REUSE };
 
 /* ---- reading the fuzz bytes (zeros once they run out) ---------------------------------- */
@@ -104,7 +107,7 @@ static void fail(const char *what, att_status s, const char *why) {
 }
 
 static att_status chk(att_status s, const char *what) {
-    if ((int)s < ATT_OK || (int)s > ATT_ERR_BUSY) fail(what, s, "not a status of attention.h");
+    if ((int)s < ATT_OK || (int)s > ATT_ERR_IO) fail(what, s, "not a status of attention.h");
     if (s == ATT_ERR_INTERNAL) fail(what, s, "ATT_ERR_INTERNAL is a library bug");
     if (s == ATT_ERR_BUSY) fail(what, s, "ATT_ERR_BUSY with no other thread using the layer");
     if (s != ATT_OK) {
@@ -627,6 +630,75 @@ static void op_threads(reader *r) {
     if (name == NULL || att_version() == NULL || att_last_error() == NULL) fail("att_status_name", ATT_OK, "NULL string");
 }
 
+/* ---- layer files ------------------------------------------------------------------------ */
+
+enum { MAX_FILE = 1 << 16 };
+
+/* A directory of this process for the files (made on first use), and a path in it. */
+static const char *file_path(const char *name) {
+    static char dir[64], path[128];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/fuzz_api_XXXXXX");
+        if (!mkdtemp(dir)) { perror("mkdtemp"); abort(); }
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return path;
+}
+
+static void write_bytes(const char *path, const uint8_t *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) { perror(path); abort(); }
+}
+
+/* Loads a layer file into slot s and, if it loads, calls it. The file is (mode byte < 128) the
+ * next n fuzz bytes as they are (n: two bytes), or the slot's layer saved with
+ * att_layer_save and then mutated: k (< 16) times a position (two bytes, modulo the size) and
+ * a byte to set, or (mode 255) cut to a length. A loaded layer takes the slot; the slot's
+ * shapes stay (a saved layer's build shapes) or are picked (a raw file). */
+static void op_load(reader *r, slot *s, arena *a) {
+    static uint8_t file[MAX_FILE];
+    size_t n = 0;
+    uint8_t mode = u8(r);
+    int raw = mode < 128 || !s->live;
+    if (raw) {
+        size_t want = (size_t)u8(r) | (size_t)u8(r) << 8;
+        while (n < want && r->n > 0) file[n++] = u8(r);
+    } else {
+        if (chk(att_layer_save(s->handle, file_path("saved")), "att_layer_save") != ATT_OK) return;
+        FILE *f = fopen(file_path("saved"), "rb");
+        if (!f) fail("att_layer_save", ATT_OK, "ATT_OK without a file");
+        n = fread(file, 1, MAX_FILE, f);
+        fclose(f);
+        if (mode == 255) n = n ? ((size_t)u8(r) | (size_t)u8(r) << 8) % n : 0;
+        else
+            for (int k = u8(r) % 16; k > 0 && n > 0; k--) {
+                size_t at = ((size_t)u8(r) | (size_t)u8(r) << 8) % n;
+                file[at] = u8(r);
+            }
+    }
+    write_bytes(file_path("load"), file, n);
+    att_layer *h = (att_layer *)file; /* must stay as it is on failure */
+    att_status st = chk(att_layer_load(file_path("load"), &h), "att_layer_load");
+    if (st != ATT_OK) {
+        if (h != (att_layer *)file) fail("att_layer_load", st, "*out changed by a failed load");
+        return;
+    }
+    if (h == NULL || h == (att_layer *)file) fail("att_layer_load", st, "ATT_OK without a handle");
+    int32_t built = 0;
+    if (chk(att_layer_is_built(h, &built), "att_layer_is_built(loaded)") != ATT_OK || !built)
+        fail("att_layer_load", st, "a loaded layer is not built");
+    if (s->live) chk(att_layer_destroy(s->handle), "att_layer_destroy (before load)");
+    s->handle = h;
+    s->live = 1;
+    if (raw) {
+        pick_shape(r, &s->q);
+        s->v = s->k = s->q;
+        s->has_k = 0;
+        s->dtype = u8(r) & 1 ? ATT_FLOAT64 : ATT_FLOAT32;
+    }
+    op_call(r, s, a);
+}
+
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) {
     /* A refused allocation must come back as NULL (ATT_ERR_OUT_OF_MEMORY), as on a machine
@@ -654,7 +726,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         case OP_DESTROY: op_destroy(s); break;
         case OP_FOREIGN: op_foreign(&r, slots); break;
         case OP_DOT_PRODUCT: op_dot_product(&r, &a); break;
-        default: op_threads(&r); break;
+        case OP_THREADS: op_threads(&r); break;
+        default: op_load(&r, s, &a); break;
         }
         arena_free(&a);
     }

@@ -1,12 +1,17 @@
 """Writes the seed corpus of fuzz_api.c into Tests/fuzz/corpus/: small programs, in the byte
 format README.md describes, that reach every layer kind, build, call (with masks, scores,
 dropout, causal), weights set/get, destroy and reuse, foreign handles, the functional
-dot-product attention, training steps and att_set_num_threads (up to 256 threads).
+dot-product attention, training steps, att_set_num_threads (up to 256 threads), and layer
+files: valid ones of each kind in both dtypes (written here, in the format of
+include/attention.h, "Layer files"), loaded whole or saved by the library and mutated.
 Run: python3 Tests/fuzz/make_corpus.py"""
+import json
+import math
 import pathlib
+import struct
 
 OPS = ["create", "build", "call", "set_weight", "get_weight", "info", "destroy", "foreign",
-       "dot_product", "threads"]
+       "dot_product", "threads", "load"]
 KINDS = ["attention", "additive", "mha", "gqa", "reuse"]
 DOUBLES = [0, 0.1, 0.5, 0.9, 0.99999, 1, -0.1, 2, "nan", "inf", "-inf"]
 F32, F64 = 0, 1  # pick_layer_dtype bytes
@@ -15,8 +20,8 @@ WIDE_THREADS = [4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 24, 31, 32, 33, 48, 63, 64
 
 
 def op(name, slot=0):
-    """The code byte whose value % 10 is the op and (value >> 4) % 4 the slot."""
-    return next(c for c in range(256) if c % 10 == OPS.index(name) and (c >> 4) % 4 == slot)
+    """The code byte whose value % 11 is the op and (value >> 4) % 4 the slot."""
+    return next(c for c in range(256) if c % len(OPS) == OPS.index(name) and (c >> 4) % 4 == slot)
 
 
 def dim(d):
@@ -149,6 +154,66 @@ def dot_product(dtype=0, B=2, T=3, S=4, H=2, Hv=3, K=1, group=2, broadcast=0, bi
     return out + [0, int(scale is not None), *double(scale if scale is not None else 0), causal]
 
 
+def layer_file(kind, config, weights, dtype="float32", shapes=((2, 3, 3), (2, 4, 3), None)):
+    """A layer file (safetensors: length, JSON header, data) with deterministic weights;
+    `weights` lists (name, shape) in get_weights() order."""
+    fmt, code = ("<f", "F32") if dtype == "float32" else ("<d", "F64")
+    size = struct.calcsize(fmt)
+    header = {"__metadata__": {"format": "libattention-layer-1", "layer": kind,
+                               "config": json.dumps({"dtype": dtype, **config}), "build_shapes": json.dumps(shapes),
+                               "weights": json.dumps([n for n, _ in weights])}}
+    data, offset = b"", 0
+    for i, (name, shape) in enumerate(weights):
+        count = math.prod(shape)
+        data += b"".join(struct.pack(fmt, math.sin(i + 0.7 * k)) for k in range(count))
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + count * size]}
+        offset += count * size
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def projections(names, dims):
+    """(name, shape) of EinsumDense kernels and biases: names -> (kernel shape, bias shape)."""
+    return [w for n in names for w in ((f"{n}/kernel", dims[n][0]), (f"{n}/bias", dims[n][1]))]
+
+
+LAYER_FILES = {
+    "attention": layer_file("Attention", {"use_scale": True, "score_mode": "concat", "dropout": 0.0, "seed": None},
+                            [("scale", ()), ("concat_score_weight", ())]),
+    "additive": layer_file("AdditiveAttention", {"use_scale": True, "dropout": 0.1, "seed": 3}, [("scale", (3,))],
+                           dtype="float64"),
+    "mha": layer_file("MultiHeadAttention", {"num_heads": 1, "key_dim": 2, "use_bias": True, "seed": 1},
+                      projections(["query", "key", "value", "attention_output"],
+                                  {"query": ((3, 1, 2), (1, 2)), "key": ((3, 1, 2), (1, 2)),
+                                   "value": ((3, 1, 2), (1, 2)), "attention_output": ((1, 2, 3), (3,))})),
+    "gqa": layer_file("GroupedQueryAttention", {"head_dim": 2, "num_query_heads": 2, "num_key_value_heads": 1},
+                      projections(["query", "key", "value", "attention_output"],
+                                  {"query": ((3, 2, 2), (2, 2)), "key": ((3, 1, 2), (1, 2)),
+                                   "value": ((3, 1, 2), (1, 2)), "attention_output": ((2, 2, 3), (3,))}),
+                      dtype="float64"),
+    "reuse": layer_file("ReuseMultiHeadAttention", {"num_heads": 1, "key_dim": 2, "use_bias": False},
+                        [("query/kernel", (3, 1, 2)), ("key/kernel", (3, 1, 2)), ("value_new/kernel", (3, 1, 2)),
+                         ("attention_output_new/kernel", (1, 2, 3))]),
+}
+
+
+def load_raw(data, dtype=F32, q=(2, 3, 3)):
+    """op_load of a whole file, then the call on shapes q (value = key = q) in `dtype`."""
+    return [op("load"), 0, len(data) & 255, len(data) >> 8, *data] + shape(*q) + [dtype] + call()[1:]
+
+
+def load_saved(mutations=(), cut=None):
+    """op_load of the slot's layer saved by the library: mutations (position, byte), or cut
+    to a length; then a call."""
+    if cut is not None:
+        return [op("load"), 255, cut & 255, cut >> 8] + call()[1:]
+    out = [op("load"), 200, len(mutations)]
+    for at, byte in mutations:
+        out += [at & 255, at >> 8, byte]
+    return out + call()[1:]
+
+
 def program(*steps, threads=0):
     out = [threads]
     for s in steps:
@@ -217,6 +282,13 @@ SEEDS = {
                                      create("mha", slot=1, heads=4, key_dim=5), build((1, 29, 24), slot=1),
                                      call(slot=1, train_weights=8), dot_product(T=29, S=27, H=5, K=2),
                                      threads=192 + WIDE_THREADS.index(256)),
+    **{f"load_{name}": program(load_raw(data, F64 if kind in ("additive", "gqa") else F32))
+       for name, data in LAYER_FILES.items() for kind in [name]},
+    "load_saved_mha": program(create("mha"), build(Q3, V3), load_saved(), call()),
+    "load_saved_reuse_mutated": program(create("reuse", heads=3, reuse=1, relative_pe=1), build(Q3, V3),
+                                        load_saved([(8, ord("[")), (200, ord("9")), (700, 0)])),
+    "load_saved_gqa_cut": program(create("gqa"), build(Q3, V3), load_saved(cut=300)),
+    "load_not_a_file": program([op("load"), 0, 3, 0, 1, 2, 3], [op("load"), 0, 8, 0, 255, 255, 255, 255, 0, 0, 0, 0]),
     "bad_configs": program(create("mha", size=240), create("attention", nulls=250), create("gqa", nulls=251),
                            create("mha", heads=0), create("gqa", q_heads=3, kv_heads=2),
                            create("attention", score_mode=2), create("reuse", reuse=5)),

@@ -99,7 +99,7 @@ def _constants():
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 def test_ctypes_structs_and_constants_match_the_header(tmp_path):
     constants = _constants()
-    assert len(constants) == 11 + 3 + 2 + 1 + 13 + 3 + 4
+    assert len(constants) == 12 + 3 + 2 + 1 + 13 + 3 + 4
     lines = [f'printf("{name} %lld\\n", (long long){name});' for name in constants]
     for c_name, struct in _STRUCTS.items():
         lines.append(f'printf("{c_name} %zu\\n", sizeof({c_name}));')

@@ -21,7 +21,10 @@ the gradients of the inputs and of every weight (a Gradients); `layer.losses` an
 
 Keras interop (no Keras import): `from_keras(keras_layer)` gives the equivalent layer, config
 and weights included; `layer.save_weights("w.npz")` / `layer.load_weights(path)` read and write
-.npz files and read Keras's .weights.h5 / .keras files (with h5py).
+.npz files and read Keras's .weights.h5 / .keras files (with h5py). Layer files:
+`layer.save("mha.safetensors")` writes kind, config, build shapes and weights in one
+safetensors file that `attention.load(path)` (and the C library's att_layer_load) rebuild
+the layer from.
 
 Functional: dot_product_attention (keras.ops; a boolean mask only).
 
@@ -48,6 +51,7 @@ from ._functional import dot_product_attention
 from ._group_query_attention import GroupedQueryAttention, GroupQueryAttention
 from ._interop import from_keras
 from ._layer import Gradients
+from ._layer_file import load
 from ._lib import LayerBusyError
 from ._multi_head_attention import MultiHeadAttention
 from ._reuse_multi_head_attention import ReuseMultiHeadAttention
@@ -61,6 +65,7 @@ __all__ = [
     "ReuseMultiHeadAttention",
     "dot_product_attention",
     "from_keras",
+    "load",
     "Gradients",
     "LayerBusyError",
     "set_num_threads",

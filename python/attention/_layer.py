@@ -262,6 +262,13 @@ class Layer:
         from ._weights_file import save_npz
         save_npz(self, path)
 
+    def save(self, path):
+        """Write the layer to `path` as a layer file (safetensors): its kind, get_config(),
+        build input shapes and weights, which `attention.load(path)` and the C library's
+        att_layer_load read back. The layer must be built (ValueError otherwise)."""
+        from ._layer_file import save
+        save(self, path)
+
     def load_weights(self, path, layer_name=None):
         """Load weights from a file: `.npz` from save_weights (kind, names and shapes must
         match; an unbuilt layer is built for the stored input shapes), or Keras's

@@ -28,6 +28,7 @@ ERR_STRUCT_SIZE = 7
 ERR_OUT_OF_MEMORY = 8
 ERR_INTERNAL = 9
 ERR_BUSY = 10
+ERR_IO = 11
 
 # att_dtype
 FLOAT32 = 1
@@ -280,6 +281,8 @@ _SIGNATURES = {
          ctypes.POINTER(ctypes.c_size_t)],
     ),
     "att_layer_apply_constraints": (_Status, [_Handle]),
+    "att_layer_save": (_Status, [_Handle, ctypes.c_char_p]),
+    "att_layer_load": (_Status, [ctypes.c_char_p, ctypes.POINTER(_Handle)]),
     "att_dot_product_attention": (_Status, [ctypes.POINTER(DotProductAttentionArgs)]),
 }
 
@@ -332,6 +335,7 @@ _EXCEPTIONS = {
     ERR_DTYPE: TypeError,
     ERR_OUT_OF_MEMORY: MemoryError,
     ERR_BUSY: LayerBusyError,
+    ERR_IO: OSError,
 }
 
 
