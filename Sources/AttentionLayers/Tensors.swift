@@ -28,14 +28,15 @@ public struct RawTensor: @unchecked Sendable {
     }
 }
 
-/// The number of elements of `dims` (0 when a dim is 0: an empty tensor), refusing negative
-/// dims and products (in bytes of `elementSize`) that overflow. `what` names the tensor in
-/// messages.
-public func elementCount(_ dims: [Int], elementSize: Int = 8, _ what: String) throws(AttentionError) -> Int {
+/// The number of elements of `dims` (0 when a dim is 0: an empty tensor), refusing dims
+/// below `minimumDim` (weights pass 1) and products (in bytes of `elementSize`) that
+/// overflow. `what` names the tensor in messages.
+public func elementCount(_ dims: [Int], elementSize: Int = 8, minimumDim: Int = 0,
+                         _ what: String) throws(AttentionError) -> Int {
     var count = 1
     for (axis, d) in dims.enumerated() {
-        guard d >= 0 else {
-            throw .shape("\(what) has dim \(d) at axis \(axis) (shape \(dims)); every dim must be >= 0")
+        guard d >= minimumDim else {
+            throw .shape("\(what) has dim \(d) at axis \(axis) (shape \(dims)); every dim must be >= \(minimumDim)")
         }
         let (p, overflow) = count.multipliedReportingOverflow(by: d)
         guard !overflow else { throw .shape("\(what) shape \(dims) has more elements than fit in 64 bits") }
