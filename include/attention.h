@@ -168,10 +168,20 @@ typedef enum att_dtype {
 
 typedef struct att_shape {
     int32_t rank;                /* 0 ... ATT_MAX_RANK */
-    int64_t dims[ATT_MAX_RANK];  /* dims[0 .. rank-1]; each >= 1 */
+    int64_t dims[ATT_MAX_RANK];  /* dims[0 .. rank-1]; each >= 0 (see EMPTY TENSORS) */
 } att_shape;
 
-/* A dense row-major tensor. `data` holds shape's product elements of `dtype`. */
+/* A dense row-major tensor. `data` holds shape's product elements of `dtype`; it must not be
+ * NULL, also when that product is 0.
+ *
+ * EMPTY TENSORS: every dim but the feature dims (the last dim of query, key and value; H,
+ * Hv and the key/value heads K of att_dot_product_attention) may be 0 — batch, other axes,
+ * Tq, Tv, and there the query heads N. A zero feature dim is ATT_ERR_SHAPE, as is a
+ * negative dim. With no query rows the results are empty and weight gradients are 0 (plus
+ * the regularizers' when asked for; an empty batch's activity penalty is 0). With no keys
+ * (Tv = 0, Tq > 0) each attended row is the empty sum 0: Attention, AdditiveAttention and
+ * att_dot_product_attention output 0; the multi-head layers output their output projection's
+ * bias; the gradients of the inputs and of every weight but that bias are 0. */
 typedef struct att_tensor {
     void *data;
     att_dtype dtype;
@@ -417,13 +427,31 @@ att_status att_layer_set_weight(att_layer *layer, size_t index, const att_tensor
  * ATT_ERR_SHAPE naming the full shape. */
 typedef struct att_call_args {
     size_t struct_size;                /* sizeof(att_call_args) */
-    const att_tensor *query;           /* (B, Tq, Dq); MultiHeadAttention: any rank >= 3 */
-    const att_tensor *value;           /* (B, Tv, Dv) */
+    const att_tensor *query;           /* (B, Tq, Dq). Attention, AdditiveAttention: (L..., Tq, D),
+                                          any rank >= 2, the leading axes L batch axes (equal in
+                                          query, value, key); MultiHeadAttention, Reuse: any
+                                          rank >= 3; GroupQueryAttention: rank 3 */
+    const att_tensor *value;           /* (B, Tv, Dv); (L..., Tv, Dv) */
     const att_tensor *key;             /* (B, Tv, Dk), or NULL for value */
-    const att_tensor *query_mask;      /* ATT_UINT8 (B, Tq): query.shape minus the last dim */
-    const att_tensor *value_mask;      /* ATT_UINT8 (B, Tv) */
-    const att_tensor *key_mask;        /* ATT_UINT8 (B, Tv); MultiHeadAttention, GroupQuery */
-    const att_tensor *attention_mask;  /* ATT_UINT8; multi-head layers: see below */
+    const att_tensor *query_mask;      /* ATT_UINT8. Attention, AdditiveAttention: broadcasts to
+                                          (L..., Tq); zeroes output rows. Multi-head layers:
+                                          see value_mask */
+    const att_tensor *value_mask;      /* ATT_UINT8. Attention, AdditiveAttention: of rank below
+                                          the inputs', broadcasts to (L..., Tv) (a padding mask:
+                                          keep[..., i, j] = m[..., j]); of the inputs' rank,
+                                          broadcasts to the scores (L..., Tq, Tv).
+                                          MultiHeadAttention, GroupQueryAttention: Keras's rule:
+                                          query_mask m -> m[..., None], value_mask and key_mask
+                                          (rank >= 1) -> m[..., None, :], causal / sliding window
+                                          (1, T, S) (axis-1 lengths), attention_mask as given,
+                                          ANDed with numpy broadcasting; the result gains size-1
+                                          axes at -2*len(attention_axes)-1 up to the scores'
+                                          rank, then broadcasts to the scores. Any shapes for which
+                                          that works: e.g. a rank-4 query (B, T, X, D) over axis
+                                          1 takes (B, T) and (B, S) or (1, S) masks, which apply
+                                          across X and the heads */
+    const att_tensor *key_mask;        /* ATT_UINT8; MultiHeadAttention, GroupQuery: as value_mask */
+    const att_tensor *attention_mask;  /* ATT_UINT8, broadcast as Keras does; multi-head layers */
     int32_t training;                  /* dropout applies only when training (default 0:
                                           inference, as Keras's training=None) */
     int32_t use_causal_mask;           /* query i attends to keys j <= i: top-left aligned,

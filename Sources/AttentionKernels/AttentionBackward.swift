@@ -79,7 +79,7 @@ public struct BackwardPlan<T: KernelScalar>: Sendable {
         func padded(_ n: Int) -> Int { (n + width - 1) / width * width }
         let pairs = shape.groups * shape.keyValueHeads
         keyBlocks = (shape.keyLength + BackwardTile.keys - 1) / BackwardTile.keys
-        chunks = max(1, pairs >= BackwardTile.tasks ? 1 : min(keyBlocks, (BackwardTile.tasks + pairs - 1) / pairs))
+        chunks = max(1, pairs >= BackwardTile.tasks ? 1 : min(keyBlocks, (BackwardTile.tasks + pairs - 1) / max(1, pairs)))
         chunkLength = (keyBlocks + chunks - 1) / chunks * BackwardTile.keys
         chunkPadded = padded(chunkLength) + width
         tasks = pairs * chunks
@@ -138,6 +138,10 @@ public func attentionBackward<T: KernelScalar>(
     mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?, placement: ScoresPlacement? = nil,
     logSumExp: UnsafePointer<T>, gradients: AttentionGradients<T>, scratch: UnsafeMutablePointer<T>
 ) {
+    if shape.keyLength == 0 {  // the output is 0 whatever the query: dQ = 0, nothing else
+        zeroQueryRows(shape, gradients.query, gradients.queryLayout, width: shape.keyDim)
+        return
+    }
     let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias, dropout: dropout,
                            scores: nil, placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0))
     let backward = Backward(job: job, plan: plan, lse: logSumExp, grads: gradients, scratch: scratch)

@@ -25,6 +25,8 @@ public enum AttentionTile {
 /// - Parameter logSumExp: when non-nil, (groups, heads, queryLength) entries that receive
 ///   each row's log Σ_j e^(x_j) over its kept keys — what `attentionBackward` recomputes the
 ///   weights from (unspecified for a row whose every key is masked).
+/// Any size may be 0; with no keys every output row is 0 (the empty sum) and its
+/// log-sum-exp −∞.
 @_specialize(where T == Float)
 @_specialize(where T == Double)
 public func attentionForward<T: KernelScalar>(
@@ -33,6 +35,11 @@ public func attentionForward<T: KernelScalar>(
     scores: UnsafeMutablePointer<T>?, placement: ScoresPlacement? = nil,
     logSumExp: UnsafeMutablePointer<T>? = nil
 ) {
+    if shape.keyLength == 0 {  // a softmax over no keys has no entries: each output is the empty sum, 0
+        zeroQueryRows(shape, operands.output, operands.outputLayout, width: shape.valueDim)
+        logSumExp?.update(repeating: -T.infinity, count: shape.groups * shape.heads * shape.queryLength)
+        return
+    }
     let job = AttentionJob(shape: shape, operands: operands, score: score, mask: mask, bias: bias,
                            dropout: dropout, scores: scores,
                            placement: placement ?? ScoresPlacement(heads: shape.heads, firstHead: 0),
@@ -44,6 +51,15 @@ public func attentionForward<T: KernelScalar>(
         return
     }
     parallelFor(job.workItems) { job.run($0) }
+}
+
+/// `width` zeros at every (g, n, i) query row of `x`, laid out by `layout`.
+func zeroQueryRows<T: KernelScalar>(_ shape: AttentionShape, _ x: UnsafeMutablePointer<T>, _ layout: RowLayout, width: Int) {
+    for g in 0..<shape.groups {
+        for n in 0..<shape.heads {
+            for i in 0..<shape.queryLength { (x + layout.offset(g, n, i)).update(repeating: 0, count: width) }
+        }
+    }
 }
 
 struct AttentionJob<T: KernelScalar>: @unchecked Sendable {

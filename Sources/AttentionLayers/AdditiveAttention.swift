@@ -27,15 +27,16 @@ public final class AdditiveAttention<T: KernelScalar>: StoresWeights, @unchecked
 
     public func build(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) {
         _ = try dense.shapes(query: query, value: value, key: key)
-        let specs = config.useScale ? [WeightSpec(name: "scale", shape: [query[2]])] : []
+        let features = query[query.count - 1]  // >= 1: checked by shapes
+        let specs = config.useScale ? [WeightSpec(name: "scale", shape: [features])] : []
         store = try WeightStore(specs, initializers: specs.map { _ in .glorotUniform }, seed: config.seed)
-        dim = query[2]
+        dim = features
     }
 
     public func outputShapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int]) {
         let shapes = try dense.shapes(query: query, value: value, key: key)
-        if isBuilt, config.useScale, query[2] != dim {  // without scale, no weight binds the dim
-            throw .shape("AdditiveAttention was built for dim \(dim) but the query's last dim is \(query[2])")
+        if isBuilt, config.useScale, query[query.count - 1] != dim {  // without scale, no weight binds the dim
+            throw .shape("AdditiveAttention was built for dim \(dim) but the query's last dim is \(query[query.count - 1])")
         }
         return shapes
     }

@@ -77,6 +77,7 @@ struct BuiltInputs {
             throw .shape("query (rank \(query.count)) and value (rank \(value.count)) must have the same rank")
         }
         self.axes = try AttentionAxes(axes, rank: query.count, negativeBase: negativeBase, layerName: layerName)
+        try requireFeatures([("query", query), ("value", value), ("key", key)], layerName)
         queryDim = query[query.count - 1]
         keyDim = key[key.count - 1]
         valueDim = value[value.count - 1]

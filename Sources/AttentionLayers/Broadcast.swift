@@ -1,3 +1,5 @@
+import AttentionKernels
+
 /// numpy-style broadcasting of masks and biases onto a target shape, as element strides.
 
 /// Element strides that read a row-major tensor of `dims` as if broadcast to `target`
@@ -75,4 +77,31 @@ func transposeCopy<T>(_ tensor: UnsafeMutablePointer<T>, dims: [Int], strides: [
         if gather { transposed[k] = tensor[offset] } else { tensor[offset] = transposed[k] }
         k += 1
     }
+}
+
+/// The kernel's (g, n, i, j) view of a uint8 mask of `dims` (the scores' rank) broadcast to
+/// `scores`, whose axes are: `groups` (flattened to g), the `head` axis (nil: none), `rows`
+/// (flattened to i) and `columns` (to j). When a run of axes cannot be walked with one
+/// stride, the mask is materialised in scores layout in `workspace`.
+func maskView(_ data: UnsafePointer<UInt8>, dims: [Int], scores: [Int], groups: [Int], head: Int?, rows: [Int],
+              columns: [Int], _ name: String, _ workspace: Workspace<some KernelScalar>) throws(AttentionError) -> MaskView {
+    guard let strides = try? broadcastStrides(dims, to: scores, name) else {
+        throw .shape("\(name) does not broadcast to \(scores), the scores' shape (expanded as Keras expands it: \(dims))")
+    }
+    if let g = mergedStride(groups, dims: scores, strides: strides),
+       let i = mergedStride(rows, dims: scores, strides: strides),
+       let j = mergedStride(columns, dims: scores, strides: strides) {
+        return MaskView(base: data, group: g, head: head.map { strides[$0] } ?? 0, row: i, column: j)
+    }
+    let count = try checkedProduct(scores, "the scores tensor")
+    let dense = try workspace.bytes(count, "the materialised \(name)")
+    var k = 0
+    forEachOffset(scores, strides) { offset in
+        dense[k] = data[offset]
+        k += 1
+    }
+    let heads = head.map { scores[$0] } ?? 1
+    let rowCount = rows.reduce(1) { $0 * scores[$1] }, columnCount = columns.reduce(1) { $0 * scores[$1] }
+    return MaskView(base: dense, group: heads * rowCount * columnCount, head: rowCount * columnCount,
+                    row: columnCount, column: 1)
 }

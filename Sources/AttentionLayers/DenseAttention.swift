@@ -1,33 +1,70 @@
 import AttentionKernels
 
-/// The call shared by `Attention` and `AdditiveAttention` (Keras's dense attention):
-/// scores (B, Tq, Tv) from a score function of query rows and key rows; value-masked and
-/// (when causal) future positions get −1e9 added; softmax over Tv; dropout on the weights
-/// when training; output = weights · value; query-masked output rows are set to 0.
+/// The call shared by `Attention` and `AdditiveAttention` (Keras's dense attention), for
+/// inputs of one rank r ≥ 2 whose leading r − 2 axes L are batch axes (flattened into the
+/// kernel's groups): scores (L…, Tq, Tv) from a score function of query rows and key rows;
+/// value-masked and (when causal) future positions get −1e9 added; softmax over Tv; dropout
+/// on the weights when training; output = weights · value; query-masked output rows are 0.
 struct DenseAttention {
     let layerName: String
 
-    /// (B, Tq, Dv) and (B, Tq, Tv) for query (B, Tq, D), value (B, Tv, Dv), key (B, Tv, D).
+    /// Output (L…, Tq, Dv) and scores (L…, Tq, Tv) for query (L…, Tq, D), value (L…, Tv, Dv)
+    /// and key (L…, Tv, D) (nil: the value). Any axis but the feature axes may be 0.
     func shapes(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) -> (output: [Int], scores: [Int]) {
         let key = key ?? value
         for (name, dims) in [("query", query), ("value", value), ("key", key)] {
-            guard dims.count == 3 else {
-                throw .shape("\(layerName) needs rank-3 inputs (batch, time, dim); \(name) has shape \(dims)")
+            guard dims.count >= 2 else {
+                throw .shape("\(layerName) needs inputs of rank >= 2 (batch axes..., time, dim); \(name) has shape \(dims)")
             }
             _ = try elementCount(dims, name)
         }
-        guard query[0] == value[0], key[0] == value[0] else {
-            throw .shape("\(layerName): batch sizes differ: query \(query[0]), value \(value[0]), key \(key[0])")
+        guard query.count == value.count, key.count == value.count else {
+            throw .shape("\(layerName): query \(query), value \(value) and key \(key) must have one rank")
         }
-        guard key[1] == value[1] else {
-            throw .shape("\(layerName): key length \(key[1]) differs from value length \(value[1]) (shapes \(key) and \(value))")
+        let r = query.count
+        guard query.prefix(r - 2) == value.prefix(r - 2), key.prefix(r - 2) == value.prefix(r - 2) else {
+            throw .shape("\(layerName): the batch axes (all but the last two) differ: query \(query), value \(value), key \(key)")
         }
-        guard query[2] == key[2] else {
-            throw .shape("\(layerName): query last dim \(query[2]) differs from key last dim \(key[2]); the score needs them equal")
+        guard key[r - 2] == value[r - 2] else {
+            throw .shape("\(layerName): key length \(key[r - 2]) differs from value length \(value[r - 2]) (shapes \(key) and \(value))")
         }
-        let scores = [query[0], query[1], value[1]]
+        try requireFeatures([("query", query), ("value", value), ("key", key)], layerName)
+        guard query[r - 1] == key[r - 1] else {
+            throw .shape("\(layerName): query last dim \(query[r - 1]) differs from key last dim \(key[r - 1]); the score needs them equal")
+        }
+        let scores = Array(query.dropLast()) + [value[r - 2]]
         _ = try checkedProduct(scores, "the scores tensor")
-        return ([query[0], query[1], value[2]], scores)
+        return (Array(query.dropLast()) + [value[r - 1]], scores)
+    }
+
+    /// The kernel view of a value_mask m for scores (L…, Tq, Tv). Of rank < r, m is a padding
+    /// mask of the value's positions: it broadcasts to (L…, Tv) and keep[…, i, j] = m[…, j]
+    /// (Keras expands it at −2). Of rank r, m is a mask of the scores and broadcasts to
+    /// (L…, Tq, Tv) (Keras's meaning of a (B, Tq, Tv) value_mask without causal masking).
+    func valueMaskView(_ m: RawTensor, scores: [Int], _ workspace: Workspace<some KernelScalar>) throws(AttentionError) -> MaskView {
+        let r = scores.count
+        var dims = m.dims
+        if dims.count < r {
+            _ = try broadcastStrides(dims, to: Array(scores.prefix(r - 2)) + [scores[r - 1]],
+                                     "value_mask (a padding mask of the value's positions)")
+            dims = Array(repeating: 1, count: r - 1 - dims.count) + dims
+            dims.insert(1, at: r - 2)
+        }
+        return try maskView(try m.mask("value_mask"), dims: dims, scores: scores, groups: Array(0..<(r - 2)), head: nil,
+                            rows: [r - 2], columns: [r - 1], "value_mask of shape \(m.dims)", workspace)
+    }
+
+    /// query_mask broadcast to the query rows (L…, Tq), as one byte per row.
+    func queryRowMask(_ m: RawTensor, rows: [Int], _ workspace: Workspace<some KernelScalar>) throws(AttentionError) -> UnsafePointer<UInt8> {
+        let strides = try broadcastStrides(m.dims, to: rows, "query_mask (a mask of the query's positions)")
+        let data = try m.mask("query_mask")
+        let keep = try workspace.bytes(try checkedProduct(rows, "the query rows"), "the query mask")
+        var k = 0
+        forEachOffset(rows, strides) { offset in
+            keep[k] = data[offset]
+            k += 1
+        }
+        return UnsafePointer(keep)
     }
 
     func checkLayerTakesNo(_ arguments: CallArguments) throws(AttentionError) {
@@ -53,21 +90,18 @@ struct DenseAttention {
         try checkLayerTakesNo(a)
         let key = a.key ?? a.value
         let (outputShape, scoresShape) = try shapes(query: a.query.dims, value: a.value.dims, key: key.dims)
-        let (b, tq, d) = (a.query.dims[0], a.query.dims[1], a.query.dims[2])
-        let (tv, dv) = (a.value.dims[1], a.value.dims[2])
+        let rank = a.query.dims.count
+        let (tq, d) = (a.query.dims[rank - 2], a.query.dims[rank - 1])
+        let (tv, dv) = (a.value.dims[rank - 2], a.value.dims[rank - 1])
+        let b = try checkedProduct(Array(a.query.dims.prefix(rank - 2)), "the batch axes")  // the kernel's groups
         let q = try a.query.elements(of: T.self, "query")
         let v = try a.value.elements(of: T.self, "value")
         let k = try key.elements(of: T.self, "key")
         let (out, scores) = try a.results(T.self, output: outputShape, scores: scoresShape)
-        var views: [MaskView] = []
-        if let m = a.valueMask {
-            try m.expect([b, tv], "value_mask", "batch, Tv")
-            views.append(MaskView(base: try m.mask("value_mask"), group: tv, head: 0, row: 0, column: 1))
-        }
-        var queryMask: UnsafePointer<UInt8>?
-        if let m = a.queryMask {
-            try m.expect([b, tq], "query_mask", "batch, Tq")
-            queryMask = try m.mask("query_mask")
+        let workspace = Workspace<T>()
+        let views = try a.valueMask.map { m throws(AttentionError) in [try valueMaskView(m, scores: scoresShape, workspace)] } ?? []
+        let queryMask = try a.queryMask.map { m throws(AttentionError) in
+            try queryRowMask(m, rows: Array(a.query.dims.dropLast()), workspace)
         }
         let shape = AttentionShape(groups: b, heads: 1, keyValueHeads: 1, queryLength: tq, keyLength: tv,
                                    keyDim: d, valueDim: dv)
@@ -76,7 +110,6 @@ struct DenseAttention {
         let operands = AttentionOperands<T>(query: q, queryLayout: layouts.query, key: k, keyLayout: layouts.key,
                                             value: v, valueLayout: layouts.value, output: out, outputLayout: layouts.output)
         let mask = AttentionMask(views: views, causal: causal || a.useCausalMask, fullyMaskedRow: .subtractLarge)
-        let workspace = Workspace<T>()
         let score = try withTanhTables(score, query: q, key: k, queries: b * tq * d, keys: b * tv * d, workspace)
         let dropout = a.training && dropoutRate > 0
             ? AttentionDropout(mask: DropoutMask(rate: dropoutRate, seed: a.dropoutSeed, stream: a.dropoutStream),

@@ -4,6 +4,8 @@ import AttentionKernels
 /// (B, S, K, Hv) with K dividing N (query head n reads key/value head n / (N/K)),
 ///   output[b, t, n] = softmax_s(scale · q·k + bias, masked entries filled with −0.7·FLT_MAX) · v
 /// where bias and mask broadcast numpy-style to (B, N, T, S) and scale defaults to 1/√H.
+/// B, T, S and N may be 0 (an empty output; with S = 0 and T > 0 each output row is 0, the
+/// empty sum); K, H and Hv must be at least 1.
 public struct DotProductAttentionArguments: Sendable {
     public var query: RawTensor
     public var key: RawTensor
@@ -44,6 +46,9 @@ private func dotProductAttention<T: KernelScalar>(_ a: DotProductAttentionArgume
     guard a.key.dims[3] == h else { throw .shape("query dim \(h) differs from key dim \(a.key.dims[3])") }
     guard Array(a.value.dims.prefix(3)) == Array(a.key.dims.prefix(3)) else {
         throw .shape("key \(a.key.dims) and value \(a.value.dims) must agree in batch, length and heads")
+    }
+    guard kHeads >= 1, h >= 1, hv >= 1 else {
+        throw .shape("dot_product_attention needs at least one key/value head and feature dims >= 1; got key \(a.key.dims) and value \(a.value.dims) (batch, lengths and query heads may be 0)")
     }
     guard n % kHeads == 0 else {
         throw .shape("key/value heads (\(kHeads)) must divide query heads (\(n))")

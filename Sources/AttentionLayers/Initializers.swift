@@ -59,7 +59,7 @@ public enum Initializer: Sendable, Equatable {
     /// fits, and (as Keras) rank >= 2 for `orthogonal`.
     public func validate(shape: [Int]) throws(AttentionError) {
         try validate()
-        _ = try elementCount(shape, "a weight initialised by \(name),")
+        _ = try elementCount(shape, minimumDim: 1, "a weight initialised by \(name),")
         if case .orthogonal = self, shape.count < 2 {
             throw .invalid("orthogonal initializer needs a weight of rank >= 2, got shape \(shape) of rank \(shape.count)")
         }
@@ -82,7 +82,7 @@ public enum Initializer: Sendable, Equatable {
     /// weight (and more: `scratchBytes`); the others compute each element on its own.
     public func fill(shape: [Int], seed: UInt64, stream: UInt64, inputAxes: Int? = nil,
                      _ write: (_ index: Int, _ value: Double) -> Void) {
-        guard let count = try? elementCount(shape, "initializer shape") else { return }
+        guard let count = try? elementCount(shape, minimumDim: 1, "initializer shape") else { return }
         let draws = Draws(generator: Philox4x32(seed: seed), stream: stream)
         let element: (Int) -> Double
         switch self {

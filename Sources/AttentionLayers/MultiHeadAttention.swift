@@ -233,7 +233,8 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         let workspace = Workspace<T>()  // holds the pass's buffers until the penalties are read
         let pass = try forward(a, workspace, keep: true)
         defer { withExtendedLifetime(workspace) {} }
-        let h = pass.heads, batch = Double(a.query.dims[0]), keyBatch = Double(a.value.dims[0])
+        // Keras divides each activity penalty by its tensor's batch size; an empty batch's is 0.
+        let h = pass.heads, batch = Double(max(1, a.query.dims[0])), keyBatch = Double(max(1, a.value.dims[0]))
         let keyRows = try checkedProduct(Array(a.value.dims.dropLast()), "the key rows")
         result.append(activity.penalty(of: h.query, pass.queryRows * heads * config.keyDim) / batch)
         result.append(activity.penalty(of: h.key, keyRows * keyValueHeads * config.keyDim) / keyBatch)

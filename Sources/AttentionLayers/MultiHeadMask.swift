@@ -2,10 +2,13 @@ import AttentionKernels
 
 /// Keras 3.15's MultiHeadAttention masks, combined as Keras combines them and mapped onto
 /// the kernel's (g, n, i, j) space:
-///   query_mask (query dims but the last) → expand at −1;  value_mask and key_mask → expand
-///   at −2;  causal and sliding window (1, T₁, S₁) from the axis-1 lengths;  attention_mask
-///   as given. All broadcast together (AND); the result gains size-1 axes at position
-///   −2·len(attention_axes)−1 until it has the scores' rank, then broadcasts to the scores.
+///   query_mask m → m[..., None] (expand at −1);  value_mask and key_mask m (rank ≥ 1) →
+///   m[..., None, :] (expand at −2);  causal and sliding window (1, T₁, S₁) from the axis-1
+///   lengths;  attention_mask as given. These broadcast together (AND, numpy rules); the
+///   result gains size-1 axes at position −2·len(attention_axes)−1 until it has the scores'
+///   rank, then broadcasts to the scores. Any mask shape for which this works is accepted,
+///   with this meaning: e.g. for a rank-4 query (B, T, X, dim) over axis 1, query_mask (B, T)
+///   and value_mask (B, S) or (1, S) broadcast over X and the heads.
 struct MultiHeadMask {
     let axes: AttentionAxes
     let query: [Int]
@@ -22,20 +25,20 @@ struct MultiHeadMask {
                workspace: Workspace<some KernelScalar>) throws(AttentionError) -> AttentionMask {
         var pieces: [Piece] = []
         if let m = a.queryMask {
-            try m.expect(Array(query.dropLast()), "query_mask", "the query's shape without its last dim")
-            pieces.append(Piece(dims: m.dims + [1], data: try m.mask("query_mask"), name: "query_mask"))
+            pieces.append(Piece(dims: m.dims + [1], data: try m.mask("query_mask"), name: "query_mask of shape \(m.dims)"))
         }
         for (m, name) in [(a.valueMask, "value_mask"), (a.keyMask, "key_mask")] {
             guard let m else { continue }
-            try m.expect(Array(value.dropLast()), name, "the value's shape without its last dim")
-            let dims = m.dims.dropLast() + [1, m.dims[m.dims.count - 1]]
-            pieces.append(Piece(dims: Array(dims), data: try m.mask(name), name: name))
+            guard let last = m.dims.last else {
+                throw .shape("\(name) is a scalar; it needs an axis to expand at −2 (the value's shape without its last dim, or one that broadcasts to it)")
+            }
+            pieces.append(Piece(dims: m.dims.dropLast() + [1, last], data: try m.mask(name), name: "\(name) of shape \(m.dims)"))
         }
         let band = [1, query[1], value[1]]
-        if a.useCausalMask { pieces.append(Piece(dims: band, data: nil, name: "causal mask")) }
-        if window > 0 { pieces.append(Piece(dims: band, data: nil, name: "sliding window mask")) }
+        if a.useCausalMask { pieces.append(Piece(dims: band, data: nil, name: "the causal mask")) }
+        if window > 0 { pieces.append(Piece(dims: band, data: nil, name: "the sliding window mask")) }
         if let m = a.attentionMask {
-            pieces.append(Piece(dims: m.dims, data: try m.mask("attention_mask"), name: "attention_mask"))
+            pieces.append(Piece(dims: m.dims, data: try m.mask("attention_mask"), name: "attention_mask of shape \(m.dims)"))
         }
 
         // Structural pieces are kernel flags when the one attention axis is axis 1.
@@ -47,12 +50,16 @@ struct MultiHeadMask {
             var data = piece.data
             if data == nil {
                 if bandIsKernelFlag { continue }
-                data = UnsafePointer(try bandMask(causal: piece.name == "causal mask", window: window, workspace))
+                data = UnsafePointer(try bandMask(causal: piece.name == "the causal mask", window: window, workspace))
             }
             guard let data else { continue }
             do throws(AttentionError) {
                 let dims = try expanded(piece.dims, combinedRank: combinedRank, piece.name)
-                mask.views.append(try view(data, dims: dims, piece.name, workspace))
+                let nb = axes.batch.count, na = axes.attention.count
+                mask.views.append(try maskView(data, dims: dims, scores: scoresShape, groups: Array(0..<nb), head: nb,
+                                               rows: Array((nb + 1)..<(nb + 1 + na)),
+                                               columns: Array((nb + 1 + na)..<scoresShape.count),
+                                               piece.name, workspace))
             } catch where error.kind == .shape && piece.name == "attention_mask" {
                 throw attentionMaskError(piece.dims)
             }
@@ -79,41 +86,16 @@ struct MultiHeadMask {
     private func expanded(_ dims: [Int], combinedRank: Int, _ name: String) throws(AttentionError) -> [Int] {
         var d = Array(repeating: 1, count: combinedRank - dims.count) + dims
         guard d.count <= scoresShape.count else {
-            throw .shape("the combined mask has rank \(d.count), more than the scores' rank \(scoresShape.count) (\(name) has shape \(dims))")
+            throw .shape("the combined mask has rank \(d.count), more than the scores' rank \(scoresShape.count) (from \(name))")
         }
         while d.count < scoresShape.count {
             let position = d.count - 2 * axes.attention.count
             guard position >= 0 else {
-                throw .shape("\(name) of shape \(dims) does not broadcast to the scores \(scoresShape)")
+                throw .shape("\(name) does not broadcast to \(scoresShape), the scores' shape: the combined mask has rank \(combinedRank), fewer than the 2·len(attention_axes) = \(2 * axes.attention.count) axes Keras expands it after")
             }
             d.insert(1, at: position)
         }
         return d
-    }
-
-    /// A kernel view of a mask with scores-rank `dims`; materialised in scores layout when
-    /// its broadcast cannot be walked with one stride per kernel axis.
-    private func view(_ data: UnsafePointer<UInt8>, dims: [Int], _ name: String,
-                      _ workspace: Workspace<some KernelScalar>) throws(AttentionError) -> MaskView {
-        let strides = try broadcastStrides(dims, to: scoresShape, "\(name) (as expanded: \(dims))")
-        let nb = axes.batch.count, na = axes.attention.count
-        let groupAxes = Array(0..<nb), rowAxes = Array((nb + 1)..<(nb + 1 + na))
-        let columnAxes = Array((nb + 1 + na)..<scoresShape.count)
-        if let g = mergedStride(groupAxes, dims: scoresShape, strides: strides),
-           let i = mergedStride(rowAxes, dims: scoresShape, strides: strides),
-           let j = mergedStride(columnAxes, dims: scoresShape, strides: strides) {
-            return MaskView(base: data, group: g, head: strides[nb], row: i, column: j)
-        }
-        let count = try checkedProduct(scoresShape, "the scores tensor")
-        let dense = try workspace.bytes(count, "the materialised \(name)")
-        var k = 0
-        forEachOffset(scoresShape, strides) { offset in
-            dense[k] = data[offset]
-            k += 1
-        }
-        let heads = scoresShape[nb]
-        let rows = rowAxes.reduce(1) { $0 * scoresShape[$1] }, columns = columnAxes.reduce(1) { $0 * scoresShape[$1] }
-        return MaskView(base: dense, group: heads * rows * columns, head: rows * columns, row: columns, column: 1)
     }
 
     /// The (1, T₁, S₁) causal (j ≤ i) or sliding-window (|i − j| < window) mask as bytes.

@@ -28,13 +28,15 @@ public struct RawTensor: @unchecked Sendable {
     }
 }
 
-/// The number of elements of `dims`, refusing non-positive dims and products (in bytes of
-/// `elementSize`) that overflow. `what` names the tensor in messages.
-public func elementCount(_ dims: [Int], elementSize: Int = 8, _ what: String) throws(AttentionError) -> Int {
+/// The number of elements of `dims` (0 when a dim is 0: an empty tensor), refusing dims
+/// below `minimumDim` (weights pass 1) and products (in bytes of `elementSize`) that
+/// overflow. `what` names the tensor in messages.
+public func elementCount(_ dims: [Int], elementSize: Int = 8, minimumDim: Int = 0,
+                         _ what: String) throws(AttentionError) -> Int {
     var count = 1
     for (axis, d) in dims.enumerated() {
-        guard d >= 1 else {
-            throw .shape("\(what) has dim \(d) at axis \(axis) (shape \(dims)); every dim must be >= 1")
+        guard d >= minimumDim else {
+            throw .shape("\(what) has dim \(d) at axis \(axis) (shape \(dims)); every dim must be >= \(minimumDim)")
         }
         let (p, overflow) = count.multipliedReportingOverflow(by: d)
         guard !overflow else { throw .shape("\(what) shape \(dims) has more elements than fit in 64 bits") }
@@ -44,6 +46,16 @@ public func elementCount(_ dims: [Int], elementSize: Int = 8, _ what: String) th
         throw .shape("\(what) shape \(dims) needs more bytes than fit in 64 bits")
     }
     return count
+}
+
+/// Throws unless the last dim of each (name, dims) is at least 1: features are what weights
+/// and scores are made of, so an empty feature axis is refused (other axes may be empty).
+func requireFeatures(_ tensors: [(String, [Int])], _ layerName: String) throws(AttentionError) {
+    for (name, dims) in tensors {
+        guard let last = dims.last, last >= 1 else {
+            throw .shape("\(layerName): \(name) has shape \(dims); its last (feature) dim must be >= 1")
+        }
+    }
 }
 
 /// The product of `values`, refusing overflow (`what` names it in the message).

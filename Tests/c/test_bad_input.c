@@ -274,7 +274,8 @@ static void build_errors(void) {
         expect_build(l, q, v, &k4d, ATT_ERR_SHAPE, "rank", "build: key rank 4");
         expect_build(l, neg, v, &k, ATT_ERR_SHAPE, "rank", "build: query rank -1");
         expect_build(l, q, r9, &k, ATT_ERR_SHAPE, "rank", "build: value rank 9");
-        expect_build(l, SHAPE(2, 0, 4), v, &k, ATT_ERR_SHAPE, "dim|positive|>= 1|zero", "build: query dim 0");
+        expect_build(l, SHAPE(2, 3, 0), v, &k, ATT_ERR_SHAPE, "(feature) dim must be >= 1", "build: query feature dim 0");
+        expect_build(l, SHAPE(3), SHAPE(5), NULL, ATT_ERR_SHAPE, "rank >= 2", "build: rank-1 inputs");
         expect_build(l, q, SHAPE(2, -5, 6), &k, ATT_ERR_SHAPE, "dim|positive|>= 1|negative", "build: value dim -5");
         expect_build(l, q, v, &k5, ATT_ERR_SHAPE, "dim|key|query", "build: query dim 4, key dim 5");
         expect_build(l, q, v, NULL, ATT_ERR_SHAPE, "dim|key|value|query", "build: no key, query dim 4, value dim 6");
@@ -389,7 +390,7 @@ static void output_shape_errors(void) {
     OS_CASE(att, SHAPE(3, 3, 4), v, k, ATT_ERR_SHAPE, "batch", "output_shape: query batch 3, value batch 2");
     OS_CASE(att, q, v, SHAPE(2, 7, 4), ATT_ERR_SHAPE, "length|key|value", "output_shape: key length 7, value 5");
     OS_CASE(att, q, v, SHAPE(1, 5, 4), ATT_ERR_SHAPE, "batch", "output_shape: key batch 1");
-    OS_CASE(att, q, SHAPE(2, 0, 6), k, ATT_ERR_SHAPE, "dim|positive|zero", "output_shape: value dim 0");
+    OS_CASE(att, q, SHAPE(2, 5, 0), k, ATT_ERR_SHAPE, "(feature) dim must be >= 1", "output_shape: value feature dim 0");
     OS_CASE(att, SHAPE(HUGE_DIM, HUGE_DIM, 4), SHAPE(HUGE_DIM, 5, 6), SHAPE(HUGE_DIM, 5, 4), ATT_ERR_SHAPE,
             "overflow|64 bits",
             "output_shape: query of 2^64 elements");
@@ -442,7 +443,7 @@ static void common_call_errors(att_layer *l, void (*init)(fixture *), const char
     CALL_CASE(l, init, ATT_ERR_SHAPE, "rank", W("query rank 2"), f.q.shape = SHAPE(2, 3 * f.q.shape.dims[2]));
     CALL_CASE(l, init, ATT_ERR_SHAPE, "rank", W("query rank 9"), f.q.shape.rank = ATT_MAX_RANK + 1);
     CALL_CASE(l, init, ATT_ERR_SHAPE, "rank", W("query rank -1"), f.q.shape.rank = -1);
-    CALL_CASE(l, init, ATT_ERR_SHAPE, "dim|positive|zero", W("query dim 0"), f.q.shape.dims[1] = 0);
+    CALL_CASE(l, init, ATT_ERR_SHAPE, "dim", W("query feature dim 0"), f.q.shape.dims[f.q.shape.rank - 1] = 0);
     CALL_CASE(l, init, ATT_ERR_SHAPE, "dim|positive|negative", W("value dim -2"), f.v.shape.dims[1] = -2);
     CALL_CASE(l, init, ATT_ERR_SHAPE, "length|key|value", W("key length != value length"), f.k.shape.dims[1] += 1);
     CALL_CASE(l, init, ATT_ERR_SHAPE, "batch|axis 0", W("value and key batch 1, query batch 2"), f.v.shape.dims[0] = 1,
@@ -579,7 +580,8 @@ static void dpa_errors(void) {
     DPA(ATT_ERR_SHAPE, "rank|4-D", "query rank 3", f.q.shape = SHAPE(2, 3, 20));
     DPA(ATT_ERR_SHAPE, "rank|4-D", "key rank 5", f.k.shape = SHAPE(2, 6, 2, 5, 1));
     DPA(ATT_ERR_SHAPE, "rank", "query rank 9", f.q.shape.rank = ATT_MAX_RANK + 1);
-    DPA(ATT_ERR_SHAPE, "dim|positive|zero", "query dim 0", f.q.shape.dims[1] = 0);
+    DPA(ATT_ERR_SHAPE, "key/value head", "key/value heads 0", f.k.shape.dims[2] = 0, f.v.shape.dims[2] = 0);
+    DPA(ATT_ERR_SHAPE, "dim|positive|negative", "query dim -1", f.q.shape.dims[1] = -1);
     DPA(ATT_ERR_SHAPE, "head|divide", "3 key heads for 4 query heads", f.k.shape.dims[2] = 3, f.v.shape.dims[2] = 3);
     DPA(ATT_ERR_SHAPE, "head|key|value", "key heads 2, value heads 1", f.v.shape.dims[2] = 1);
     DPA(ATT_ERR_SHAPE, "dim|key|query|head", "key head dim 4, query 5", f.k.shape.dims[3] = 4);

@@ -170,35 +170,33 @@ def library_error(fragment, status, exception=ValueError):
     return pytest.raises(exception, match=re.escape(fragment) + r".*\[ATT_ERR_" + status + r"\]")
 
 
-@pytest.mark.parametrize("q, v", [
-    (_x(2, 3), _x(2, 3)),
-    (_x(2, 3, 4, 1), _x(2, 3, 4, 1)),
-    (_x(4), _x(2, 3, 4)),
+@pytest.mark.parametrize("q, v, fragment", [
+    (_x(3), _x(3), "needs inputs of rank >= 2 (batch axes..., time, dim); query has shape [3]"),
+    (_x(4), _x(2, 3, 4), "needs inputs of rank >= 2 (batch axes..., time, dim); query has shape [4]"),
+    (_x(2, 3, 4), _x(2, 1, 5, 4), "must have one rank"),
+    (_x(2, 3, 3, 4), _x(2, 2, 5, 4), "the batch axes (all but the last two) differ"),
 ])
-def test_attention_needs_rank_3(q, v):
-    with library_error(f"needs rank-3 inputs (batch, time, dim); query has shape {list(q.shape)}",
-                       "SHAPE"):
+def test_attention_needs_one_rank_of_at_least_2(q, v, fragment):
+    with library_error(fragment, "SHAPE"):
         attention.Attention()([q, v])
 
 
 @pytest.mark.parametrize("kind", ["Attention", "AdditiveAttention"])
 @pytest.mark.parametrize("shapes, fragment", [
-    ([(2, 0, 4), (2, 3, 4)], "query has dim 0 at axis 1"),
-    ([(2, 3, 4), (0, 3, 4)], "value has dim 0 at axis 0"),
-    ([(2, 3, 0), (2, 3, 0)], "query has dim 0 at axis 2"),
+    ([(2, 3, 0), (2, 3, 0)], "query has shape [2, 3, 0]; its last (feature) dim must be >= 1"),
+    ([(2, 3, 4), (2, 3, 0), (2, 3, 4)], "value has shape [2, 3, 0]; its last (feature) dim must be >= 1"),
 ])
-def test_zero_dims(kind, shapes, fragment):
-    q, v = (np.zeros(s, F32) for s in shapes)
+def test_zero_feature_dims(kind, shapes, fragment):
     with library_error(fragment, "SHAPE"):
-        getattr(attention, kind)()([q, v])
+        getattr(attention, kind)()([np.zeros(s, F32) for s in shapes])
 
 
 @pytest.mark.parametrize("shapes, fragment", [
     ([(2, -1, 4), (2, 3, 4)], "query has dim -1 at axis 1"),
     ([(2, 3, -4), (2, 3, -4)], "query has dim -4 at axis 2"),
-    ([(2, 3, 4), (2, 0, 4)], "value has dim 0 at axis 1"),
+    ([(2, 3, 4), (2, 5, 0)], "value has shape [2, 5, 0]; its last (feature) dim must be >= 1"),
 ])
-def test_non_positive_dims_in_build(shapes, fragment):
+def test_negative_or_empty_feature_dims_in_build(shapes, fragment):
     with library_error(fragment, "SHAPE"):
         attention.AdditiveAttention().build(shapes)
 
@@ -220,19 +218,27 @@ def test_key_and_value_lengths_differ(kind):
 
 @pytest.mark.parametrize("kind", ["Attention", "AdditiveAttention"])
 def test_batch_sizes_differ(kind):
-    with library_error("batch sizes differ: query 2, value 3", "SHAPE"):
+    with library_error("the batch axes (all but the last two) differ: query [2, 3, 4], value [3, 5, 4]", "SHAPE"):
         getattr(attention, kind)()([_x(2, 3, 4), _x(3, 5, 4)])
-    with library_error("batch sizes differ: query 2, value 2, key 1", "SHAPE"):
+    with library_error("the batch axes (all but the last two) differ: query [2, 3, 4], value [2, 5, 4], "
+                       "key [1, 5, 4]", "SHAPE"):
         getattr(attention, kind)()([_x(2, 3, 4), _x(2, 5, 4), _x(1, 5, 4)])
 
 
 @pytest.mark.parametrize("mask, fragment", [
-    ([np.ones((2, 4)), None], "query_mask has shape [2, 4] but [2, 3] is required"),
-    ([np.ones((3, 3)), None], "query_mask has shape [3, 3] but [2, 3] is required"),
-    ([np.ones((2, 3, 1)), None], "query_mask has shape [2, 3, 1] but [2, 3] is required"),
-    ([None, np.ones((2, 4))], "value_mask has shape [2, 4] but [2, 5] is required"),
-    ([None, np.ones(5)], "value_mask has shape [5] but [2, 5] is required"),
-    ([None, np.ones((2, 5, 1))], "value_mask has shape [2, 5, 1] but [2, 5] is required"),
+    ([np.ones((2, 4)), None], "query_mask (a mask of the query's positions) of shape [2, 4] does not "
+                              "broadcast to [2, 3]"),
+    ([np.ones((3, 3)), None], "query_mask (a mask of the query's positions) of shape [3, 3] does not "
+                              "broadcast to [2, 3]"),
+    ([np.ones((2, 3, 1)), None], "query_mask (a mask of the query's positions) of shape [2, 3, 1] has "
+                                 "more dims than [2, 3]"),
+    ([None, np.ones((2, 4))], "value_mask (a padding mask of the value's positions) of shape [2, 4] does "
+                              "not broadcast to [2, 5]"),
+    ([None, np.ones(4)], "value_mask (a padding mask of the value's positions) of shape [4] does not "
+                         "broadcast to [2, 5]"),
+    ([None, np.ones((2, 5, 1))], "value_mask of shape [2, 5, 1] does not broadcast to [2, 3, 5], the "
+                                 "scores' shape"),
+    ([None, np.ones((1, 2, 3, 5))], "value_mask of shape [1, 2, 3, 5] does not broadcast to [2, 3, 5]"),
 ])
 def test_attention_masks_that_do_not_fit(mask, fragment):
     with library_error(fragment, "SHAPE"):
@@ -346,10 +352,12 @@ def test_mha_batch_or_other_axes_differ():
 
 
 @pytest.mark.parametrize("argument, mask, fragment", [
-    ("query_mask", np.ones((2, 4)), "query_mask has shape [2, 4] but [2, 3] is required"),
-    ("query_mask", np.ones((2, 3, 1)), "query_mask has shape [2, 3, 1] but [2, 3] is required"),
-    ("value_mask", np.ones((2, 3)), "value_mask has shape [2, 3] but [2, 5] is required"),
-    ("key_mask", np.ones((1, 6)), "key_mask has shape [1, 6] but [2, 5] is required"),
+    ("query_mask", np.ones((2, 4)), "query_mask of shape [2, 4] does not broadcast to [2, 2, 3, 5]"),
+    ("query_mask", np.ones((2, 3, 1)), "query_mask of shape [2, 3, 1] does not broadcast to [2, 2, 3, 5]"),
+    ("value_mask", np.ones((2, 3)), "value_mask of shape [2, 3] does not broadcast to [2, 2, 3, 5]"),
+    ("key_mask", np.ones((1, 6)), "key_mask of shape [1, 6] does not broadcast to [2, 2, 3, 5]"),
+    ("key_mask", np.ones(()), "key_mask is a scalar"),
+    ("query_mask", np.ones((1, 1, 1, 2, 3)), "the combined mask has rank 6, more than the scores' rank 4"),
     ("attention_mask", np.ones((2, 4, 5)), "attention_mask has shape (2, 4, 5); pass (B, T, S) = (2, 3, 5)"),
     ("attention_mask", np.ones((3, 3, 5)), "pass (B, T, S) = (2, 3, 5), or a shape that broadcasts to it"),
     ("attention_mask", np.ones((2, 3, 3, 5)), "read against the scores (B, N, T, S) = (2, 2, 3, 5)"),
@@ -422,9 +430,9 @@ def test_gqa_needs_rank_3(q_shape, v_shape, k_shape, name):
 
 
 @pytest.mark.parametrize("argument, mask, fragment", [
-    ("query_mask", np.ones((2, 4)), "query_mask has shape [2, 4] but [2, 3] is required"),
-    ("value_mask", np.ones((2, 3)), "value_mask has shape [2, 3] but [2, 5] is required"),
-    ("key_mask", np.ones((2, 5, 1)), "key_mask has shape [2, 5, 1] but [2, 5] is required"),
+    ("query_mask", np.ones((2, 4)), "query_mask of shape [2, 4] does not broadcast to [2, 4, 3, 5]"),
+    ("value_mask", np.ones((2, 3)), "value_mask of shape [2, 3] does not broadcast to [2, 4, 3, 5]"),
+    ("key_mask", np.ones((2, 5, 1)), "key_mask of shape [2, 5, 1] does not broadcast to [2, 4, 3, 5]"),
     ("attention_mask", np.ones((2, 4, 5)), "attention_mask has shape (2, 4, 5); pass (B, T, S) = (2, 3, 5)"),
     ("attention_mask", np.ones((3, 3, 5)), "the scores (B, N, T, S) = (2, 4, 3, 5)"),
     ("attention_mask", np.ones((1, 1, 2, 3, 5)), "attention_mask has shape (1, 1, 2, 3, 5); pass (B, T, S)"),
@@ -561,7 +569,8 @@ def test_reuse_position_table_too_large():
     (_x(1, 3, 4, 2), _x(1, 5, 2, 2), _x(1, 6, 2, 2), "must agree in batch, length and heads"),
     (_x(1, 3, 4, 2), _x(2, 5, 2, 2), _x(2, 5, 2, 2), "batch sizes differ"),
     (_x(3, 4, 2), _x(5, 2, 2), _x(5, 2, 2), "needs 4-D (batch, time, heads, dim) tensors"),
-    (_x(1, 0, 4, 2), _x(1, 5, 2, 2), _x(1, 5, 2, 2), "query has dim 0 at axis 1"),
+    (_x(1, 3, 4, 2), _x(1, 5, 0, 2), _x(1, 5, 0, 2), "needs at least one key/value head"),
+    (_x(1, 3, 4, 0), _x(1, 5, 2, 0), _x(1, 5, 2, 2), "feature dims >= 1"),
 ])
 def test_dot_product_attention_shapes(q, k, v, fragment):
     with library_error(fragment, "SHAPE"):

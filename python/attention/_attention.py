@@ -5,7 +5,11 @@
     weights = dropout(softmax(scores − 1e9 · [masked]))    (value mask, causal j ≤ i)
     output  = weights · v, rows where query_mask is 0 set to 0
 
-query (B, Tq, D), value (B, Tv, Dv), key (B, Tv, D) (default: value). `scale` (a scalar
+query (L..., Tq, D), value (L..., Tv, Dv), key (L..., Tv, D) (default: value), of one rank >= 2:
+the leading axes L are batch axes (as Keras's matmul batches them; equal in all three).
+query_mask broadcasts to (L..., Tq); a value_mask of lower rank broadcasts to (L..., Tv) (a
+padding mask of the value's positions), one of the inputs' rank to the scores (L..., Tq, Tv).
+Any axis but the feature axes may be 0; with no keys (Tv = 0) the output is 0. `scale` (a scalar
 weight, 1 at start) exists when use_scale; `concat_score_weight` (scalar, 1) with "concat".
 `causal=True` (TensorFlow 2.0's spelling) applies the causal mask on every call.
 """
@@ -87,8 +91,8 @@ class Attention(Layer):
     def __call__(self, inputs, mask=None, training=False, return_attention_scores=False,
                  use_causal_mask=False):
         """inputs [query, value(, key)], mask [query_mask, value_mask] (either may be None).
-        Returns the output (B, Tq, Dv), and the weights (B, Tq, Tv) if asked, in the layer's
-        compute dtype."""
+        Returns the output (L..., Tq, Dv), and the weights (L..., Tq, Tv) if asked, in the
+        layer's compute dtype."""
         return self._run(inputs, mask, training, use_causal_mask, return_scores=return_attention_scores)
 
     def gradients(self, inputs, mask=None, training=False, use_causal_mask=False, *, output_gradient,

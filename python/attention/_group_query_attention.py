@@ -7,7 +7,9 @@
 Rank-3 inputs query (B, T, D), value (B, S, D), key (B, S, Dk) (default: value); the output
 is (B, T, D). Nkv = 1 is multi-query attention, Nkv = Nq multi-head attention. Masks
 (query_mask (B, T), value_mask and key_mask (B, S), attention_mask broadcast to (B, T, S),
-causal, sliding_window |i − j| < w) are ANDed as Keras 3.15 combines them. Returned scores
+causal, sliding_window |i − j| < w) are ANDed as Keras 3.15 combines them, and so broadcast
+as it broadcasts them (e.g. a (1, S) or (S,) value_mask applies to every batch row; see
+MultiHeadAttention). Returned scores
 (B, Nq, T, S) are the weights before dropout. A fully masked row is uniform when Keras takes
 its fused path (no scores, dropout 0) and zero otherwise.
 """

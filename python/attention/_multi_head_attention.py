@@ -5,10 +5,14 @@
     output  = (dropout(weights) · V [⊙ sigmoid(query·Wg + bg) with use_gate]) · Wo + bo
 
 Inputs of any rank ≥ 3 (batch, attention axes…, features); attention_axes defaults to every
-axis but batch and features. Masks (query_mask query.shape[:-1], value_mask/key_mask
-value.shape[:-1], attention_mask broadcast as Keras, causal, sliding_window) are ANDed as
-Keras 3.15 combines them; an explicit query_mask is honoured. Returned scores are the
-weights before dropout. A fully masked row is uniform when Keras takes its fused path (rank
+axis but batch and features. Masks are ANDed as Keras 3.15 combines them, for any shapes its
+rule accepts: query_mask m -> m[..., None], value_mask/key_mask m -> m[..., None, :],
+causal and sliding_window (1, T, S), attention_mask as given; the AND (numpy broadcasting)
+gains size-1 axes at -2·len(attention_axes)-1 up to the scores' rank and broadcasts to the
+scores (so a rank-4 query (B, T, X, dim) over axis 1 takes (B, T) / (B, S) / (1, S) masks,
+applied across X and the heads). An explicit query_mask is honoured. Any axis but the feature
+axes may be 0; with no keys the output is the output projection's bias. Returned scores are
+the weights before dropout. A fully masked row is uniform when Keras takes its fused path (rank
 3, no scores, dropout 0) and zero otherwise.
 """
 

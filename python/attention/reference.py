@@ -164,7 +164,10 @@ def _causal(rows, cols):
 
 
 def _softmax(x, axes):
-    """exp(x - max) / sum(exp(x - max)) over `axes`, in x's dtype."""
+    """exp(x - max) / sum(exp(x - max)) over `axes`, in x's dtype. An empty x (e.g. no keys)
+    has an empty softmax: there is no entry to normalize."""
+    if x.size == 0:
+        return np.zeros_like(x)
     shifted = np.exp(x - np.max(x, axis=axes, keepdims=True))
     return shifted / np.sum(shifted, axis=axes, keepdims=True)
 
@@ -175,6 +178,8 @@ def _sigmoid(x):
 
 def _softmax_over_kept(x, keep, axes):
     """Softmax over the kept entries only; masked entries (and fully masked rows) are 0."""
+    if x.size == 0:
+        return np.zeros_like(x)
     kept_max = np.max(np.where(keep, x, -np.inf), axis=axes, keepdims=True)
     kept_max = np.where(np.isfinite(kept_max), kept_max, 0)
     shifted = np.exp(np.where(keep, x - kept_max, -np.inf))
@@ -187,50 +192,68 @@ def _softmax_over_kept(x, keep, axes):
 # ---------------------------------------------------------------------------------------------
 
 def _attention_inputs(query, value, key):
+    """Float query (L..., Tq, D), value (L..., Tv, Dv), key (L..., Tv, D) of one rank >= 2:
+    the leading axes L are batch axes (Keras's matmul batches them)."""
     key = value if key is None else key
     query, value, key = _float_arrays(query, value, key)
-    for name, x in (("query", query), ("value", value), ("key", key)):
-        if x.ndim != 3:
-            raise ValueError(f"{name} must have shape (B, T, dim), got {x.shape}")
-    if key.shape[:2] != value.shape[:2] or query.shape[0] != value.shape[0]:
+    if query.ndim < 2 or not query.ndim == value.ndim == key.ndim:
+        raise ValueError(
+            f"query, value and key must have one rank >= 2 (batch axes..., T, dim), got "
+            f"{query.shape}, {value.shape}, {key.shape}"
+        )
+    if key.shape[:-1] != value.shape[:-1] or query.shape[:-2] != value.shape[:-2]:
         raise ValueError(
             f"query {query.shape}, value {value.shape} and key {key.shape} must share the batch "
-            "size, and key and value the length Tv"
+            "axes, and key and value the length Tv"
         )
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"query dim {query.shape[-1]} must equal key dim {key.shape[-1]}")
     return query, value, key
 
 
+def _value_mask_keep(value_mask, scores_shape):
+    """Keras's value_mask as a keep-mask of the scores (L..., Tq, Tv). A mask of lower rank
+    than the scores marks value positions: it broadcasts to (L..., Tv) and is expanded at -2
+    (keep[..., i, j] = m[..., j]); one of the scores' rank is a mask of the scores, used as
+    given (Keras's `scores_mask`)."""
+    keep = np.asarray(value_mask) != 0
+    if keep.ndim < len(scores_shape):
+        lead_and_tv = scores_shape[:-2] + scores_shape[-1:]
+        keep = np.expand_dims(_broadcast(keep, lead_and_tv, "value_mask"), -2)
+    return _broadcast(keep, scores_shape, "value_mask")
+
+
 def _weights_and_output(scores, value, query_mask, value_mask, use_causal_mask, rate, training,
                         seed, stream):
-    """The common tail of Attention and AdditiveAttention.
+    """The common tail of Attention and AdditiveAttention, on scores (L..., Tq, Tv).
 
     Masked scores become s - 1e9 (nothing zeroed), softmax over Tv, dropout when training;
-    output = weights @ value with query-masked rows set to 0. Returns (output, weights).
+    output = weights @ value with query-masked rows set to 0 (query_mask broadcasts to
+    (L..., Tq)). Returns (output, weights).
     """
     rate = _check_rate(rate)
-    batch, tq, tv = scores.shape
-    keep = np.ones((1, 1, tv), dtype=bool)
+    tq, tv = scores.shape[-2:]
+    keep = np.ones(scores.shape, dtype=bool)
     if value_mask is not None:
-        keep = keep & _keep(value_mask, (batch, tv), "value_mask")[:, None, :]
+        keep = keep & _value_mask_keep(value_mask, scores.shape)
     if use_causal_mask:
-        keep = keep & _causal(tq, tv)[None]
+        keep = keep & _causal(tq, tv)
     scores = np.where(keep, scores, scores - scores.dtype.type(_KERAS_MASK_OFFSET))
     weights = _softmax(scores, axes=-1)
     if training and rate > 0:
         weights = dropout(weights, rate, seed, stream)
     output = weights @ value
     if query_mask is not None:
-        query_keep = _keep(query_mask, (batch, tq), "query_mask")
-        output = np.where(query_keep[:, :, None], output, output.dtype.type(0))
+        query_keep = _broadcast(np.asarray(query_mask) != 0, scores.shape[:-1], "query_mask")
+        output = np.where(query_keep[..., None], output, output.dtype.type(0))
     return output, weights
 
 
 def attention(query, value, key=None, query_mask=None, value_mask=None, *, score_mode="dot",
               scale=None, concat_score_weight=None, use_causal_mask=False, dropout=0.0,
               training=False, seed=0, stream=0):
-    """keras.layers.Attention: returns (output (B, Tq, Dv), scores (B, Tq, Tv)).
+    """keras.layers.Attention: returns (output (L..., Tq, Dv), scores (L..., Tq, Tv)) for
+    query (L..., Tq, D), value (L..., Tv, Dv), key (L..., Tv, D) (L: batch axes, any number).
 
     dot:    s_ij = (q_i . k_j) * scale
     concat: s_ij = concat_score_weight * sum_d tanh(scale * (q_id + k_jd))
@@ -243,7 +266,7 @@ def attention(query, value, key=None, query_mask=None, value_mask=None, *, score
         if scale is not None:
             scores = scores * dtype(scale)
     elif score_mode == "concat":
-        pairs = query[:, :, None, :] + key[:, None, :, :]
+        pairs = query[..., :, None, :] + key[..., None, :, :]
         if scale is not None:
             pairs = dtype(scale) * pairs
         weight = 1.0 if concat_score_weight is None else concat_score_weight
@@ -258,7 +281,7 @@ def additive_attention(query, value, key=None, query_mask=None, value_mask=None,
                        use_causal_mask=False, dropout=0.0, training=False, seed=0, stream=0):
     """keras.layers.AdditiveAttention: s_ij = sum_d scale_d * tanh(q_id + k_jd) (scale None = 1).
 
-    Returns (output (B, Tq, Dv), scores (B, Tq, Tv)); the tail is that of attention().
+    Returns (output (L..., Tq, Dv), scores (L..., Tq, Tv)); shapes and the tail as attention().
     """
     query, value, key = _attention_inputs(query, value, key)
     if scale is None:
@@ -266,7 +289,7 @@ def additive_attention(query, value, key=None, query_mask=None, value_mask=None,
     scale = np.asarray(scale, dtype=query.dtype)
     if scale.shape != (query.shape[-1],):
         raise ValueError(f"scale must have shape ({query.shape[-1]},), got {scale.shape}")
-    scores = np.sum(scale * np.tanh(query[:, :, None, :] + key[:, None, :, :]), axis=-1)
+    scores = np.sum(scale * np.tanh(query[..., :, None, :] + key[..., None, :, :]), axis=-1)
     return _weights_and_output(scores, value, query_mask, value_mask, use_causal_mask, dropout,
                                training, seed, stream)
 
@@ -330,13 +353,23 @@ def _normalized_attention_axes(attention_axes, rank):
 
 def _mha_mask(query, value, rank, n_axes, scores_shape, query_mask, value_mask, key_mask,
               attention_mask, use_causal_mask, sliding_window):
-    """Keras 3.15's combined MHA mask broadcast to the scores' shape (None when no mask)."""
+    """Keras 3.15's combined MHA mask broadcast to the scores' shape (None when no mask).
+
+    query_mask m -> m[..., None]; value_mask and key_mask m -> m[..., None, :]; causal and
+    sliding-window masks (1, T, S) from the axis-1 lengths; attention_mask as given. They are
+    ANDed with numpy broadcasting; the result gains size-1 axes at -2 * n_axes - 1 until it has
+    the scores' rank, then broadcasts to the scores. Whatever mask shapes this accepts are
+    accepted (e.g. (B, T) and (B, S) or (1, S) masks of a rank-4 query over axis 1).
+    """
     parts = []
     if query_mask is not None:
-        parts.append(_keep(query_mask, query.shape[:-1], "query_mask")[..., None])
+        parts.append(np.expand_dims(np.asarray(query_mask) != 0, -1))
     for name, mask in (("value_mask", value_mask), ("key_mask", key_mask)):
         if mask is not None:
-            parts.append(np.expand_dims(_keep(mask, value.shape[:-1], name), -2))
+            mask = np.asarray(mask) != 0
+            if mask.ndim == 0:
+                raise ValueError(f"{name} is a scalar: it has no axis to expand at -2")
+            parts.append(np.expand_dims(mask, -2))
     rows = np.arange(query.shape[1])[None, :, None]
     cols = np.arange(value.shape[1])[None, None, :]
     if use_causal_mask:
@@ -353,8 +386,10 @@ def _mha_mask(query, value, rank, n_axes, scores_shape, query_mask, value_mask, 
             raise ValueError(f"rank {mask.ndim} is above the scores' rank {len(scores_shape)}")
         while mask.ndim < len(scores_shape):
             mask = np.expand_dims(mask, -2 * n_axes - 1)
+        if any(m not in (1, s) for m, s in zip(mask.shape, scores_shape)):
+            raise ValueError(f"shape {mask.shape} does not broadcast to {scores_shape}")
         return np.broadcast_to(mask, scores_shape)
-    except ValueError as error:
+    except (ValueError, np.exceptions.AxisError) as error:
         raise ValueError(
             f"the combined attention mask does not broadcast to the scores {scores_shape}: {error}"
         ) from None
