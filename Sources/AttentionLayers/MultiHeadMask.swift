@@ -60,7 +60,7 @@ struct MultiHeadMask {
                                                rows: Array((nb + 1)..<(nb + 1 + na)),
                                                columns: Array((nb + 1 + na)..<scoresShape.count),
                                                piece.name, workspace))
-            } catch where error.kind == .shape && piece.name == "attention_mask" {
+            } catch where error.kind == .shape && piece.name.hasPrefix("attention_mask") {
                 throw attentionMaskError(piece.dims)
             }
         }

@@ -15,7 +15,7 @@ static const att_dtype DTYPES[2] = {ATT_FLOAT32, ATT_FLOAT64};
 
 static att_layer *mha(att_dtype dt, int axis1, int gate, int bias_ones) {
     att_multi_head_attention_config c = {.struct_size = sizeof c, .dtype = dt, .num_heads = 2, .key_dim = 3,
-                                         .use_bias = 1, .use_gate = gate};
+                                         .use_gate = gate};
     if (axis1) c.num_attention_axes = 1, c.attention_axes[0] = 1;
     if (bias_ones) c.bias_initializer.kind = ATT_INIT_ONES;
     att_layer *l = NULL;
@@ -25,7 +25,7 @@ static att_layer *mha(att_dtype dt, int axis1, int gate, int bias_ones) {
 
 static att_layer *gqa(att_dtype dt, int bias_ones) {
     att_group_query_attention_config c = {.struct_size = sizeof c, .dtype = dt, .head_dim = 2,
-                                          .num_query_heads = 4, .num_key_value_heads = 2, .use_bias = 1};
+                                          .num_query_heads = 4, .num_key_value_heads = 2};
     if (bias_ones) c.bias_initializer.kind = ATT_INIT_ONES;
     att_layer *l = NULL;
     expect(att_group_query_attention_create(&c, &l), ATT_OK, "", "create GroupQueryAttention");
@@ -35,7 +35,7 @@ static att_layer *gqa(att_dtype dt, int bias_ones) {
 static att_layer *luong(att_dtype dt, int additive) {
     att_layer *l = NULL;
     if (additive) {
-        att_additive_attention_config c = {.struct_size = sizeof c, .dtype = dt, .use_scale = 1, .seed = 3};
+        att_additive_attention_config c = {.struct_size = sizeof c, .dtype = dt, .seed = 3};
         expect(att_additive_attention_create(&c, &l), ATT_OK, "", "create AdditiveAttention");
     } else {
         att_attention_config c = {.struct_size = sizeof c, .dtype = dt, .use_scale = 1};
@@ -45,8 +45,7 @@ static att_layer *luong(att_dtype dt, int additive) {
 }
 
 static att_layer *reuse(att_dtype dt) {
-    att_reuse_multi_head_attention_config c = {.struct_size = sizeof c, .dtype = dt, .num_heads = 2, .key_dim = 3,
-                                               .use_bias = 1};
+    att_reuse_multi_head_attention_config c = {.struct_size = sizeof c, .dtype = dt, .num_heads = 2, .key_dim = 3};
     c.bias_initializer.kind = ATT_INIT_ONES;
     att_layer *l = NULL;
     expect(att_reuse_multi_head_attention_create(&c, &l), ATT_OK, "", "create ReuseMultiHeadAttention");

@@ -22,8 +22,6 @@ try:
 except ImportError:
     ml_dtypes = None
 
-ND = pytest.mark.xfail(strict=False, reason="N-D inputs/masks: owned by the N-D masks work")
-
 
 def assert_all_close(a, b, atol=1e-6, rtol=1e-6):
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=atol, rtol=rtol)
@@ -155,7 +153,6 @@ def test_attention_compute_output_shape():
     assert layer.compute_output_shape([(None, 3, 5), (None, 4, 5)]) == (None, 3, 5)
 
 
-@ND
 def test_attention_nd_inputs():
     layer = layers.Attention()
     query = np.random.random((2, 8, 6, 4)).astype(np.float32)

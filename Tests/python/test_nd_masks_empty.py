@@ -373,7 +373,7 @@ def test_empty_gradients(kind, shapes):
     np.testing.assert_array_equal(g.query, 0)
     np.testing.assert_array_equal(g.value, 0)
     np.testing.assert_array_equal(g.output, out)
-    for name, grad in zip(layer.weights, g.weights):
+    for name, grad in zip(layer.weight_names, g.weights):
         if name.startswith("attention_output") and name.endswith("bias"):
             np.testing.assert_allclose(grad, d_out.reshape(-1, d_out.shape[-1]).sum(0), atol=1e-12)
         else:
@@ -389,7 +389,7 @@ def test_empty_batch_with_regularizers():
     losses = layer.losses
     assert all(np.isfinite(losses)) and losses[-1] == 0  # an empty batch's activity penalty is 0
     g = layer.gradients(q, q, output_gradient=np.zeros(out.shape), regularization=True)
-    for w, grad, name in zip(layer.get_weights(), g.weights, layer.weights):
+    for w, grad, name in zip(layer.get_weights(), g.weights, layer.weight_names):
         want = 2 * 0.01 * w if name.endswith("kernel") else np.zeros_like(w)
         np.testing.assert_allclose(grad, want, rtol=1e-12, atol=0, err_msg=name)
 
