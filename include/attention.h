@@ -181,7 +181,8 @@ typedef struct att_shape {
  * the regularizers' when asked for; an empty batch's activity penalty is 0). With no keys
  * (Tv = 0, Tq > 0) each attended row is the empty sum 0: Attention, AdditiveAttention and
  * att_dot_product_attention output 0; the multi-head layers output their output projection's
- * bias; the gradients of the inputs and of every weight but that bias are 0. */
+ * bias; the gradients of the inputs and of every weight but that bias are 0. A tensor with
+ * no elements may have NULL data (never read or written). */
 typedef struct att_tensor {
     void *data;
     att_dtype dtype;

@@ -64,10 +64,16 @@ func optionalTensor(_ p: UnsafePointer<att_tensor>?, _ what: String) throws -> R
     return try tensor(p.pointee, what)
 }
 
+/// A tensor with no elements may have NULL data (as malloc(0) may return): it is never read
+/// or written, so any address serves.
 func tensor(_ t: att_tensor, _ what: String) throws -> RawTensor {
-    guard let data = t.data else { throw Failure.null("\(what)->data") }
-    return RawTensor(data: data, elementType: try elementType(t.dtype, what), dims: try t.shape.dimsArray(what))
+    let dims = try t.shape.dimsArray(what)
+    guard let data = t.data ?? (dims.contains(0) ? emptyTensorData : nil) else { throw Failure.null("\(what)->data") }
+    return RawTensor(data: data, elementType: try elementType(t.dtype, what), dims: dims)
 }
+
+/// The address given to an empty tensor passed with NULL data.
+nonisolated(unsafe) private let emptyTensorData = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
 
 /// A tensor of a call by its C name (tensor nil: the caller passed none). For one the call
 /// writes, `required` gives the shape the call requires of it (nil: unknown here); it is

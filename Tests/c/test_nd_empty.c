@@ -288,6 +288,13 @@ static void empty_dot_product_attention(void) {
         int zero = 1;
         for (int64_t i = 0; i < numel(out.shape); i++) zero &= ((float *)out.data)[i] == 0;
         check(zero, "dot_product_attention case %d: the output is 0 (no keys) or empty", c);
+        if (c == 0) { /* no elements: NULL data is accepted (what malloc(0) may give) */
+            att_tensor nq = {NULL, ATT_FLOAT32, q.shape}, nk = {NULL, ATT_FLOAT32, k.shape}, no = {NULL, ATT_FLOAT32, out.shape};
+            att_dot_product_attention_args n = {.struct_size = sizeof n, .query = &nq, .key = &nk, .value = &nk, .output = &no};
+            expect(att_dot_product_attention(&n), ATT_OK, "", "dot_product_attention, empty tensors with NULL data");
+            nk.shape = SHAPE(4, 1, 5, 2, 2);
+            expect(att_dot_product_attention(&n), ATT_ERR_NULL_ARGUMENT, "key->data", "NULL data of a non-empty key");
+        }
         if (c == 0) {
             k.shape.dims[2] = 0;
             expect(att_dot_product_attention(&a), ATT_ERR_SHAPE, "key/value head", "dot_product_attention K = 0");
