@@ -111,21 +111,28 @@ extension LayerFile {
 
 /// A file written beside its destination and renamed over it by `commit`; removed if never
 /// committed.
+///
+/// (Files are opened with fopen, errno read through __errno_location and the file type
+/// compared with its POSIX constant: the Glibc overlay's `open`, `errno` and `S_IF*` would
+/// link its math wrappers too, whose hypotf needs glibc 2.35 and would raise the wheel's
+/// manylinux tag.)
 private final class OutputFile {
     private let path: [CChar]
     private let temporary: [CChar]
-    private var fd: Int32
+    private var file: UnsafeMutablePointer<FILE>?
+    private let fd: Int32
 
     init(_ cPath: UnsafePointer<CChar>) throws(AttentionError) {
         path = Array(UnsafeBufferPointer(start: cPath, count: strlen(cPath) + 1))
         temporary = Array(path.dropLast()) + Array(".tmp-\(getpid())-\(OutputFile.counter.add(1, ordering: .relaxed).newValue)".utf8CString)
-        fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
-        guard fd >= 0 else { throw systemError("cannot create", temporary) }
+        file = fopen(temporary, "wxe")  // x: O_EXCL, e: O_CLOEXEC
+        guard let file else { throw systemError("cannot create", temporary) }
+        fd = fileno(file)
     }
 
     deinit {
-        if fd >= 0 {
-            close(fd)
+        if let file {
+            fclose(file)
             unlink(temporary)
         }
     }
@@ -135,15 +142,15 @@ private final class OutputFile {
         while done < bytes.count {
             guard let base = bytes.baseAddress else { return }
             let n = Glibc.write(fd, base + done, bytes.count - done)
-            if n < 0 && errno == EINTR { continue }
+            if n < 0 && systemErrno() == EINTR { continue }
             guard n > 0 else { throw systemError("cannot write", temporary) }
             done += n
         }
     }
 
     func commit() throws(AttentionError) {
-        let closed = close(fd)
-        fd = -1
+        let closed = file.map { fclose($0) } ?? 0
+        file = nil
         guard closed == 0 else {
             let error = systemError("cannot write", temporary)
             unlink(temporary)
@@ -161,9 +168,12 @@ private final class OutputFile {
     private static let counter = Atomic<Int>(0)
 }
 
+/// This thread's errno.
+private func systemErrno() -> Int32 { __errno_location().pointee }
+
 /// An `io` error naming the path and the system's reason (errno).
 private func systemError(_ action: String, _ path: [CChar]) -> AttentionError {
-    let reason = String(cString: strerror(errno))
+    let reason = String(cString: strerror(systemErrno()))
     return AttentionError(.io, "\(action) \(displayName(path)): \(reason)")
 }
 
@@ -174,37 +184,42 @@ private func displayName(_ path: [CChar]) -> String {
 
 // MARK: - Reading
 
-/// A regular file opened for reading, closed when released.
+/// A regular file opened for reading, closed when released. The type is checked before
+/// opening (a FIFO must not block the open) and again on the open file.
 private final class InputFile {
+    let file: UnsafeMutablePointer<FILE>
     let fd: Int32
     let size: Int
     let path: [CChar]
 
     init(_ cPath: UnsafePointer<CChar>) throws(AttentionError) {
         path = Array(UnsafeBufferPointer(start: cPath, count: strlen(cPath) + 1))
-        fd = open(cPath, O_RDONLY | O_NONBLOCK | O_CLOEXEC)  // O_NONBLOCK: a FIFO must not block the open
-        guard fd >= 0 else { throw systemError("cannot open", path) }
         var status = stat()
+        guard stat(cPath, &status) == 0 else { throw systemError("cannot open", path) }
+        guard isRegular(status) else { throw AttentionError(.io, "cannot read \(displayName(path)): not a regular file") }
+        guard let file = fopen(cPath, "rbe") else { throw systemError("cannot open", path) }
+        fd = fileno(file)
         guard fstat(fd, &status) == 0 else {
             let error = systemError("cannot read", path)
-            close(fd)
+            fclose(file)
             throw error
         }
-        guard status.st_mode & S_IFMT == S_IFREG else {
-            close(fd)
+        guard isRegular(status) else {
+            fclose(file)
             throw AttentionError(.io, "cannot read \(displayName(path)): not a regular file")
         }
+        self.file = file
         size = Int(status.st_size)
     }
 
-    deinit { close(fd) }
+    deinit { fclose(file) }
 
     /// Reads exactly `count` bytes at `offset` into `buffer`.
     func read(_ buffer: UnsafeMutableRawPointer, count: Int, at offset: Int) throws(AttentionError) {
         var done = 0
         while done < count {
             let n = pread(fd, buffer + done, count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
+            if n < 0 && systemErrno() == EINTR { continue }
             guard n >= 0 else { throw systemError("cannot read", path) }
             guard n > 0 else {
                 throw AttentionError(.io, "cannot read \(displayName(path)): the file ended early (was it truncated while loading?)")
@@ -213,6 +228,9 @@ private final class InputFile {
         }
     }
 }
+
+/// Whether `status` is a regular file's (POSIX S_IFMT and S_IFREG).
+private func isRegular(_ status: stat) -> Bool { status.st_mode & 0o170000 == 0o100000 }
 
 /// One tensor entry of a header.
 private struct TensorEntry {

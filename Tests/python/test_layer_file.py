@@ -422,3 +422,10 @@ def test_live_keras_layer_runs_in_c(load_layer, tmp_path):
         got = np.fromfile(tmp_path / "out.bin", dtype="float32").reshape(expected.shape)
         print(f"\nlive Keras {type(keras_layer).__name__}: max |error| {np.max(np.abs(got - expected)):.3g}")
         assert_close(got, expected, np.float32)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        attention.load(fifo)

@@ -17,6 +17,7 @@ other than F32/F64 or than the config's), an unreadable one OSError.
 
 import json
 import os
+import stat
 import struct
 
 import numpy as np
@@ -99,7 +100,9 @@ def _bad(path, why):
 def _read_header(path):
     """(header dict, data start, file size) of a safetensors file, with the tensor entries
     checked: known dtype, shape x dtype bytes, offsets covering the data without overlap or
-    gap."""
+    gap. Anything but a regular file is refused before it is opened (a FIFO would block)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"cannot read {path!r}: not a regular file")
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size < 8:
