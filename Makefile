@@ -82,11 +82,13 @@ test-c: lib $(C_TESTS)
 
 # The dispatched library's other variants on this machine, through the cap: the C and
 # Python suites again with ATTENTION_MAX_ISA=avx2 and =baseline (the runs above took the best).
-test-variants: lib python-deps $(C_TESTS)
+test-variants: lib python-deps $(C_TESTS) $(OUT)/demo
 ifneq ($(DISPATCH),)
 	@for v in avx2 baseline; do for p in $(C_TESTS); do echo "== $$p (ATTENTION_MAX_ISA=$$v)"; \
 		ATTENTION_MAX_ISA=$$v $$p || exit 1; done; \
 		echo "== pytest (ATTENTION_MAX_ISA=$$v)"; ATTENTION_MAX_ISA=$$v $(PYTHON) -m pytest Tests/python -q || exit 1; done
+	@ATTENTION_MAX_ISA=bogus $(OUT)/demo 2>&1 | grep -q 'ATT_ERR_INTERNAL: libattention: ATTENTION_MAX_ISA is "bogus"' \
+		&& echo "a cap naming no variant: every call fails with ATT_ERR_INTERNAL and says why"
 endif
 
 # CPUs without AVX-512, emulated (Debian's qemu-user-static, installed when missing): the C

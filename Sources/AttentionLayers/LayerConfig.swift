@@ -308,6 +308,7 @@ extension LayerConfig {
             c.outputShape = try r.intList("output_shape")
             c.attentionAxes = try r.intList("attention_axes")
             c.slidingWindow = try r.optionalInt("sliding_window")
+            _ = try r.present("flash_attention")?.bool("\(r.what) flash_attention")  // changes no number
             c.weightOptions = try WeightOptions(&r)
             c.seed = try r.seed() ?? 0
             config = .multiHeadAttention(c)
@@ -318,6 +319,7 @@ extension LayerConfig {
             c.useBias = try r.bool("use_bias", true)
             c.useGate = try r.bool("use_gate", false)
             c.slidingWindow = try r.optionalInt("sliding_window")
+            _ = try r.present("flash_attention")?.bool("\(r.what) flash_attention")  // changes no number
             c.weightOptions = try WeightOptions(&r)
             c.seed = try r.seed() ?? 0
             config = .groupQueryAttention(c)
@@ -351,6 +353,8 @@ extension LayerConfig {
     }
 
     /// "float32", "float64", null (float32) or a DTypePolicy dict whose config names one.
+    /// The half-precision policies compute in float32 here (their weights are float32), as
+    /// the Python layers do; only the rounding of results to half precision is left out.
     private static func decodeDType(_ json: JSON?, _ what: String) throws(AttentionError) -> DType {
         var name = json ?? .null
         if case .object = name {
@@ -360,9 +364,10 @@ extension LayerConfig {
         }
         if name.isNull { return .float32 }
         switch try name.string("\(what) dtype") {
-        case "float32": return .float32
+        case "float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16": return .float32
         case "float64": return .float64
-        case let other: throw .invalid("\(what) dtype must be \"float32\" or \"float64\", got \"\(other)\"")
+        case let other:
+            throw .invalid("\(what) dtype must be \"float32\", \"float64\" or a half-precision policy computed in float32 (\"float16\", \"bfloat16\", \"mixed_float16\", \"mixed_bfloat16\"), got \"\(other)\"")
         }
     }
 }

@@ -32,7 +32,7 @@
     X(const char *, att_version, (void), (), ATT_VERSION_STRING)                                    \
     X(int32_t, att_version_number, (void), (), ATT_VERSION_NUMBER)                                  \
     X(const char *, att_last_error, (void), (), load_error)                                         \
-    X(const char *, att_status_name, (att_status status), (status), "unknown status")               \
+    X(const char *, att_status_name, (att_status status), (status), status_name(status))           \
     X(att_status, att_set_num_threads, (int32_t n), (n), ATT_ERR_INTERNAL)                           \
     X(int32_t, att_get_num_threads, (void), (), 1)                                                  \
     X(att_status, att_attention_create, (const att_attention_config *config, att_layer **out),      \
@@ -84,6 +84,15 @@
 #define ATT_STRINGIFY(x) ATT_STRINGIFY_(x)
 #define ATT_VERSION_STRING                                                                          \
     ATT_STRINGIFY(ATT_VERSION_MAJOR) "." ATT_STRINGIFY(ATT_VERSION_MINOR) "." ATT_STRINGIFY(ATT_VERSION_PATCH)
+
+/* att_status_name's answer when no variant could be loaded (the variants have their own). */
+static const char *status_name(att_status status) {
+    static const char *const names[] = {
+        "ATT_OK", "ATT_ERR_NULL_ARGUMENT", "ATT_ERR_INVALID_ARGUMENT", "ATT_ERR_SHAPE", "ATT_ERR_DTYPE",
+        "ATT_ERR_INVALID_HANDLE", "ATT_ERR_NOT_BUILT", "ATT_ERR_STRUCT_SIZE", "ATT_ERR_OUT_OF_MEMORY",
+        "ATT_ERR_INTERNAL", "ATT_ERR_BUSY", "ATT_ERR_IO"};
+    return (unsigned)status < sizeof names / sizeof *names ? names[status] : "unknown status";
+}
 
 /* The loaded variant's functions. */
 #define ATT_POINTER(ret, name, params, args, fallback) ret(*name) params;

@@ -143,6 +143,25 @@ def test_python_and_c_read_each_others_files(package, dtype, tmp_path):
         _same(_run(back), _run(layer))
 
 
+@pytest.mark.parametrize("dtype", ["mixed_float16", "bfloat16"])
+def test_c_loads_flash_attention_and_half_precision_policies(dtype, tmp_path):
+    """Configs Python writes that C reads too: flash_attention (it changes no number) and
+    the half-precision policies (float32 weights; C computes them in float32)."""
+    for make in (attention.MultiHeadAttention, attention.GroupQueryAttention):
+        layer = make(2, 4, 2, flash_attention=False, dtype=dtype) if make is attention.GroupQueryAttention \
+            else make(num_heads=2, key_dim=4, flash_attention=True, dtype=dtype)
+        x = np.random.default_rng(3).standard_normal((2, 5, 8)).astype(np.float32)
+        layer(x, x)
+        layer.save(tmp_path / "half.safetensors")
+        handle = _c_load(tmp_path / "half.safetensors")
+        try:
+            count = ctypes.c_size_t()
+            _lib.check(_lib.lib().att_layer_weight_count(handle, ctypes.byref(count)))
+            assert count.value == len(layer.get_weights())
+        finally:
+            _lib.lib().att_layer_destroy(handle)
+
+
 @pytest.mark.skipif(not HAS_SAFETENSORS, reason="the safetensors package is not installed")
 def test_own_writer_and_the_package_read_each_other(tmp_path, monkeypatch):
     from safetensors.numpy import load_file

@@ -19,6 +19,7 @@ import json
 import os
 import stat
 import struct
+import uuid
 
 import numpy as np
 
@@ -70,11 +71,21 @@ def save(layer, path):
         "build_shapes": _dumps(getattr(layer, "_build_input_shapes", None)),
         "weights": _dumps(names),
     }
-    package = _safetensors_numpy()
-    if package is not None:
-        package.save_file(tensors, path, metadata=metadata)
-    else:
-        _write(tensors, metadata, path)
+    # Written beside `path` under a fresh name and renamed over it, so `path` never holds
+    # half a file; errors name `path`.
+    temporary = os.path.join(os.path.dirname(os.path.abspath(path)), f".tmp-{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        package = _safetensors_numpy()
+        if package is not None:
+            package.save_file(tensors, temporary, metadata=metadata)
+        else:
+            _write(tensors, metadata, temporary)
+        os.replace(temporary, path)
+    except Exception as error:  # OSError, or safetensors_rust.SafetensorError
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise OSError(getattr(error, "errno", None), f"cannot write {path!r}: {reason}") from None
 
 
 def _write(tensors, metadata, path):
@@ -86,7 +97,7 @@ def _write(tensors, metadata, path):
         offset += array.nbytes
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
-    with open(path, "wb") as file:
+    with open(path, "xb") as file:
         file.write(struct.pack("<Q", len(text)))
         file.write(text)
         for array in tensors.values():
