@@ -33,19 +33,21 @@ public struct RawTensor: @unchecked Sendable {
 /// overflow. `what` names the tensor in messages.
 public func elementCount(_ dims: [Int], elementSize: Int = 8, minimumDim: Int = 0,
                          _ what: String) throws(AttentionError) -> Int {
-    var count = 1
+    // The product of the nonzero dims must fit even when another dim is 0: strides over
+    // the other axes of an empty tensor are computed from it.
+    var extent = 1
     for (axis, d) in dims.enumerated() {
         guard d >= minimumDim else {
             throw .shape("\(what) has dim \(d) at axis \(axis) (shape \(dims)); every dim must be >= \(minimumDim)")
         }
-        let (p, overflow) = count.multipliedReportingOverflow(by: d)
+        let (p, overflow) = extent.multipliedReportingOverflow(by: max(d, 1))
         guard !overflow else { throw .shape("\(what) shape \(dims) has more elements than fit in 64 bits") }
-        count = p
+        extent = p
     }
-    guard !count.multipliedReportingOverflow(by: elementSize).overflow else {
+    guard !extent.multipliedReportingOverflow(by: elementSize).overflow else {
         throw .shape("\(what) shape \(dims) needs more bytes than fit in 64 bits")
     }
-    return count
+    return dims.contains(0) ? 0 : extent
 }
 
 /// Throws unless the last dim of each (name, dims) is at least 1: features are what weights
@@ -61,12 +63,12 @@ func requireFeatures(_ tensors: [(String, [Int])], _ layerName: String) throws(A
 /// The product of `values`, refusing overflow (`what` names it in the message).
 func checkedProduct(_ values: [Int], _ what: String) throws(AttentionError) -> Int {
     var p = 1
-    for v in values {
-        let (r, overflow) = p.multipliedReportingOverflow(by: v)
+    for v in values {  // zeros aside, as elementCount: the other factors must fit too
+        let (r, overflow) = p.multipliedReportingOverflow(by: v == 0 ? 1 : v)
         guard !overflow else { throw .shape("\(what) (\(values.map(String.init).joined(separator: " x "))) overflows 64 bits") }
         p = r
     }
-    return p
+    return values.contains(0) ? 0 : p
 }
 
 extension RawTensor {

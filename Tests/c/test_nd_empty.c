@@ -294,6 +294,11 @@ static void empty_dot_product_attention(void) {
             expect(att_dot_product_attention(&n), ATT_OK, "", "dot_product_attention, empty tensors with NULL data");
             nk.shape = SHAPE(4, 1, 5, 2, 2);
             expect(att_dot_product_attention(&n), ATT_ERR_NULL_ARGUMENT, "key->data", "NULL data of a non-empty key");
+            /* Empty, but its other dims' product overflows: its strides would (found by fuzzing). */
+            nk.shape = SHAPE(0, INT64_C(1) << 31, INT64_C(1) << 31, 4);
+            nq.shape = SHAPE(0, 3, INT64_C(1) << 31, 4);
+            no.shape = nq.shape;
+            expect(att_dot_product_attention(&n), ATT_ERR_SHAPE, "64 bits", "empty tensors whose other dims overflow");
         }
         if (c == 0) {
             k.shape.dims[2] = 0;
