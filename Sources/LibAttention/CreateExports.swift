@@ -4,11 +4,10 @@ import CAttention
 /// One create function per layer kind: config struct → Swift config → a layer of the
 /// config's dtype, registered under a new handle.
 
-/// Registers the layer `make` builds for `dtype` and stores its handle in `out`.
-private func create(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ dtype: DType,
-                    _ make: (DType) throws -> any AttentionLayer) throws {
+/// Registers a new layer of `config` computing in `dtype` and stores its handle in `out`.
+private func create(_ out: UnsafeMutablePointer<OpaquePointer?>?, _ config: LayerConfig, _ dtype: DType) throws {
     guard let out else { throw Failure.null("out") }
-    out.pointee = Handles.insert(try make(dtype))
+    out.pointee = Handles.insert(try config.makeLayer(dtype))
 }
 
 /// The config behind `p`, after checking it is non-NULL and of the size this library knows.
@@ -29,12 +28,7 @@ public func att_attention_create(_ cfg: UnsafePointer<att_attention_config>?,
         }
         let swiftConfig = AttentionConfig(useScale: c.use_scale != 0, scoreMode: mode, dropout: c.dropout,
                                           causal: c.causal != 0)
-        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
-            switch dtype {
-            case .float32: try Attention<Float>(swiftConfig)
-            case .float64: try Attention<Double>(swiftConfig)
-            }
-        }
+        try create(out, .attention(swiftConfig), try layerDType(c.dtype))
     }
 }
 
@@ -44,12 +38,7 @@ public func att_additive_attention_create(_ cfg: UnsafePointer<att_additive_atte
     withStatus {
         let c = try config(cfg, "att_additive_attention_config")
         let swiftConfig = AdditiveAttentionConfig(useScale: c.no_scale == 0, dropout: c.dropout, seed: c.seed)
-        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
-            switch dtype {
-            case .float32: try AdditiveAttention<Float>(swiftConfig)
-            case .float64: try AdditiveAttention<Double>(swiftConfig)
-            }
-        }
+        try create(out, .additiveAttention(swiftConfig), try layerDType(c.dtype))
     }
 }
 
@@ -59,12 +48,7 @@ public func att_multi_head_attention_create(_ cfg: UnsafePointer<att_multi_head_
     withStatus {
         let c = try config(cfg, "att_multi_head_attention_config")
         let swiftConfig = try multiHeadConfig(c)
-        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
-            switch dtype {
-            case .float32: try MultiHeadAttention<Float>(swiftConfig)
-            case .float64: try MultiHeadAttention<Double>(swiftConfig)
-            }
-        }
+        try create(out, .multiHeadAttention(swiftConfig), try layerDType(c.dtype))
     }
 }
 
@@ -74,12 +58,7 @@ public func att_group_query_attention_create(_ cfg: UnsafePointer<att_group_quer
     withStatus {
         let c = try config(cfg, "att_group_query_attention_config")
         let swiftConfig = try groupQueryConfig(c)
-        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
-            switch dtype {
-            case .float32: try GroupQueryAttention<Float>(swiftConfig)
-            case .float64: try GroupQueryAttention<Double>(swiftConfig)
-            }
-        }
+        try create(out, .groupQueryAttention(swiftConfig), try layerDType(c.dtype))
     }
 }
 
@@ -89,11 +68,6 @@ public func att_reuse_multi_head_attention_create(_ cfg: UnsafePointer<att_reuse
     withStatus {
         let c = try config(cfg, "att_reuse_multi_head_attention_config")
         let swiftConfig = try reuseConfig(c)
-        try create(out, try layerDType(c.dtype)) { dtype -> any AttentionLayer in
-            switch dtype {
-            case .float32: try ReuseMultiHeadAttention<Float>(swiftConfig)
-            case .float64: try ReuseMultiHeadAttention<Double>(swiftConfig)
-            }
-        }
+        try create(out, .reuseMultiHeadAttention(swiftConfig), try layerDType(c.dtype))
     }
 }
