@@ -30,6 +30,7 @@ import secrets
 import numpy as np
 
 from . import _lib
+from ._call_plan import CallPlan, CallPlans
 from ._dtypes import Policy, numeric
 from ._lib import check
 
@@ -37,6 +38,8 @@ from ._lib import check
 def as_array(x, dtype, what):
     """A C-contiguous array of `dtype` from a numeric array-like (bfloat16 included;
     TypeError otherwise)."""
+    if type(x) is np.ndarray and x.dtype == dtype and x.flags.c_contiguous:
+        return x  # already what the library takes
     return np.asarray(numeric(x, what), dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 
@@ -92,6 +95,8 @@ class Layer:
 
     def __init__(self, *, dtype="float32", name=None, seed=None, trainable=True):
         self._handle = None
+        self._built = False
+        self._plans = CallPlans()
         self._policy = Policy(dtype)
         self._np_dtype = self._policy.variable_dtype  # what the library computes and stores in
         self.dtype = self._np_dtype.name
@@ -169,16 +174,19 @@ class Layer:
 
     @property
     def built(self):
-        """Whether the weights exist (build or a first call creates them)."""
-        built = ctypes.c_int32()
-        check(_lib.lib().att_layer_is_built(self._handle, ctypes.byref(built)))
-        return bool(built.value)
+        """Whether the weights exist (build or a first call creates them; a built layer stays
+        built, so once true it is not asked again)."""
+        if not self._built:
+            built = ctypes.c_int32()
+            check(_lib.lib().att_layer_is_built(self._handle, ctypes.byref(built)))
+            self._built = bool(built.value)
+        return self._built
 
     def _build_shapes(self, query_shape, value_shape, key_shape=None):
         check(_lib.lib().att_layer_build(
             self._handle, _shape_ref(query_shape), _shape_ref(value_shape), _shape_ref(key_shape)
         ))
-        self._build_count = getattr(self, "_build_count", 0) + 1
+        self._plans.clear()  # the output shapes may change
         # [query, value, key] (key None: the value's) as lists of ints and None, for save_weights.
         self._build_input_shapes = [None if s is None else [None if d is None else int(d) for d in s]
                                     for s in (query_shape, value_shape, key_shape)]
@@ -304,19 +312,30 @@ class Layer:
                              gradients=gradients)
 
     def _output_shapes(self, query_shape, value_shape, key_shape):
-        """att_layer_output_shape for these input shapes, remembered for the layer's current
-        build (the last shapes asked for: a loop over one shape asks the library once)."""
-        request = (query_shape, value_shape, key_shape, getattr(self, "_build_count", 0))
-        last = getattr(self, "_last_shapes", (None,))  # one read: other threads may replace it
-        if last[0] != request:
-            out_shape, scores_shape = _lib.Shape(), _lib.Shape()
-            check(_lib.lib().att_layer_output_shape(
-                self._handle, _shape_ref(query_shape), _shape_ref(value_shape),
-                None if key_shape is None else _shape_ref(key_shape),
-                ctypes.byref(out_shape), ctypes.byref(scores_shape)))
-            last = (request, _lib.shape_tuple(out_shape), _lib.shape_tuple(scores_shape))
-            self._last_shapes = last
-        return last[1], last[2]
+        """att_layer_output_shape: the (output, scores) shapes for these input shapes."""
+        out_shape, scores_shape = _lib.Shape(), _lib.Shape()
+        check(_lib.lib().att_layer_output_shape(
+            self._handle, _shape_ref(query_shape), _shape_ref(value_shape),
+            None if key_shape is None else _shape_ref(key_shape),
+            ctypes.byref(out_shape), ctypes.byref(scores_shape)))
+        return _lib.shape_tuple(out_shape), _lib.shape_tuple(scores_shape)
+
+    def _plan(self, inputs, return_scores):
+        """The CallPlan for `inputs` (CallArgs tensor field -> array, query and value
+        first), output and scores shapes, made on this signature's first call in a thread."""
+        signature = (return_scores, *[(field, array.shape) for field, array in inputs.items()])
+        table = self._plans.table()
+        plan = table.get(signature)
+        if plan is None:
+            key = inputs.get("key")
+            out_dims, scores_dims = self._output_shapes(inputs["query"].shape, inputs["value"].shape,
+                                                        None if key is None else key.shape)
+            fields = {field: (array.shape, array.dtype) for field, array in inputs.items()}
+            fields["output"] = (out_dims, self._np_dtype)
+            if return_scores:
+                fields["scores"] = (scores_dims, self._np_dtype)
+            plan = table[signature] = (CallPlan(fields), out_dims, scores_dims)
+        return plan
 
     def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores,
                  gradients=None):
@@ -324,28 +343,24 @@ class Layer:
         (the masks, reuse_attention_scores) to arrays. Returns output, or (output, scores)
         when return_scores; with `gradients` (the keywords of `gradients()`), runs
         att_layer_backward instead and returns a Gradients."""
-        out_dims, scores_dims = self._output_shapes(query.shape, value.shape, None if key is None else key.shape)
         if gradients is not None:
             return_scores = gradients["scores_gradient"] is not None
+        inputs = {"query": query, "value": value}
+        if key is not None:
+            inputs["key"] = key
+        for field, mask in masks.items():
+            if mask is not None:
+                inputs[field] = mask
+        plan, out_dims, scores_dims = self._plan(inputs, return_scores)
         output = np.empty(out_dims, self._np_dtype)
         scores = np.empty(scores_dims, self._np_dtype) if return_scores else None
-        training = bool(training)
-        stream = self._take_stream() if training and self.dropout > 0 else self.dropout_stream
-        args = _lib.CallArgs(
-            struct_size=ctypes.sizeof(_lib.CallArgs),
-            query=_lib.tensor_ref(query),
-            value=_lib.tensor_ref(value),
-            key=_lib.tensor_ref(key),
-            training=training,
-            use_causal_mask=bool(use_causal_mask),
-            dropout_seed=self.dropout_seed,
-            dropout_stream=stream,
-            output=_lib.tensor_ref(output),
-            scores=_lib.tensor_ref(scores),
-            **{field: _lib.tensor_ref(mask) for field, mask in masks.items()},
-        )
+        args = plan.bind([*inputs.values(), output, *([scores] if return_scores else [])])
+        args.training = training = bool(training)
+        args.use_causal_mask = bool(use_causal_mask)
+        args.dropout_seed = self.dropout_seed
+        args.dropout_stream = self._take_stream() if training and self.dropout > 0 else 0  # 0: unused
         if gradients is None:
-            check(_lib.lib().att_layer_call(self._handle, ctypes.byref(args)))
+            check(_lib.lib().att_layer_call(self._handle, plan.ref))
             output, scores = self._policy.result(output), self._policy.result(scores)
             result = (output, scores) if return_scores else output
         else:
