@@ -257,19 +257,6 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
-    /// Whether row i keeps some key (its band with every mask view).
-    func keepsAnyKey(_ row: Row<T>, _ i: Int) -> Bool {
-        let band = row.band(i)
-        guard !row.job.mask.views.isEmpty else { return !band.isEmpty }
-        var j0 = band.lowerBound
-        while j0 < band.upperBound {
-            let count = min(BackwardTile.keys, band.upperBound - j0)
-            if row.computeKept(i, j0, count) { return true }
-            j0 += count
-        }
-        return false
-    }
-
     /// D_i = dO_i·O_i + Σ_j scores_ij·dΣ_ij.
     func delta(_ row: Row<T>, _ i: Int) -> T {
         var d = dot(outputGradientRow(row.g, row.n, i), UnsafePointer(row.outputRow(i)), shape.valueDim)
@@ -291,7 +278,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
             guard let fullyMasked = maskedBuffer.baseAddress else { return }
             for r in 0..<count {
                 let i = i0 + r
-                fullyMasked[r] = !keepsAnyKey(row, i)
+                fullyMasked[r] = !row.keepsAnyKey(i, tile: BackwardTile.keys)
                 b.delta[r] = delta(row, i)
                 let band = row.band(i)
                 if !fullyMasked[r] {
@@ -328,11 +315,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                   _ fullyMasked: UnsafeMutablePointer<Bool>, _ b: Buffers) {
         let (g, n, h, d, dv) = (row.g, row.n, row.kvHead, shape.keyDim, shape.valueDim)
         let count = rows.count, i0 = rows.lowerBound, ld = plan.tileWidth
-        // Skip a block no row's band reaches.
-        let firstBand = row.band(i0), lastBand = row.band(rows.upperBound - 1)
-        if j0 >= max(firstBand.upperBound, lastBand.upperBound) || j0 + width <= min(firstBand.lowerBound, lastBand.lowerBound) {
-            return
-        }
+        if row.bandsMiss(rows, j0..<j0 + width) { return }
         let t0 = j0 - first
         let wantsRaw = plan.packs && grads.scoreWeights != nil
         // Logits.
@@ -349,21 +332,17 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
             row.tanhLogits(rows, j0, width) { b.logits + ($0 - i0) * ld }
             for r in 0..<count { row.addBias(i0 + r, j0, width, to: b.logits + r * ld) }
         }
-        // P (in `logits`), with masked positions and fully masked rows at 0.
+        // P (in `logits`), with masked positions (at −∞ first) and fully masked rows at 0.
         for r in 0..<count {
-            let i = i0 + r, x = b.logits + r * ld, band = row.band(i)
-            // A block inside the row's band, with no mask views, keeps every key.
-            let keepsAll = job.mask.views.isEmpty && band.lowerBound <= j0 && j0 + width <= band.upperBound
-            if fullyMasked[r] || !(keepsAll || row.computeKept(i, j0, width)) {
+            let i = i0 + r, x = b.logits + r * ld
+            let kept = fullyMasked[r] ? .none : row.keptKeys(i, j0, width)
+            if case .none = kept {
                 x.update(repeating: 0, count: ld)
                 continue
             }
+            row.exclude(kept, width, x, width: ld)
             _ = T.exponentiate(x, vectors: ld / T.Vector.scalarCount,
                                minus: lse[(g * shape.heads + n) * shape.queryLength + i])
-            if !keepsAll {
-                for t in 0..<width where !row.kept[t] { x[t] = 0 }
-            }
-            (x + width).update(repeating: 0, count: ld - width)
         }
         // dP = dO·Vᵀ, then dropout and the scores' gradient.
         b.dP.update(repeating: 0, count: count * ld)
@@ -492,43 +471,29 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
-    /// A row with no kept key, over the chunk's keys, by the mask's policy: zero weights
-    /// give nothing; uniform ones (constant, so no logit gradient) only dV; softmax(x − 1e9)
-    /// the full gradient, every key included.
+    /// A row with no kept key, over the chunk's keys, by the mask's policy
+    /// (`FullyMaskedWeights`): zero weights give nothing; uniform ones (constant, so no logit
+    /// gradient) only dV; softmax(x − 1e9) the full gradient, every key included.
     func fullyMaskedRow(_ row: Row<T>, _ i: Int, _ keys: Range<Int>, _ delta: T, _ dq: UnsafeMutablePointer<T>, _ b: Buffers) {
         let (g, n, h, dv) = (row.g, row.n, row.kvHead, shape.valueDim)
+        let weights = FullyMaskedWeights(row, i)
+        guard weights.policy != .zero else { return }
         let dO = outputGradientRow(g, n, i), scale = row.dropoutScale
-        switch job.mask.fullyMaskedRow {
-        case .zero:
-            return
-        case .uniform:
-            for j in keys { axpy(row.keep(i, j) * scale / T(shape.keyLength), dO, valueGradientRow(g, h, j), dv) }
-        case .subtractLarge:
-            // The weights as the forward computed them (x − 1e9 rounds away the digits a
-            // log-sum-exp would need): the max and the sum over all keys again.
-            var m = -T.infinity, l = T.zero
-            row.forEachLogitTile(i) { _, count in
-                for t in 0..<count { m = maxPropagatingNaN(m, row.logits[t] - row.largeMaskOffset) }
-            }
-            row.forEachLogitTile(i) { _, count in
-                for t in 0..<count { l += T.exp(row.logits[t] - row.largeMaskOffset - m) }
-            }
-            let afterDropout = job.dropout?.scoresAfterDropout ?? false
-            row.forEachLogitTile(i, over: keys) { j0, count in
-                for t in 0..<count {
-                    let j = j0 + t
-                    let p = T.exp(row.logits[t] - row.largeMaskOffset - m) / l
-                    let keep = job.dropout == nil ? 1 : row.keep(i, j) * scale
-                    axpy(p * keep, dO, valueGradientRow(g, h, j), dv)
-                    var dp = dot(dO, row.valueRow(j), dv) * keep
-                    if let (gradient, _) = grads.scores {
-                        dp += gradient[job.flatIndex(g, n, i, j)] * (afterDropout ? keep : 1)
-                    }
-                    let ds = p * (dp - delta)
-                    if ds != 0 {
-                        pairGradient(row, i, j, ds, query: dq, b)
-                        if grads.bias != nil { addBiasGradient(row, i, j, 1, [ds], b) }
-                    }
+        let afterDropout = job.dropout?.scoresAfterDropout ?? false
+        row.forEachLogitTile(i, over: keys, computing: weights.readsLogits) { j0, count in
+            for t in 0..<count {
+                let j = j0 + t
+                let p = weights.weight(row.logits[t]), keep = row.keep(i, j) * scale
+                axpy(p * keep, dO, valueGradientRow(g, h, j), dv)
+                guard weights.hasLogitGradient else { continue }
+                var dp = dot(dO, row.valueRow(j), dv) * keep
+                if let (gradient, _) = grads.scores {
+                    dp += gradient[job.flatIndex(g, n, i, j)] * (afterDropout ? keep : 1)
+                }
+                let ds = p * (dp - delta)
+                if ds != 0 {
+                    pairGradient(row, i, j, ds, query: dq, b)
+                    if grads.bias != nil { addBiasGradient(row, i, j, 1, [ds], b) }
                 }
             }
         }

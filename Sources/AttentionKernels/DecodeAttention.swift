@@ -25,7 +25,7 @@ extension AttentionJob {
 
     /// Runs the decode path with `state` holding decodeStateElements elements.
     func decode(state: UnsafeMutablePointer<T>) {
-        guard case .dot(let scale) = score else { return }
+        guard case .dot(let logitScale) = score else { return }
         let chunks = (shape.keyLength + DecodeTile.keys - 1) / DecodeTile.keys
         let stride = shape.valueDim + 2, hv = shape.valueDim
         let rowsPerGroup = shape.queryLength * shape.heads
@@ -35,11 +35,7 @@ extension AttentionJob {
             let g = item / chunks, c = item % chunks
             let keys = (c * DecodeTile.keys)..<min((c + 1) * DecodeTile.keys, shape.keyLength)
             for i in 0..<shape.queryLength {
-                for n in 0..<shape.heads {
-                    let s = slot(g, c, i, n)
-                    s[0] = -T.infinity; s[1] = 0
-                    (s + 2).update(repeating: 0, count: hv)
-                }
+                for n in 0..<shape.heads { states.clear(slot(g, c, i, n), hv) }
             }
             let plain = mask.isEmpty && bias == nil
             withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { one in
@@ -53,15 +49,14 @@ extension AttentionJob {
                             for i in 0..<shape.queryLength {
                                 let x: T
                                 if plain {
-                                    x = dot(ops.query + ops.queryLayout.offset(g, n, i), k, shape.keyDim) * scale
+                                    x = dot(ops.query + ops.queryLayout.offset(g, n, i), k, shape.keyDim) * logitScale
                                 } else {
                                     let row = Row(job: self, g: g, n: n, logits: logit, acc: logit, kept: kept)
                                     guard row.computeKept(i, j, 1) else { continue }
                                     row.computeLogits(i, j, 1, into: logit)
                                     x = logit[0]
                                 }
-                                let kept: T = dropout.map { $0.mask.keeps(flatIndex(g, n, i, j)) ? 1 : 0 } ?? 1
-                                states.update(slot(g, c, i, n), logit: x, keep: kept, value: v, hv)
+                                states.update(slot(g, c, i, n), logit: x, keep: keep(g, n, i, j), value: v, hv)
                             }
                         }
                     }
@@ -70,25 +65,22 @@ extension AttentionJob {
         }
         parallelFor(shape.groups * rowsPerGroup) { item in
             let g = item / rowsPerGroup, i = (item % rowsPerGroup) / shape.heads, n = item % shape.heads
-            var m = -T.infinity
-            for c in 0..<chunks where slot(g, c, i, n)[1] != 0 { m = maxPropagatingNaN(m, slot(g, c, i, n)[0]) }
             withUnsafeTemporaryAllocation(of: T.self, capacity: AttentionTile.keys + hv) { buffer in
                 withUnsafeTemporaryAllocation(of: Bool.self, capacity: AttentionTile.keys) { keptBuffer in
                     guard let base = buffer.baseAddress, let kept = keptBuffer.baseAddress else { return }
                     let row = Row(job: self, g: g, n: n, logits: base, acc: base + AttentionTile.keys, kept: kept)
-                    var l = T.zero
+                    var softmax = OnlineSoftmax<T>()
                     row.clearAccumulator()
                     for c in 0..<chunks {
                         let s = slot(g, c, i, n)
-                        guard s[1] != 0 else { continue }
-                        let w = T.exp(s[0] - m)
-                        l += s[1] * w
-                        axpy(w, s + 2, row.acc, hv)
+                        let (mine, theirs) = softmax.merge(states.softmax(s))
+                        if mine != 1 { scale(mine, row.acc, hv) }
+                        if theirs != 0 { axpy(theirs, s + 2, row.acc, hv) }
                     }
-                    if l == 0 && !m.isNaN {
+                    if softmax.keptNone {
                         row.fullyMaskedStreaming(i)
                     } else {
-                        row.writeOutput(i, row.dropoutScale / l)
+                        row.writeOutput(i, row.dropoutScale / softmax.sum)
                     }
                 }
             }
@@ -107,19 +99,23 @@ struct DecodeStates<T>: @unchecked Sendable {
 }
 
 extension DecodeStates where T: KernelScalar {
-    /// One key of the online softmax: m' = max(m, x); l, o rescaled by e^(m − m');
-    /// l += e^(x − m'); o += keep · e^(x − m') · v.
+    /// The softmax state of slot s.
+    @inline(__always)
+    func softmax(_ s: UnsafeMutablePointer<T>) -> OnlineSoftmax<T> { OnlineSoftmax(shift: s[0], sum: s[1]) }
+
+    /// Slot s before any key: no state, o = 0.
+    func clear(_ s: UnsafeMutablePointer<T>, _ hv: Int) {
+        s[0] = -T.infinity; s[1] = 0
+        (s + 2).update(repeating: 0, count: hv)
+    }
+
+    /// One key of the online softmax, logit x and value v: o += keep · e^(x − shift) · v.
     @inline(__always)
     func update(_ s: UnsafeMutablePointer<T>, logit x: T, keep: T, value v: UnsafePointer<T>, _ hv: Int) {
-        let newMax = maxPropagatingNaN(s[0], x)
-        if newMax != s[0] && s[1] != 0 {
-            let correction = T.exp(s[0] - newMax)
-            s[1] *= correction
-            scale(correction, s + 2, hv)
-        }
-        s[0] = newMax
-        let p = T.exp(x - newMax)
-        s[1] += p
-        axpy(p * keep, v, s + 2, hv)
+        var softmax = softmax(s)
+        let (factor, weight) = softmax.absorb(x)
+        if factor != 1 { scale(factor, s + 2, hv) }
+        axpy(weight * keep, v, s + 2, hv)
+        s[0] = softmax.shift; s[1] = softmax.sum
     }
 }

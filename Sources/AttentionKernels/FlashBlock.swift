@@ -18,10 +18,8 @@ extension Row {
     func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = 2 * lanes
         let h = shape.keyDim, hv = shape.valueDim, count = rows.count
-        // Scratch: packed Kᵀ (h × width), logits (8 × width), per-row m and l, O (rows × hv).
-        let packed = scratch, logits = packed + h * width, maxes = logits + FlashTile.microRows * width
-        let sums = maxes + count, out = sums + count
-        for r in 0..<count { maxes[r] = -T.infinity; sums[r] = 0 }
+        // Scratch: packed Kᵀ (h × width), logits (8 × width), O (rows × hv).
+        let packed = scratch, logits = packed + h * width, out = logits + FlashTile.microRows * width
         out.update(repeating: 0, count: count * hv)
         // Dot scores multiply the packed keys, concat/additive ones read their packed table
         // (without tables they take tanh directly and read neither).
@@ -34,42 +32,41 @@ extension Row {
             let b = band(i)
             lo = min(lo, b.lowerBound); hi = max(hi, b.upperBound)
         }
-        var j0 = lo
-        while j0 < hi {
-            let keys = min(width, hi - j0)
-            if packs { packTransposedKeys(j0, keys, into: packed) }
-            var r0 = 0
-            while r0 < count {
-                let micro = min(FlashTile.microRows, count - r0)
-                // Skip a micro-block whose rows' bands all miss this tile.
-                let first = band(rows.lowerBound + r0), last = band(rows.lowerBound + r0 + micro - 1)
-                if j0 >= max(first.upperBound, last.upperBound) || j0 + keys <= min(first.lowerBound, last.lowerBound) {
-                    r0 += micro
-                    continue
+        withUnsafeTemporaryAllocation(of: OnlineSoftmax<T>.self, capacity: count) { buffer in
+            guard let softmax = buffer.baseAddress else { return }
+            softmax.initialize(repeating: OnlineSoftmax(), count: count)
+            var j0 = lo
+            while j0 < hi {
+                let keys = min(width, hi - j0)
+                if packs { packTransposedKeys(j0, keys, into: packed) }
+                var r0 = 0
+                while r0 < count {
+                    let micro = min(FlashTile.microRows, count - r0), i0 = rows.lowerBound + r0
+                    defer { r0 += micro }
+                    if bandsMiss(i0..<i0 + micro, j0..<j0 + keys) { continue }
+                    // Keys past the last row's band are masked for every row: on a causal
+                    // diagonal (or a short tile) the micro-block works on the first `active`
+                    // only, one vector of them when they fit.
+                    let active = min(keys, band(i0 + micro - 1).upperBound - j0)
+                    tileLogits(i0, micro, j0, active, packed, into: logits)
+                    for r in 0..<micro {
+                        softmaxUpdate(i0 + r, j0, active, logits + r * width, &softmax[r0 + r],
+                                      out: out + (r0 + r) * hv)
+                    }
+                    accumulateValues(micro, j0, active, logits, out: out + r0 * hv)
                 }
-                // Keys past the last row's band are masked for every row: on a causal
-                // diagonal (or a short tile) the micro-block works on the first `active` only,
-                // one vector of them when they fit.
-                let active = min(keys, last.upperBound - j0)
-                tileLogits(rows.lowerBound + r0, micro, j0, active, packed, into: logits)
-                for r in 0..<micro {
-                    softmaxUpdate(rows.lowerBound + r0 + r, j0, active, logits + r * width,
-                                  max: maxes + r0 + r, sum: sums + r0 + r, out: out + (r0 + r) * hv)
-                }
-                accumulateValues(micro, j0, active, logits, out: out + r0 * hv)
-                r0 += micro
+                j0 += keys
             }
-            j0 += keys
-        }
-        for r in 0..<count {
-            let i = rows.lowerBound + r
-            if sums[r] == 0 && !maxes[r].isNaN {
-                fullyMaskedStreaming(i)
-            } else {
-                recordLogSumExp(i, max: maxes[r], sum: sums[r])
-                let factor = dropoutScale / sums[r]
-                let o = outputRow(i), src = out + r * hv
-                for d in 0..<hv { o[d] = src[d] * factor }
+            for r in 0..<count {
+                let i = rows.lowerBound + r
+                if softmax[r].keptNone {
+                    fullyMaskedStreaming(i)
+                } else {
+                    recordLogSumExp(i, softmax[r])
+                    let factor = dropoutScale / softmax[r].sum
+                    let o = outputRow(i), src = out + r * hv
+                    for d in 0..<hv { o[d] = src[d] * factor }
+                }
             }
         }
     }
@@ -138,46 +135,19 @@ extension Row {
     }
 
     /// The online softmax step of row i over keys j0 ..< j0 + keys whose logits are in `x`:
-    /// x becomes the weights e^(x − m) (times the dropout keep), l and O are rescaled. Only
-    /// the first vector of x is read and written when keys fit in it.
+    /// x becomes the weights e^(x − shift) (times the dropout keep), O is rescaled when the
+    /// shift moves. Only the first vector of x is read and written when keys fit in it.
     private func softmaxUpdate(_ i: Int, _ j0: Int, _ keys: Int, _ x: UnsafeMutablePointer<T>,
-                               max m: UnsafeMutablePointer<T>, sum l: UnsafeMutablePointer<T>,
-                               out: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, both = keys > lanes, width = both ? 2 * lanes : lanes
-        let band = band(i)
-        if job.mask.views.isEmpty {
-            // Only the band masks: keep the tile's keys inside it, one run of lanes.
-            let first = max(band.lowerBound - j0, 0), end = min(band.upperBound - j0, keys)
-            guard first < end else {
-                x.update(repeating: 0, count: width)
-                return
-            }
-            for t in 0..<first { x[t] = -T.infinity }
-            for t in end..<width { x[t] = -T.infinity }
-        } else {
-            guard computeKept(i, j0, keys) else {
-                x.update(repeating: 0, count: width)
-                return
-            }
-            for t in 0..<width where t >= keys || !kept[t] { x[t] = -T.infinity }
+                               _ softmax: inout OnlineSoftmax<T>, out: UnsafeMutablePointer<T>) {
+        let lanes = T.Vector.scalarCount, vectors = keys > lanes ? 2 : 1
+        let kept = keptKeys(i, j0, keys)
+        if case .none = kept {
+            x.update(repeating: 0, count: vectors * lanes)
+            return
         }
-        // Lazy rescaling: the running max m stays the shift while the tile's weights
-        // e^(x − m) stay below e^20, exact up to rounding whatever the tile's own max; only a
-        // tile that raises them past that takes a new max and rescales l and O.
-        let x0 = UnsafePointer(x).vector(at: 0)
-        let tileMax = T.maximum(x0, both ? UnsafePointer(x).vector(at: lanes) : x0)
-        if !(m.pointee > -T.infinity && tileMax <= m.pointee + 20) {
-            let newMax = maxPropagatingNaN(m.pointee, tileMax)
-            if newMax != m.pointee && l.pointee != 0 {
-                let correction = T.exp(m.pointee - newMax)
-                l.pointee *= correction
-                scale(correction, out, shape.valueDim)
-            }
-            m.pointee = newMax
-        }
-        // Excluded keys hold −∞, so e^(x − m) = 0 for them (m is finite once a key is kept;
-        // a NaN logit, which the max may pass over, makes the sum NaN).
-        l.pointee += T.exponentiate(x, vectors: both ? 2 : 1, minus: m.pointee)
+        exclude(kept, keys, x, width: vectors * lanes)
+        let factor = softmax.absorb(x, vectors: vectors)
+        if factor != 1 { scale(factor, out, shape.valueDim) }
         if job.dropout != nil {
             for t in 0..<keys { x[t] *= keep(i, j0 + t) }
         }
