@@ -11,12 +11,17 @@
 enum FlashTile {
     /// Query rows per register micro-block.
     static let microRows = 8
+    /// SIMD vectors of keys per tile: Q·Kᵀ takes them two at a time on the register tile,
+    /// the softmax and P·V all at once.
+    static let keyVectors = 8
+    /// Keys per tile.
+    @inline(__always) static func keys<T: KernelScalar>(_: T.Type) -> Int { keyVectors * T.Vector.scalarCount }
 }
 
 extension Row {
     /// Rows `rows` of this (group, head), scores not returned.
     func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = 2 * lanes
+        let width = FlashTile.keys(T.self)
         let h = shape.keyDim, hv = shape.valueDim, count = rows.count
         // Scratch: packed Kᵀ (h × width), logits (8 × width), O (rows × hv).
         let packed = scratch, logits = packed + h * width, out = logits + FlashTile.microRows * width
@@ -72,14 +77,13 @@ extension Row {
     }
 
     /// packed[d · width + t] = key[j0 + t][d] — for concat/additive scores with tables, the
-    /// key's row of e^{2c·k} — zero beyond `keys`.
+    /// key's row of e^{2c·k} — zero beyond `keys` up to a whole pair of vectors (what the
+    /// register tile reads).
     func packTransposedKeys(_ j0: Int, _ keys: Int, into packed: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = 2 * lanes, h = shape.keyDim
-        if keys < width {
-            for d in 0..<h {
-                packed.store(T.Vector(), at: d * width)
-                packed.store(T.Vector(), at: d * width + lanes)
-            }
+        let width = FlashTile.keys(T.self), h = shape.keyDim, pair = 2 * T.Vector.scalarCount
+        let padded = min(width, (keys + pair - 1) / pair * pair)
+        if keys < padded {
+            for d in 0..<h { (packed + d * width + keys).update(repeating: 0, count: padded - keys) }
         }
         let rows = tanhTables?.keyExponential ?? job.operands.key
         func key(_ t: Int) -> UnsafePointer<T> { rows + job.operands.keyLayout.offset(g, kvHead, j0 + t) }
@@ -105,7 +109,7 @@ extension Row {
     /// r < micro and t < keys; dot scores from the packed keys.
     private func tileLogits(_ i0: Int, _ micro: Int, _ j0: Int, _ keys: Int, _ packed: UnsafeMutablePointer<T>,
                             into logits: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = 2 * lanes
+        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self)
         guard case .dot(let scale) = job.score else {
             for r in 0..<micro {
                 tanhLogits(i0 + r, j0, keys, packed, into: logits + r * width)
@@ -114,20 +118,22 @@ extension Row {
             return
         }
         func q(_ r: Int) -> UnsafePointer<T> { queryRow(i0 + min(r, micro - 1)) }
-        var tile = Tile8x2<T>()
-        if keys > lanes {
-            tile.accumulate(q, aStep: 1, UnsafePointer(packed), bStep: width, depth: shape.keyDim)
-        } else {
-            tile.accumulateFirstVector(q, aStep: 1, UnsafePointer(packed), bStep: width, depth: shape.keyDim)
-        }
         let s = T.Vector(repeating: scale)
-        func put(_ r: Int, _ a: T.Vector, _ b: T.Vector) {
-            logits.store(a * s, at: r * width)
-            logits.store(b * s, at: r * width + lanes)
-        }
-        for r in 0..<FlashTile.microRows {
-            let (a, b) = tile.row(r)
-            put(r, a, b)
+        var c = 0
+        while c < keys {
+            var tile = Tile8x2<T>()
+            let b = UnsafePointer(packed + c)
+            if keys - c > lanes {
+                tile.accumulate(q, aStep: 1, b, bStep: width, depth: shape.keyDim)
+            } else {
+                tile.accumulateFirstVector(q, aStep: 1, b, bStep: width, depth: shape.keyDim)
+            }
+            for r in 0..<FlashTile.microRows {
+                let (x0, x1) = tile.row(r)
+                logits.store(x0 * s, at: r * width + c)
+                logits.store(x1 * s, at: r * width + c + lanes)
+            }
+            c += 2 * lanes
         }
         if job.bias != nil {
             for r in 0..<micro { addBias(i0 + r, j0, keys, to: logits + r * width) }
@@ -139,7 +145,7 @@ extension Row {
     /// shift moves. Only the first vector of x is read and written when keys fit in it.
     private func softmaxUpdate(_ i: Int, _ j0: Int, _ keys: Int, _ x: UnsafeMutablePointer<T>,
                                _ softmax: inout OnlineSoftmax<T>, out: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, vectors = keys > lanes ? 2 : 1
+        let lanes = T.Vector.scalarCount, vectors = (keys + lanes - 1) / lanes
         let kept = keptKeys(i, j0, keys)
         if case .none = kept {
             x.update(repeating: 0, count: vectors * lanes)
@@ -158,7 +164,7 @@ extension Row {
     /// vector, then scalars, for the columns left).
     private func accumulateValues(_ micro: Int, _ j0: Int, _ keys: Int, _ weights: UnsafeMutablePointer<T>,
                                   out: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = 2 * lanes, hv = shape.valueDim
+        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self), hv = shape.valueDim
         func o(_ r: Int) -> UnsafeMutablePointer<T> { out + min(r, micro - 1) * hv }
         func w(_ r: Int) -> UnsafePointer<T> { UnsafePointer(weights + min(r, micro - 1) * width) }
         let values = job.operands.value + job.operands.valueLayout.offset(g, kvHead, j0)

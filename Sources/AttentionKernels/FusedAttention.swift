@@ -108,7 +108,7 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         let g = item / (queryBlocks * shape.heads)
         let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
         let tile = AttentionTile.keys
-        let width = 2 * T.Vector.scalarCount
+        let width = FlashTile.keys(T.self)
         let flashScratch = (shape.keyDim + FlashTile.microRows) * width + rows.count * shape.valueDim
         let flash = scores == nil && rows.count >= FlashTile.microRows / 2
             && flashScratch <= AttentionTile.maxPackedScratch

@@ -35,6 +35,7 @@ where Vector.Scalar == Self, Vector: Sendable {
     /// The largest lane of a and b, by a tree as `sum` (a NaN lane may be passed over).
     static func maximum(_ a: Vector, _ b: Vector) -> Self
     /// x[e] ← e^(x[e] − shift) (as `exp`) on the `vectors` whole vectors at x; returns their sum.
+    /// For x − shift ≤ 88 (NaN allowed): larger arguments do not saturate to +∞.
     /// Written once per type with e^x inlined: a generic loop taking e^x as a closure kept the
     /// closure a call and made the causal forward 40% slower.
     static func exponentiate(_ x: UnsafeMutablePointer<Self>, vectors: Int, minus shift: Self) -> Self

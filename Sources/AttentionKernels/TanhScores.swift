@@ -19,7 +19,7 @@ extension Row {
     /// t < count (no bias); each tile of keys is packed once for all the rows (when it fits
     /// AttentionTile.maxPackedScratch; wider heads take tanh directly).
     func tanhLogits(_ rows: Range<Int>, _ j0: Int, _ count: Int, into out: (Int) -> UnsafeMutablePointer<T>) {
-        let width = 2 * T.Vector.scalarCount
+        let width = FlashTile.keys(T.self)
         guard tanhTables != nil, shape.keyDim * width <= AttentionTile.maxPackedScratch else {
             for i in rows { for t in 0..<count { out(i)[t] = directTanhLogit(i, j0 + t) } }
             return
@@ -36,20 +36,32 @@ extension Row {
         }
     }
 
-    /// out[t] for t < keys ≤ 2 vectors: the logits of query row i and keys j0 ..< j0 + keys
-    /// from `packed`, their table rows transposed (`packTransposedKeys`).
+    /// out[t] for t < keys ≤ one tile: the logits of query row i and keys j0 ..< j0 + keys
+    /// from `packed`, their table rows transposed (`packTransposedKeys`), 2 vectors at a time.
     func tanhLogits(_ i: Int, _ j0: Int, _ keys: Int, _ packed: UnsafePointer<T>, into out: UnsafeMutablePointer<T>) {
-        guard let tables = tanhTables else {
+        guard tanhTables != nil else {
             for t in 0..<keys { out[t] = directTanhLogit(i, j0 + t) }
             return
         }
+        let pair = 2 * T.Vector.scalarCount
+        var c = 0
+        while c < keys {
+            tanhLogitPair(i, j0 + c, min(pair, keys - c), packed + c, into: out + c)
+            c += pair
+        }
+    }
+
+    /// `tanhLogits` for keys ≤ 2 vectors, the first of `packed`'s tile rows.
+    private func tanhLogitPair(_ i: Int, _ j0: Int, _ keys: Int, _ packed: UnsafePointer<T>,
+                               into out: UnsafeMutablePointer<T>) {
+        guard let tables = tanhTables else { return }
         let weights: UnsafePointer<T>?, factor: T
         switch job.score {
         case .concat(_, let weight, _): (weights, factor) = (nil, weight)
         case .additive(let scale, _): (weights, factor) = (scale, 1)
         case .dot: return
         }
-        let lanes = T.Vector.scalarCount, width = 2 * lanes, dim = shape.keyDim
+        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self), dim = shape.keyDim
         let e = tables.queryExponential + job.operands.queryLayout.offset(g, n, i)
         // Σ_d w_d·tanh_d = 2·Σ_d w_d·(1/2 − 1/D_d), accumulated per group of four from
         // (w₁ + w₂ + w₃ + w₄)/2 − Σ w/D: centred, the sums stay as small as the logit (Σ_d w_d/D_d

@@ -6,6 +6,8 @@
 /// (libm's last ulps of range are not needed by attention, whose exponents are ≤ 0); a NaN
 /// stays NaN through the arithmetic (the clamps keep it).
 /// tanh(x) = 1 − 2/(e^{2x} + 1), odd-symmetric, and ±1 beyond where it rounds to ±1.
+/// `exponentiate` (the softmax's) skips the overflow side: its arguments x − shift are at most
+/// the online softmax's slack (20) or, in the backward, about 0.
 
 extension Float {
     @inlinable
@@ -17,7 +19,7 @@ extension Float {
         let raw = UnsafeMutableRawPointer(x), s = SIMD16<Float>(repeating: shift)
         var total = SIMD16<Float>()
         for v in 0..<vectors {
-            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD16<Float>.self) - s)
+            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD16<Float>.self) - s, overflows: false)
             raw.storeBytes(of: p, toByteOffset: v * 64, as: SIMD16<Float>.self)
             total += p
         }
@@ -25,9 +27,9 @@ extension Float {
     }
 
     @inlinable @inline(__always)
-    static func expInline(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    static func expInline(_ x: SIMD16<Float>, overflows: Bool = true) -> SIMD16<Float> {
         var clamped = x.replacing(with: -87.6, where: x .< -87.6)
-        clamped.replace(with: 88, where: clamped .> 88)
+        if overflows { clamped.replace(with: 88, where: clamped .> 88) }
         // k = round(x·log2 e): adding 1.5·2²³ rounds to an integer in the low mantissa bits.
         let shifted = SIMD16<Float>(repeating: 12_582_912).plusProduct(clamped, SIMD16(repeating: 1.442_695_04))
         let k = shifted - 12_582_912
@@ -44,7 +46,7 @@ extension Float {
         let bits = (unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- (0x4B40_0000 - 127)) &<< 23
         var result = p * unsafeBitCast(bits, to: SIMD16<Float>.self)
         result.replace(with: 0, where: x .< -87.6)
-        result.replace(with: .infinity, where: x .> 88)
+        if overflows { result.replace(with: .infinity, where: x .> 88) }
         return result
     }
 
@@ -69,7 +71,7 @@ extension Double {
         let raw = UnsafeMutableRawPointer(x), s = SIMD8<Double>(repeating: shift)
         var total = SIMD8<Double>()
         for v in 0..<vectors {
-            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD8<Double>.self) - s)
+            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD8<Double>.self) - s, overflows: false)
             raw.storeBytes(of: p, toByteOffset: v * 64, as: SIMD8<Double>.self)
             total += p
         }
@@ -77,9 +79,9 @@ extension Double {
     }
 
     @inlinable @inline(__always)
-    static func expInline(_ x: SIMD8<Double>) -> SIMD8<Double> {
+    static func expInline(_ x: SIMD8<Double>, overflows: Bool = true) -> SIMD8<Double> {
         var clamped = x.replacing(with: -708, where: x .< -708)
-        clamped.replace(with: 709, where: clamped .> 709)
+        if overflows { clamped.replace(with: 709, where: clamped .> 709) }
         // k = round(x·log2 e): adding 1.5·2⁵² rounds to an integer in the low mantissa bits.
         let shifted = SIMD8<Double>(repeating: 6_755_399_441_055_744).plusProduct(clamped, SIMD8(repeating: 1.442_695_040_888_963_4))
         let k = shifted - 6_755_399_441_055_744
@@ -102,7 +104,7 @@ extension Double {
         let bits = (unsafeBitCast(shifted, to: SIMD8<Int64>.self) &- (0x4338_0000_0000_0000 - 1023)) &<< 52
         var result = p * unsafeBitCast(bits, to: SIMD8<Double>.self)
         result.replace(with: 0, where: x .< -708)
-        result.replace(with: .infinity, where: x .> 709)
+        if overflows { result.replace(with: .infinity, where: x .> 709) }
         return result
     }
 
