@@ -13,20 +13,26 @@ enum KeptKeys {
     case flags
 }
 
-extension Row {
-    /// Keys j in this range may be kept by the causal band and the sliding window, for row i
-    /// at key position p + i (p = mask.positions?[g] ?? 0). A window wider than the key axis
-    /// reaches its end (so p + i + window cannot overflow).
-    func band(_ i: Int) -> Range<Int> {
-        let position = i + (job.mask.positions?[g] ?? 0)
-        var lo = 0, hi = shape.keyLength
-        if job.mask.causal { hi = min(hi, position + 1) }
-        if job.mask.window > 0 {
-            lo = max(lo, position - job.mask.window + 1)
-            hi = min(hi, position + min(job.mask.window, hi))
+extension AttentionMask {
+    /// Keys j in this range may be kept by the causal band and the sliding window, for query
+    /// row i of group g, at key position p + i (p = positions?[g] ?? 0), of `keyLength` keys.
+    /// A window wider than the key axis reaches its end (so p + i + window cannot overflow).
+    @inline(__always)
+    func band(_ g: Int, _ i: Int, keyLength: Int) -> Range<Int> {
+        let position = i + (positions?[g] ?? 0)
+        var lo = 0, hi = keyLength
+        if causal { hi = min(hi, position + 1) }
+        if window > 0 {
+            lo = max(lo, position - window + 1)
+            hi = min(hi, position + min(window, hi))
         }
         return min(lo, hi)..<hi
     }
+}
+
+extension Row {
+    /// The keys row i may see by the causal band and sliding window (`AttentionMask.band`).
+    func band(_ i: Int) -> Range<Int> { job.mask.band(g, i, keyLength: shape.keyLength) }
 
     /// Whether the bands of rows `rows` all miss keys `keys` (bands move forward with the
     /// row, so the first and last rows bound them): such a tile is skipped for the block.
