@@ -218,14 +218,19 @@ $(BENCH)/tiny_call: benchmarks/tiny_call.c include/attention.h lib
 # with $(PYTHON), and torch / onnxruntime show "-" unless that python has them.
 BENCH_VENV  := .build/bench-venv
 BENCH_TORCH ?= auto
+# (flock, when there is one: two make runs do not build it at once.)
 make_bench_venv = mkdir -p $(dir $(BENCH_VENV)) && test -f $(BENCH_VENV)/complete || \
-	flock $(BENCH_VENV).lock benchmarks/bench_venv.sh $(PYTHON) $(BENCH_VENV) $(BENCH_TORCH)
+	$$(command -v flock > /dev/null && echo flock $(BENCH_VENV).lock) \
+	benchmarks/bench_venv.sh $(PYTHON) $(BENCH_VENV) $(BENCH_TORCH)
 
 bench-venv:
 	@$(make_bench_venv)
 
-bench: lib python-deps $(BENCH)/fma_probe $(BENCH)/tiny_call
+# AttentionBench is built before the library: in a fresh tree SwiftPM replaces a .build/release
+# directory (where the dispatched library is installed) with its symlink, library and all.
+bench: python-deps $(BENCH)/fma_probe
 	$(SWIFT_BUILD) --product AttentionBench
+	@$(MAKE) --no-print-directory lib $(BENCH)/tiny_call
 	@$(make_bench_venv) || echo "make bench: no peers' virtualenv ($(BENCH_VENV)); running with $(PYTHON)"
 	$$(test -f $(BENCH_VENV)/complete && echo $(BENCH_VENV)/bin/python || echo $(PYTHON)) benchmarks/bench.py \
 		--fma-probe $(BENCH)/fma_probe --tiny-call $(BENCH)/tiny_call --gemm-bench $(BUILD)/AttentionBench

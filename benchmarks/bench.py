@@ -683,7 +683,8 @@ def main():
         "cpu": cpu_description(),
         "cpus": os.cpu_count(),
         "threads": THREADS,
-        "python": f"{sys.executable} {platform.python_version()}",
+        "python": f"{os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable} "
+                  f"{platform.python_version()}",
         "peers": peer_versions(),
         "peer_threads": {"torch": {"intra_op": THREADS, "inter_op": 1},
                          "onnxruntime": {"intra_op": THREADS, "inter_op": 1}},

@@ -33,9 +33,10 @@ pip() {
     "$venv/bin/python" -m pip --no-cache-dir --disable-pip-version-check --retries 1 --timeout 30 "$@"
 }
 pip install --quiet numpy onnxruntime onnx || fail "pip could not install numpy, onnxruntime and onnx"
-# The PyTorch CPU index as an extra index only when it answers (else pip warns on every package).
+# The PyTorch CPU index as an extra index only when it answers (else pip warns on every
+# package); asked with --isolated, or a torch on pip's configured find-links would answer.
 extra=
-pip index versions torch --index-url $cpu_index > /dev/null 2>&1 && extra="--extra-index-url $cpu_index"
+pip --isolated index versions torch --index-url $cpu_index > /dev/null 2>&1 && extra="--extra-index-url $cpu_index"
 if [ "$torch" = auto ]; then
     # `pip index` lists the versions this python can install, newest first.
     cpu=$(pip index versions torch $extra 2>/dev/null \
