@@ -6,7 +6,7 @@
 # TORCH is what to install for torch; the default, auto, takes the newest CPU-only wheel pip
 # can see — the PyTorch CPU index (download.pytorch.org/whl/cpu, tried as an extra index) or a
 # local `+cpu` wheel on pip's find-links — and otherwise PyPI's torch, the CUDA build, whose
-# nvidia-* / triton dependencies make the virtualenv ~5.4 GB instead of ~1.2 GB (the bench
+# nvidia-* / triton dependencies make the virtualenv ~5.4 GB instead of ~1.1 GB (the bench
 # uses it on the CPU only). Any pip requirement works: TORCH=torch takes PyPI's newest.
 #
 # All or nothing: VENV/complete is written once everything imports, and a VENV without it is
