@@ -1,5 +1,5 @@
 # libattention — the README's commands: `make demo`, `make test`. Others: `make lib`,
-# `make bench`, `make golden`, `make fuzz`, `make test-sanitize`, `make install` /
+# `make bench` (`make bench-venv`), `make golden`, `make fuzz`, `make test-sanitize`, `make install` /
 # `make uninstall` (PREFIX, DESTDIR), `make python-lib` (python/setup.py's), `make clean`.
 # TARGET_CPU selects the CPU the kernels are compiled for. The default, dispatch, is the
 # library for any x86-64: the package built once per kernel variant (avx512, avx2, baseline;
@@ -30,7 +30,7 @@ C_TESTS    := $(patsubst Tests/c/%.c,$(OUT)/%,$(wildcard Tests/c/test_*.c))
 C_EXAMPLES := $(patsubst examples/c/%.c,$(OUT)/%,$(wildcard examples/c/*.c))
 
 .PHONY: all lib demo test test-swift test-c test-checked test-variants test-emulated bench-builds test-python test-install \
-	python-deps golden bench fuzz fuzz-lib test-sanitize install uninstall python-lib clean
+	python-deps golden bench bench-venv fuzz fuzz-lib test-sanitize install uninstall python-lib clean
 
 all: lib
 
@@ -211,10 +211,29 @@ $(BENCH)/tiny_call: benchmarks/tiny_call.c include/attention.h lib
 	@mkdir -p $(BENCH)
 	$(CC) $(CFLAGS) $< -o $@ $(LDLIBS)
 
-bench: lib python-deps $(BENCH)/fma_probe $(BENCH)/tiny_call
+# The peers' virtualenv: numpy, onnxruntime, onnx and torch (a CPU-only wheel when pip can see
+# one, else PyPI's) from PyPI, made once by benchmarks/bench_venv.sh and reused (remove it, or
+# `make clean`, to make it again; BENCH_TORCH=<pip requirement> picks another torch). One for
+# every TARGET_CPU. `make bench` runs in it; when it cannot be made (no network) the bench runs
+# with $(PYTHON), and torch / onnxruntime show "-" unless that python has them.
+BENCH_VENV  := .build/bench-venv
+BENCH_TORCH ?= auto
+# (flock, when there is one: two make runs do not build it at once.)
+make_bench_venv = mkdir -p $(dir $(BENCH_VENV)) && test -f $(BENCH_VENV)/complete || \
+	$$(command -v flock > /dev/null && echo flock $(BENCH_VENV).lock) \
+	benchmarks/bench_venv.sh $(PYTHON) $(BENCH_VENV) $(BENCH_TORCH)
+
+bench-venv:
+	@$(make_bench_venv)
+
+# AttentionBench is built before the library: in a fresh tree SwiftPM replaces a .build/release
+# directory (where the dispatched library is installed) with its symlink, library and all.
+bench: python-deps $(BENCH)/fma_probe
 	$(SWIFT_BUILD) --product AttentionBench
-	$(PYTHON) benchmarks/bench.py --fma-probe $(BENCH)/fma_probe --tiny-call $(BENCH)/tiny_call \
-		--gemm-bench $(BUILD)/AttentionBench
+	@$(MAKE) --no-print-directory lib $(BENCH)/tiny_call
+	@$(make_bench_venv) || echo "make bench: no peers' virtualenv ($(BENCH_VENV)); running with $(PYTHON)"
+	$$(test -f $(BENCH_VENV)/complete && echo $(BENCH_VENV)/bin/python || echo $(PYTHON)) benchmarks/bench.py \
+		--fma-probe $(BENCH)/fma_probe --tiny-call $(BENCH)/tiny_call --gemm-bench $(BUILD)/AttentionBench
 
 # The dispatched library against single-CPU builds of the same sources, in one run: its
 # avx512 kernels vs TARGET_CPU=native, its avx2 kernels (capped) vs TARGET_CPU=haswell.

@@ -1,16 +1,25 @@
 """`make bench`: libattention's speed on this machine, float32, 2 threads, in one run.
 
-Every figure is measured in this run: the FMA peak (benchmarks/fma_probe), the memory copy
-bandwidth (numpy copyto of 256 MiB, read + write counted), our time, and the same workload as a
-plain numpy formula (matmul + softmax, or attention.reference) — and torch / onnxruntime when
-they are importable. Times are medians of >= 5 calls (3-5 for numpy's backward formulas) after
-a warm-up, taken in ROUNDS rounds that each visit every workload in turn (and rerun
-benchmarks/AttentionBench for the GEMM and training rows, and the tiny calls); a figure is the fastest round's
-median (ours, numpy's and the peers' alike), so a burst of interference from the host — which
-this VM shows, unseen in /proc/stat — spoils one round, not the figure. "×numpy" (×torch, ×ort)
-is the other's time over ours: above 1 means libattention is faster. Each workload's output is
-also compared with numpy's (err = max |ours - numpy| / max |numpy|), so the timed work is the
-right one.
+Every figure is measured in this run: the CPU (lscpu) and its FMA peak on 1 and 2 threads
+(benchmarks/fma_probe), the memory copy bandwidth (numpy copyto of 256 MiB, read + write
+counted), our time, the peers' — torch (scaled_dot_product_attention, nn.MultiheadAttention
+with our layer's weights, autograd for the backward rows) and onnxruntime (the com.microsoft
+MultiHeadAttention and Attention contrib ops), when importable (`make bench` runs in
+.build/bench-venv, which has both) — and the same workload as a plain numpy formula (matmul +
+softmax, or attention.reference). The peers get the same arrays and 2 threads (torch
+set_num_threads(2) and one inter-op thread; onnxruntime intra_op_num_threads=2,
+inter_op_num_threads=1). Times are medians of >= 5 calls (3-5 on the backward rows) after a
+warm-up, taken in ROUNDS rounds that each visit every workload in turn (and rerun
+benchmarks/AttentionBench for the GEMM and training rows, and the tiny calls); a figure is the
+fastest round's median (ours, the peers' and numpy's alike), so a burst of interference from the
+host — which this VM shows, unseen in /proc/stat — spoils one round, not the figure.
+
+"×peer" is the best peer's time over ours: above 1 means libattention is faster; the peers,
+not numpy, are the bar ("×numpy" is the same ratio for the numpy formula). Each output is
+checked so the timed work is the right one: ours against numpy's (err = max |ours - numpy| /
+max |numpy|) and each peer's against ours ("peer err", the worse of the peers; on the backward
+rows, whose ours runs in AttentionBench, against numpy's gradients). A peer whose output
+differs by more than PEER_TOLERANCE is not timed and says so under the table.
 
     python3 benchmarks/bench.py [--fma-probe P] [--tiny-call P] [--gemm-bench P] [--json P]
 
@@ -102,10 +111,29 @@ def optional_module(name):
         return None
 
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's OpenMP threads sleep when idle
-torch = optional_module("torch")
-ort = optional_module("onnxruntime")
-onnx = optional_module("onnx") if ort is not None else None
+def cpu_description():
+    """The CPU as lscpu names it (model name, vendor, family / model / stepping, hypervisor)
+    and the vector ISA flags that matter to the kernels; /proc/cpuinfo when lscpu is missing."""
+    fields = {}
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+        fields = {key.strip(): value.strip() for key, _, value in
+                  (line.partition(":") for line in text.splitlines()) if value}
+    except OSError:
+        pass
+    if "Model name" not in fields:  # no lscpu: the first processor's block of /proc/cpuinfo
+        names = {"model name": "Model name", "vendor_id": "Vendor ID", "cpu family": "CPU family",
+                 "model": "Model", "stepping": "Stepping", "flags": "Flags"}
+        for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in names:
+                fields[names[key.strip()]] = value.strip()
+    flags = set(fields.get("Flags", "").split())
+    isa = ["sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+           "avx512_fp16", "amx_tile", "amx_bf16"]
+    return {"model_name": fields.get("Model name", "unknown"), "vendor": fields.get("Vendor ID", "unknown"),
+            "family": fields.get("CPU family"), "model": fields.get("Model"), "stepping": fields.get("Stepping"),
+            "hypervisor": fields.get("Hypervisor vendor"), "isa_flags": [flag for flag in isa if flag in flags]}
 
 
 # -- the numpy formulas ---------------------------------------------------------------------
@@ -139,62 +167,154 @@ def numpy_mha(x, weights, heads, key_dim):
 
 
 # -- peers (optional) -----------------------------------------------------------------------
+#
+# Each peer function returns None when the peer is not importable or cannot run the workload,
+# else (run, output): run() is the timed call, output(run()) its result as a float numpy array
+# laid out like ours, which time_workload compares with ours before timing run.
 
-def torch_sdpa(q, k, v, causal):
-    """torch's scaled_dot_product_attention on (B, N, T, H) copies of the inputs, or None."""
+PEERS = ("torch", "ort")
+PEER_TOLERANCE = 1e-4  # max |peer - ours| / max |ours| above which a peer is not timed
+PEER_NOTES = []  # why a peer has no figure on a row
+torch = ort = onnx = None
+
+
+def load_peers():
+    """Imports torch, onnxruntime and onnx when they are there (not in the peak-RSS child), and
+    gives torch THREADS intra-op threads and one inter-op thread."""
+    global torch, ort, onnx
+    # OMP_WAIT_POLICY is left alone: PASSIVE (threads sleep at once when idle) made torch's tiny
+    # call 15x slower (waking its thread every call); measure_rounds pauses before each timing
+    # instead, so that no one's spinning worker threads take the cores of the next.
+    torch = optional_module("torch")
+    if torch is not None:
+        torch.set_num_threads(THREADS)
+        torch.set_num_interop_threads(1)
+    ort = optional_module("onnxruntime")
+    onnx = optional_module("onnx") if ort is not None else None
+    if ort is not None and onnx is None:
+        PEER_NOTES.append("ort: onnxruntime without the onnx package (which writes its graphs): no ort figures")
+
+
+def peer_versions():
+    torch_version = "not importable"
+    if torch is not None:
+        torch_version = f"{torch.__version__} ({'CUDA build, run on the CPU' if torch.version.cuda else 'CPU build'})"
+    return {"torch": torch_version,
+            "onnxruntime": "not importable" if ort is None else ort.__version__ + ("" if onnx else " (no onnx)")}
+
+
+def torch_sdpa(q, k, v, causal, scale=None):
+    """torch's scaled_dot_product_attention on (B, N, T, H) copies of (B, T, N, H) inputs."""
     if torch is None:
         return None
     tq, tk, tv = (torch.from_numpy(np.ascontiguousarray(a.transpose(0, 2, 1, 3))) for a in (q, k, v))
-
-    def run():
-        with torch.inference_mode():
-            return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
-    return run
+    # No inference_mode: the inputs do not require grad, so autograd records nothing anyway.
+    return (lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal, scale=scale),
+            lambda out: out.numpy().transpose(0, 2, 1, 3))
 
 
-def torch_mha(x, heads):
-    """torch.nn.MultiheadAttention (same sizes, need_weights=False) on x, or None."""
+def torch_mha(x, weights, heads, key_dim):
+    """torch.nn.MultiheadAttention (batch_first, eval, need_weights=False: its fast path) with
+    our layer's weights (Keras's kernels (D, N, H), (N, H, D) as in_proj_weight's rows and
+    out_proj), on self-attention input x."""
     if torch is None:
         return None
-    layer = torch.nn.MultiheadAttention(x.shape[-1], heads, batch_first=True).eval()
+    dim = x.shape[-1]
+    if heads * key_dim != dim:  # torch's layer projects dim to dim
+        PEER_NOTES.append(f"torch: nn.MultiheadAttention needs heads·key_dim = dim ({heads}·{key_dim} ≠ {dim})")
+        return None
+    wq, bq, wk, bk, wv, bv, wo, bo = (torch.from_numpy(np.ascontiguousarray(w)) for w in weights)
+    layer = torch.nn.MultiheadAttention(dim, heads, batch_first=True)
+    with torch.no_grad():
+        layer.in_proj_weight.copy_(torch.cat([w.reshape(dim, dim).T for w in (wq, wk, wv)]))
+        layer.in_proj_bias.copy_(torch.cat([b.reshape(dim) for b in (bq, bk, bv)]))
+        layer.out_proj.weight.copy_(wo.reshape(dim, dim).T)
+        layer.out_proj.bias.copy_(bo)
+    layer.eval().requires_grad_(False)
     tx = torch.from_numpy(x)
-
-    def run():
-        with torch.inference_mode():
-            return layer(tx, tx, tx, need_weights=False)[0]
-    return run
+    return lambda: layer(tx, tx, tx, need_weights=False)[0], lambda out: out.numpy()
 
 
-ORT_NOTES = []
+def torch_sdpa_backward(q, k, v, d_out, causal):
+    """torch's autograd through scaled_dot_product_attention on (B, N, T, H) arrays: (forward,
+    forward_and_backward, output); the backward's time is the second's minus the first's, both
+    with autograd recording (the training forward), as ours is the backward alone after its
+    training forward. output(grads) stacks dQ, dK, dV."""
+    if torch is None:
+        return None
+    tq, tk, tv = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
+    t_out = torch.from_numpy(d_out)
+
+    def forward():
+        return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal)
+    return (forward, lambda: torch.autograd.grad(forward(), (tq, tk, tv), t_out),
+            lambda grads: np.stack([g.numpy() for g in grads]))
 
 
-def ort_sdpa(q, k, v, causal):
-    """onnxruntime's com.microsoft MultiHeadAttention on (B, T, N·H) views, or None (with the
-    reason in ORT_NOTES) when onnxruntime or onnx is missing or the session fails."""
+def torch_matmul(a, b):
+    if torch is None:
+        return None
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return lambda: ta @ tb, lambda out: out.numpy()
+
+
+def ort_model(what, nodes, feeds, initializers=()):
+    """(run, output) for an onnxruntime session of `nodes` (com.microsoft ops allowed), THREADS
+    intra-op threads and one inter-op thread, fed `feeds`; None (and a note) when onnxruntime or
+    onnx is missing or the session fails (an old onnxruntime without the op or attribute)."""
     if ort is None or onnx is None:
         return None
     try:
-        from onnx import TensorProto, helper
-        b, t, n, h = q.shape
-        feeds = {name: a.reshape(a.shape[0], a.shape[1], -1) for name, a in (("q", q), ("k", k), ("v", v))}
-        attributes = {"num_heads": n, **({"unidirectional": 1} if causal else {})}
-        node = helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["o"], domain="com.microsoft",
-                                **attributes)
+        from onnx import TensorProto, helper, numpy_helper
         graph = helper.make_graph(
-            [node], "mha",
+            nodes, "bench",
             [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(a.shape)) for name, a in feeds.items()],
-            [helper.make_tensor_value_info("o", TensorProto.FLOAT, [b, t, n * v.shape[3]])])
+            [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+            initializer=[numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in initializers])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                         helper.make_opsetid("com.microsoft", 1)])
         options = ort.SessionOptions()
         options.intra_op_num_threads = THREADS
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         session.run(None, feeds)
-    except Exception as error:  # an old onnxruntime without the op or attribute: no column
-        ORT_NOTES.append(f"{'causal ' if causal else ''}MultiHeadAttention: {error}".splitlines()[0][:120])
+    except Exception as error:
+        PEER_NOTES.append(f"ort: {what}: {error}".splitlines()[0][:150])
         return None
-    return lambda: session.run(None, feeds)[0]
+    return lambda: session.run(None, feeds)[0], None
+
+
+def ort_sdpa(q, k, v, causal, scale=None):
+    """onnxruntime's com.microsoft MultiHeadAttention on (B, T, N·H) views of the (B, T, N, H)
+    inputs (its BSNH layout, heads packed); causal is its unidirectional attribute."""
+    b, t, n, h = q.shape
+    feeds = {name: a.reshape(a.shape[0], a.shape[1], -1) for name, a in (("q", q), ("k", k), ("v", v))}
+    attributes = {"num_heads": n, **({"unidirectional": 1} if causal else {}),
+                  **({} if scale is None else {"scale": float(scale)})}
+    if ort is None or onnx is None:
+        return None
+    from onnx import helper
+    node = helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["o"], domain="com.microsoft", **attributes)
+    peer = ort_model(f"{'causal ' if causal else ''}MultiHeadAttention", [node], feeds)
+    return peer and (peer[0], lambda out: out.reshape(b, t, n, -1))
+
+
+def ort_mha(x, weights, heads, key_dim):
+    """The MultiHeadAttention layer in onnxruntime as its transformer optimiser writes it: the
+    com.microsoft Attention op (one (D, 3·N·H) input projection, bias, attention) then MatMul +
+    Add for the output projection, with our layer's weights."""
+    if ort is None or onnx is None:
+        return None
+    from onnx import helper
+    wq, bq, wk, bk, wv, bv, wo, bo = weights
+    dim = x.shape[-1]
+    initializers = [("w_qkv", np.concatenate([w.reshape(dim, -1) for w in (wq, wk, wv)], axis=1)),
+                    ("b_qkv", np.concatenate([b.reshape(-1) for b in (bq, bk, bv)])),
+                    ("w_o", wo.reshape(-1, dim)), ("b_o", bo)]
+    nodes = [helper.make_node("Attention", ["x", "w_qkv", "b_qkv"], ["a"], domain="com.microsoft", num_heads=heads),
+             helper.make_node("MatMul", ["a", "w_o"], ["m"]), helper.make_node("Add", ["m", "b_o"], ["o"])]
+    peer = ort_model("Attention + MatMul + Add", nodes, {"x": x}, initializers)
+    return peer and (peer[0], lambda out: out)
 
 
 # -- workloads ------------------------------------------------------------------------------
@@ -203,10 +323,29 @@ def ort_sdpa(q, k, v, causal):
 TIMED = []
 
 
+def checked_peers(row, peers, expected):
+    """The peers' timed calls ({"<peer>_seconds": run}) of those whose output agrees with
+    `expected` (ours, or numpy's where ours is not at hand) within PEER_TOLERANCE; each peer's
+    error goes in the row as "<peer>_error", and a note says why a peer is not timed."""
+    timed = {}
+    for peer, entry in (peers or {}).items():
+        if entry is None:
+            continue
+        run, output = entry
+        row[f"{peer}_error"] = error = relative_error(output(run()), expected)
+        if error <= PEER_TOLERANCE:
+            timed[f"{peer}_seconds"] = run
+        else:
+            PEER_NOTES.append(f"{peer}: {row['name']}: output differs from ours by {error:.1e}: not timed")
+    return timed
+
+
 def time_workload(name, ours, numpy_fn, *, flops=None, bytes_read=None, peers=None, scaling=True):
-    """Checks ours against the numpy formula and registers the timings of ours (at THREADS and,
-    if scaling, 1 thread), numpy's and the peers' for `measure_rounds`. Returns the row."""
-    row = {"name": name, "error_vs_numpy": relative_error(ours(), numpy_fn())}
+    """Checks ours against the numpy formula and the peers against ours, and registers the
+    timings of ours (at THREADS and, if scaling, 1 thread), numpy's and the peers' for
+    `measure_rounds`. Returns the row."""
+    our_output = ours()
+    row = {"name": name, "error_vs_numpy": relative_error(our_output, numpy_fn())}
     if flops is not None:
         row["flops"] = flops
     if bytes_read is not None:
@@ -219,7 +358,7 @@ def time_workload(name, ours, numpy_fn, *, flops=None, bytes_read=None, peers=No
         finally:
             attention.set_num_threads(THREADS)
     timed = {"seconds": ours, "seconds_1_thread": one_thread if scaling else None, "numpy_seconds": numpy_fn}
-    timed |= {f"{peer}_seconds": fn for peer, fn in (peers or {}).items()}
+    timed |= checked_peers(row, peers, our_output)
     TIMED.append((row, {key: fn for key, fn in timed.items() if fn is not None}))
     return row
 
@@ -231,15 +370,31 @@ def measure_rounds(before_round):
     for round_number in range(ROUNDS):
         before_round(round_number)
         for row, timed in TIMED:
-            # Ours first, after a pause: OpenBLAS's and OpenMP's worker threads spin for a
-            # while after numpy's or torch's last call and would take our cores.
+            # Ours first, after a pause: OpenBLAS's, OpenMP's and onnxruntime's worker threads
+            # spin for a while after numpy's or the peers' last call and would take our cores;
+            # a shorter pause before each of the others, for the same reason.
             time.sleep(0.5)
-            for key, fn in timed.items():
-                # numpy's backward formulas take seconds a call: fewer repeats.
+            for index, (key, fn) in enumerate(timed.items()):
+                if index:
+                    time.sleep(0.05)
+                # numpy's backward formulas take seconds a call: fewer repeats on those rows.
                 repeats = {"min_repeats": 3, "max_repeats": 5} if row["name"].endswith("_backward") else {}
                 row.setdefault(f"{key}_rounds", []).append(median_seconds(fn, **repeats))
                 row[key] = min(row[f"{key}_rounds"])
             print(f"  round {round_number + 1}/{ROUNDS}: measured {row['name']}", file=sys.stderr)
+
+
+def finish_peers(rows, ours="seconds", suffix="_seconds"):
+    """After the rounds: the torch backward time (forward + backward minus forward, each its
+    fastest round's median), and each row's best peer and "peer_ratio" (the best peer's time,
+    row["<peer><suffix>"], over ours, row[ours])."""
+    for row in rows:
+        if "torch_forward_backward_seconds" in row:
+            row["torch_seconds"] = max(0.0, row["torch_forward_backward_seconds"] - row["torch_forward_seconds"])
+        peer_times = {peer: row[f"{peer}{suffix}"] for peer in PEERS if f"{peer}{suffix}" in row}
+        if peer_times:
+            row["best_peer"] = min(peer_times, key=peer_times.get)
+            row["peer_ratio"] = peer_times[row["best_peer"]] / row[ours]
 
 
 def fold_report(results, report):
@@ -271,7 +426,8 @@ def sdpa_workload(b, n, t, h, causal=False, tq=None):
 
 
 def mha_workload(b=8, t=256, dim=512, heads=8, key_dim=64):
-    """The whole MultiHeadAttention layer (projections with biases) on self-attention input."""
+    """The whole MultiHeadAttention layer (projections with biases) on self-attention input;
+    the peers' layers get its weights."""
     x = np.random.default_rng(1).standard_normal((b, t, dim), dtype=np.float32)
     layer = attention.MultiHeadAttention(num_heads=heads, key_dim=key_dim, seed=1)
     layer.build(x.shape, x.shape)
@@ -280,7 +436,8 @@ def mha_workload(b=8, t=256, dim=512, heads=8, key_dim=64):
     flops = 2 * b * t * dim * nh * 3 + 2 * b * t * nh * dim + 4 * b * heads * t * t * key_dim
     return time_workload(f"mha_b{b}_t{t}_dim{dim}_h{heads}", lambda: layer(x, x),
                          lambda: numpy_mha(x, weights, heads, key_dim), flops=flops,
-                         peers={"torch": torch_mha(x, heads)})
+                         peers={"torch": torch_mha(x, weights, heads, key_dim),
+                                "ort": ort_mha(x, weights, heads, key_dim)})
 
 
 def tanh_workload(kind, b=8, t=256, dim=128):
@@ -303,21 +460,29 @@ def tanh_workload(kind, b=8, t=256, dim=128):
 
 
 def tiny_workload(tiny_call):
-    """Per-call time of Attention on (1, 16, 64) through C (tiny_call) and through Python."""
+    """Per-call time of Attention (dot scores, no scale) on query = value = (1, 16, 64) through
+    C (tiny_call) and through Python, and of the peers' same call: torch's
+    scaled_dot_product_attention(q, v, v, scale=1) on tensors made once, onnxruntime's
+    MultiHeadAttention (one head, scale 1) on the numpy arrays."""
     rng = np.random.default_rng(3)
     q, v = (rng.standard_normal((1, 16, 64), dtype=np.float32) for _ in range(2))
     layer = attention.Attention()
-    layer([q, v])
+    ours = layer([q, v])
 
     def per_call(fn):
         number = 2000
         return statistics.median(timeit.repeat(fn, number=number, repeat=5)) / number
     c_seconds = float(subprocess.run([str(tiny_call), str(THREADS)], check=True, capture_output=True,
                                      text=True).stdout) * 1e-6
-    return {"name": "tiny_b1_t16_d64", "c_seconds_per_call": c_seconds,
-            "python_seconds_per_call": per_call(lambda: layer([q, v])),
-            "numpy_seconds_per_call": per_call(lambda: reference.attention(q, v)[0]),
-            "error_vs_numpy": relative_error(layer([q, v]), reference.attention(q, v)[0])}
+    row = {"name": "tiny_b1_t16_d64", "c_seconds_per_call": c_seconds,
+           "python_seconds_per_call": per_call(lambda: layer([q, v])),
+           "numpy_seconds_per_call": per_call(lambda: reference.attention(q, v)[0]),
+           "error_vs_numpy": relative_error(ours, reference.attention(q, v)[0])}
+    q4, v4 = q[:, :, None, :], v[:, :, None, :]  # (B, T, N = 1, H)
+    peers = {"torch": torch_sdpa(q4, v4, v4, False, scale=1.0), "ort": ort_sdpa(q4, v4, v4, False, scale=1.0)}
+    for key, run in checked_peers(row, peers, ours[:, :, None, :]).items():
+        row[key.replace("_seconds", "_seconds_per_call")] = per_call(run)
+    return row
 
 
 def peak_rss_child():
@@ -354,7 +519,8 @@ def gemm_report(gemm_bench):
 
 
 def gemm_rows(report):
-    """Our GEMM (from gemm_report) and numpy's float32 matmul on n × n, n = 512, 1024, 2048."""
+    """Our GEMM (from gemm_report), numpy's and torch's float32 matmul on n × n, n = 512, 1024,
+    2048 (torch's checked against numpy's: ours runs in AttentionBench)."""
     rows = []
     for size, rate in report["gemm_flops"].items():
         n = int(size)
@@ -362,7 +528,8 @@ def gemm_rows(report):
         a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
         flops = 2 * n**3
         row = {"name": f"gemm_{n}", "flops": flops, "seconds": flops / rate, "threads": report["threads"]}
-        TIMED.append((row, {"numpy_seconds": lambda a=a, b=b: a @ b}))
+        timed = {"numpy_seconds": lambda a=a, b=b: a @ b} | checked_peers(row, {"torch": torch_matmul(a, b)}, a @ b)
+        TIMED.append((row, timed))
         rows.append(row)
     return rows
 
@@ -383,7 +550,8 @@ def numpy_sdpa_backward(q, k, v, d_out, causal):
 
 def backward_rows(report):
     """The training kernels from AttentionBench (forward keeping the log-sum-exp, backward)
-    beside numpy's backward formula on the same sizes."""
+    beside numpy's backward formula and torch's autograd on the same sizes (torch's gradients
+    checked against numpy's). onnxruntime's inference sessions have no backward."""
     rows = []
     for name, timing in report["attention"].items():
         b, n, t, h = (int(part[1:]) for part in name.split("_")[1:5])
@@ -393,7 +561,14 @@ def backward_rows(report):
         flops = 10 * b * n * t * t * h * (0.5 if causal else 1)
         row = {"name": f"{name}_backward", "flops": flops, "seconds": timing["backward_seconds"],
                "seconds_1_thread": timing["backward_seconds_1_thread"], "forward_seconds": timing["forward_seconds"]}
-        TIMED.append((row, {"numpy_seconds": lambda q=q, k=k, v=v, d=d_out, c=causal: numpy_sdpa_backward(q, k, v, d, c)}))
+        timed = {"numpy_seconds": lambda q=q, k=k, v=v, d=d_out, c=causal: numpy_sdpa_backward(q, k, v, d, c)}
+        peer = torch_sdpa_backward(q, k, v, d_out, causal)
+        if peer is not None:
+            forward, forward_backward, output = peer
+            if checked_peers(row, {"torch": (forward_backward, output)},
+                             np.stack(numpy_sdpa_backward(q, k, v, d_out, causal))):
+                timed |= {"torch_forward_seconds": forward, "torch_forward_backward_seconds": forward_backward}
+        TIMED.append((row, timed))
         rows.append(row)
     return rows
 
@@ -413,41 +588,57 @@ def ratio(row, other):
 
 
 def times(x):
-    return "—" if x is None else f"{x:.2f}×"
+    return "-" if x is None else f"{x:.2f}×"
+
+
+def maybe(row, key, form):
+    return form(row[key]) if key in row else "-"
 
 
 def table(results):
-    peak, copy = results["fma_peak_flops"], results["copy_bytes_per_second"]
+    peak, copy, cpu = results["fma_peak_flops"], results["copy_bytes_per_second"], results["cpu"]
+    peers = results["peers"]
+    identity = ", ".join(f"{name} {cpu[key]}" for name, key in (("family", "family"), ("model", "model"),
+                                                                 ("stepping", "stepping")) if cpu[key])
     lines = [
-        f"libattention {results['version']} bench — {results['kernels']} kernels, float32, att threads {THREADS}; numpy "
-        f"{np.__version__}; torch {results['peers']['torch']}; onnxruntime {results['peers']['onnxruntime']}",
-        f"FMA peak {peak / 1e9:.0f} GFLOP/s ({THREADS} threads; 1 thread "
-        f"{results['fma_peak_flops_1_thread'] / 1e9:.0f}); copy bandwidth {copy / 1e9:.1f} GB/s (read+write)",
-        f"{'workload':<{NAME}} {'time':>9} {'rate':>12} {'of peak':>8} {'numpy':>9} {'×numpy':>7} "
-        f"{'×torch':>7} {'×ort':>6} {'2T/1T':>6} {'err':>7}",
+        f"libattention {results['version']} bench — float32, {THREADS} threads (ours; torch intra-op, 1 inter-op; "
+        f"onnxruntime intra-op {THREADS}, inter-op 1); python {results['python']}",
+        f"CPU {cpu['model_name']} ({cpu['vendor']}, {identity}"
+        + (f", {cpu['hypervisor']} guest" if cpu["hypervisor"] else "") + f"), {results['cpus']} CPUs; "
+        f"ISA {' '.join(cpu['isa_flags'])}; our kernels: {results['kernels']}",
+        f"FMA peak {peak / 1e9:.0f} GFLOP/s ({THREADS} threads), {results['fma_peak_flops_1_thread'] / 1e9:.0f} "
+        f"(1 thread); copy bandwidth {copy / 1e9:.1f} GB/s (read+write)",
+        f"peers: torch {peers['torch']}; onnxruntime {peers['onnxruntime']}; numpy {np.__version__}",
+        f"{'workload':<{NAME}} {'time':>9} {'rate':>11} {'of peak':>7} {'torch':>9} {'ort':>9} {'×peer':>6} "
+        f"{'×numpy':>7} {'2T/1T':>5} {'err':>6} {'peer err':>8}",
     ]
+
+    def peer_columns(row, suffix="_seconds"):
+        errors = [row[f"{peer}_error"] for peer in PEERS if f"{peer}_error" in row]
+        return (f"{maybe(row, 'torch' + suffix, duration):>9} {maybe(row, 'ort' + suffix, duration):>9} "
+                f"{maybe(row, 'peer_ratio', times):>6}", f"{max(errors):.0e}" if errors else "-")
     for row in results["workloads"] + results["backward"] + results["gemm"]:
         if "bytes_read" in row:
             rate = row["bytes_read"] / row["seconds"]
-            rate_text, share = f"{rate / 1e9:.1f} GB/s", f"{rate / copy:.0%} bw"
+            rate_text, share = f"{rate / 1e9:.1f} GB/s", f"{rate / copy:.0%}bw"
         else:
             rate = row["flops"] / row["seconds"]
             rate_text, share = f"{rate / 1e9:.1f} GF/s", f"{rate / peak:.0%}"
         scaling = row["seconds_1_thread"] / row["seconds"] if "seconds_1_thread" in row else None
-        error = f"{row['error_vs_numpy']:.0e}" if "error_vs_numpy" in row else ""
-        lines.append(f"{row['name']:<{NAME}} {duration(row['seconds']):>9} {rate_text:>12} {share:>8} "
-                     f"{duration(row['numpy_seconds']):>9} {times(ratio(row, 'numpy')):>7} "
-                     f"{times(ratio(row, 'torch')):>7} {times(ratio(row, 'ort')):>6} {times(scaling):>6} "
-                     f"{error:>7}")
+        columns, peer_error = peer_columns(row)
+        lines.append(f"{row['name']:<{NAME}} {duration(row['seconds']):>9} {rate_text:>11} {share:>7} {columns} "
+                     f"{times(ratio(row, 'numpy')):>7} {times(scaling):>5} {maybe(row, 'error_vs_numpy', '{:.0e}'.format):>6} "
+                     f"{peer_error:>8}")
+    tiny = results["tiny"]
+    columns, peer_error = peer_columns(tiny, "_seconds_per_call")
+    lines.append(f"{'tiny_b1_t16_d64 Python call':<{NAME}} {duration(tiny['python_seconds_per_call']):>9} "
+                 f"{'':>11} {'':>7} {columns} "
+                 f"{times(tiny['numpy_seconds_per_call'] / tiny['python_seconds_per_call']):>7} {'':>5} "
+                 f"{tiny['error_vs_numpy']:>6.0e} {peer_error:>8}")
+    lines.append(f"{'tiny_b1_t16_d64 C call':<{NAME}} {duration(tiny['c_seconds_per_call']):>9}")
     lines.append("backward / training forward (the forward that keeps the log-sum-exp rows), same run: "
                  + ", ".join(f"{row['name'].removesuffix('_backward')} {row['seconds'] / row['forward_seconds']:.2f}×"
                              for row in results["backward"]))
-    tiny = results["tiny"]
-    lines.append(f"{'tiny_b1_t16_d64 C call':<{NAME}} {duration(tiny['c_seconds_per_call']):>9}")
-    lines.append(f"{'tiny_b1_t16_d64 Python call':<{NAME}} {duration(tiny['python_seconds_per_call']):>9} "
-                 f"{'':>12} {'':>8} {duration(tiny['numpy_seconds_per_call']):>9} "
-                 f"{times(tiny['numpy_seconds_per_call'] / tiny['python_seconds_per_call']):>7} "
-                 f"{'':>7} {'':>6} {'':>6} {tiny['error_vs_numpy']:>7.0e}")
     memory = results["memory"]
     extra = memory["peak_rss_bytes"] - memory["baseline_rss_bytes"] - memory["inputs_outputs_bytes"]
     lines.append(f"{memory['name']} ({duration(memory['seconds'])}): peak RSS "
@@ -456,10 +647,15 @@ def table(results):
                  f"+ {extra / MIB:.0f} MiB more")
     lines.append(f"other processes used {results['other_cpu_share']:.0%} of the {results['cpus']} CPUs "
                  f"during this {results['bench_seconds']:.0f} s run (figures are only as good as that is low)")
-    lines.append("×numpy, ×torch, ×ort: their time / ours (> 1: libattention faster); "
-                 "err: max |ours − numpy| / max |numpy|")
+    lines += [
+        "torch, ort: their times (torch's backward: forward+backward − forward, autograd; ort: com.microsoft "
+        "MultiHeadAttention, the mha row Attention + MatMul + Add)",
+        "×peer: the best peer's time / ours (> 1: libattention faster; the bar); ×numpy: numpy's formula's time / ours",
+        "err: max |ours − numpy| / max |numpy|; peer err: the worse peer's max |peer − ours| / max |ours| "
+        "(backward rows and gemm: against numpy's)",
+    ]
     lines += ["flops: " + model for model in FLOP_MODELS]
-    lines += [f"ort skipped: {note}" for note in ORT_NOTES]
+    lines += [f"peer note: {note}" for note in dict.fromkeys(PEER_NOTES)]
     return "\n".join(lines)
 
 
@@ -475,21 +671,23 @@ def main():
         return peak_rss_child()
 
     attention.set_num_threads(THREADS)
-    if torch is not None:
-        torch.set_num_threads(THREADS)
     start, (machine_start, own_start) = time.perf_counter(), cpu_seconds()
-    memory = peak_rss()
+    memory = peak_rss()  # while this process is small: before the peers are imported
     first_probe = fma_peak(args.fma_probe, THREADS)
     our_gemm = gemm_report(args.gemm_bench)
+    load_peers()
     results = {
         "version": attention.__version__,
         "kernels": attention.cpu_kernels(),
         "machine": platform.machine(),
+        "cpu": cpu_description(),
         "cpus": os.cpu_count(),
         "threads": THREADS,
-        "peers": {"torch": getattr(torch, "__version__", "not importable"),
-                  "onnxruntime": getattr(ort, "__version__", "not importable")
-                  + ("" if ort is None or onnx is not None else " (onnx missing: no column)")},
+        "python": f"{os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(str(ROOT)) else sys.executable} "
+                  f"{platform.python_version()}",
+        "peers": peer_versions(),
+        "peer_threads": {"torch": {"intra_op": THREADS, "inter_op": 1},
+                         "onnxruntime": {"intra_op": THREADS, "inter_op": 1}},
         "copy_bytes_per_second": copy_bandwidth(),
         "workloads": [
             sdpa_workload(4, 8, 512, 64),
@@ -511,14 +709,18 @@ def main():
             time.sleep(0.5)
             fold_report(results, gemm_report(args.gemm_bench))
             tiny = tiny_workload(args.tiny_call)
-            for key in ("c_seconds_per_call", "python_seconds_per_call", "numpy_seconds_per_call"):
-                results["tiny"][key] = min(results["tiny"][key], tiny[key])
+            for key in ("c_seconds_per_call", "python_seconds_per_call", "numpy_seconds_per_call",
+                        *(f"{peer}_seconds_per_call" for peer in PEERS)):
+                if key in tiny:
+                    results["tiny"][key] = min(results["tiny"].get(key, math.inf), tiny[key])
     measure_rounds(before_round)
+    finish_peers(results["workloads"] + results["backward"] + results["gemm"])
+    finish_peers([results["tiny"]], ours="python_seconds_per_call", suffix="_seconds_per_call")
     # The peak is the better of two probes, one before and one after the workloads.
     results["fma_peak_flops"] = max(first_probe, fma_peak(args.fma_probe, THREADS))
     results["fma_peak_flops_1_thread"] = fma_peak(args.fma_probe, 1)
     results["flop_models"] = FLOP_MODELS
-    results["ort_notes"] = ORT_NOTES
+    results["peer_notes"] = list(dict.fromkeys(PEER_NOTES))
     results["bench_seconds"] = time.perf_counter() - start
     machine_end, own_end = cpu_seconds()
     results["other_cpu_share"] = max(0.0, (machine_end - machine_start) - (own_end - own_start)) / (
