@@ -317,12 +317,35 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         let count = rows.count, i0 = rows.lowerBound, ld = plan.tileWidth
         if row.bandsMiss(rows, j0..<j0 + width) { return }
         let t0 = j0 - first
+        // On a band's edge (a causal diagonal, a window's end) the products skip what the
+        // band masks: a micro-block of rows takes only the keys its rows' bands reach, one of
+        // keys only the rows whose bands reach it.
+        let (firstBand, lastBand) = (row.band(i0), row.band(rows.upperBound - 1))
+        let inside = max(firstBand.lowerBound, lastBand.lowerBound) <= j0
+            && min(firstBand.upperBound, lastBand.upperBound) >= j0 + width
+        func keysOf(_ r0: Int, _ micro: Int) -> Range<Int> {  // of rows r0 ..< r0 + micro, block-relative
+            let lo = min(max(row.band(i0 + r0).lowerBound - j0, 0), width)
+            return lo..<max(lo, min(row.band(i0 + r0 + micro - 1).upperBound - j0, width))
+        }
+        func rowsOf(_ t: Int, _ micro: Int) -> Range<Int> {  // of keys t ..< t + micro
+            let keys = (j0 + t)..<(j0 + t + micro)
+            var lo = 0, hi = count
+            while lo < hi && !row.band(i0 + lo).overlaps(keys) { lo += 1 }
+            while hi > lo && !row.band(i0 + hi - 1).overlaps(keys) { hi -= 1 }
+            return lo..<hi
+        }
+        typealias Span = (Int, Int) -> (columns: Range<Int>, depth: Range<Int>)
+        let all = 0..<Int.max
+        let rowColumns: Span? = inside ? nil : { (keysOf($0, $1), all) }
+        let rowTerms: Span? = inside ? nil : { (all, keysOf($0, $1)) }
+        let keyTerms: Span? = inside ? nil : { (all, rowsOf($0, $1)) }
         let wantsRaw = plan.packs && grads.scoreWeights != nil
         // Logits.
         if case .dot(let scale) = job.score {
             b.raw.update(repeating: 0, count: count * ld)
             multiplyAccumulate(m: count, n: width, depth: d, alpha: 1, a: { row.queryRow(i0 + $0) }, aStep: 1,
-                               b: UnsafePointer(b.keysTransposed + t0), bStep: plan.chunkPadded, c: { b.raw + $0 * ld })
+                               b: UnsafePointer(b.keysTransposed + t0), bStep: plan.chunkPadded, c: { b.raw + $0 * ld },
+                               span: rowColumns)
             for r in 0..<count {
                 let x = b.logits + r * ld, raw = b.raw + r * ld
                 for t in 0..<width { x[t] = raw[t] * scale }
@@ -348,7 +371,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         b.dP.update(repeating: 0, count: count * ld)
         multiplyAccumulate(m: count, n: width, depth: dv, alpha: 1, a: { UnsafePointer(b.outputGradients + $0 * plan.valuePadded) },
                            aStep: 1, b: UnsafePointer(b.valuesTransposed + t0), bStep: plan.chunkPadded,
-                           c: { b.dP + $0 * ld })
+                           c: { b.dP + $0 * ld }, span: rowColumns)
         // With dropout, dS holds P·κ for dV first.
         let scale = row.dropoutScale, afterDropout = job.dropout?.scoresAfterDropout ?? false
         for r in 0..<count {
@@ -369,7 +392,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         let weights = job.dropout == nil ? b.logits : b.dS
         multiplyAccumulate(m: width, n: dv, depth: count, alpha: 1, a: { UnsafePointer(weights + $0) }, aStep: ld,
                            b: UnsafePointer(b.outputGradients), bStep: plan.valuePadded,
-                           c: { valueGradientRow(g, h, j0 + $0) })
+                           c: { valueGradientRow(g, h, j0 + $0) }, span: keyTerms)
         // dS = P·(dP − D).
         for r in 0..<count {
             let p = b.logits + r * ld, dp = b.dP + r * ld, ds = b.dS + r * ld, delta = b.delta[r]
@@ -378,9 +401,10 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         if case .dot(let scale) = job.score {
             multiplyAccumulate(m: count, n: d, depth: width, alpha: scale, a: { UnsafePointer(b.dS + $0 * ld) }, aStep: 1,
                                b: UnsafePointer(b.keys + t0 * plan.keyPadded), bStep: plan.keyPadded,
-                               c: { b.queryGradients + $0 * plan.keyPadded })
+                               c: { b.queryGradients + $0 * plan.keyPadded }, span: rowTerms)
             multiplyAccumulate(m: width, n: d, depth: count, alpha: scale, a: { UnsafePointer(b.dS + $0) }, aStep: ld,
-                               b: UnsafePointer(b.queries), bStep: plan.keyPadded, c: { keyGradientRow(g, h, j0 + $0) })
+                               b: UnsafePointer(b.queries), bStep: plan.keyPadded, c: { keyGradientRow(g, h, j0 + $0) },
+                               span: keyTerms)
             if wantsRaw {
                 var s = T.zero
                 for r in 0..<count {

@@ -80,10 +80,14 @@ extension Row {
     /// key's row of e^{2c·k} — zero beyond `keys` up to a whole pair of vectors (what the
     /// register tile reads).
     func packTransposedKeys(_ j0: Int, _ keys: Int, into packed: UnsafeMutablePointer<T>) {
-        let width = FlashTile.keys(T.self), h = shape.keyDim, pair = 2 * T.Vector.scalarCount
-        let padded = min(width, (keys + pair - 1) / pair * pair)
-        if keys < padded {
-            for d in 0..<h { (packed + d * width + keys).update(repeating: 0, count: padded - keys) }
+        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self), h = shape.keyDim
+        let padded = min(width, (keys + 2 * lanes - 1) / (2 * lanes) * (2 * lanes))
+        if keys < padded {  // whole zero vectors (one or two) from the one holding the last key
+            let c = keys / lanes * lanes, two = c + lanes < padded
+            for d in 0..<h {  // (straight stores: a loop here compiles to a memset call per d)
+                packed.store(T.Vector(), at: d * width + c)
+                if two { packed.store(T.Vector(), at: d * width + c + lanes) }
+            }
         }
         let rows = tanhTables?.keyExponential ?? job.operands.key
         func key(_ t: Int) -> UnsafePointer<T> { rows + job.operands.keyLayout.offset(g, kvHead, j0 + t) }

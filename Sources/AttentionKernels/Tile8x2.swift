@@ -86,33 +86,44 @@ struct Tile8x2<T: KernelScalar> {
 /// A starts at a(r) and holds its k-th element at k·aStep (aStep 1: A as stored; the
 /// block's row stride: Aᵀ); row k of B starts at b + k·bStep and is readable for whole
 /// strips of 2 vectors (zero-padded past n); row r of C starts at c(r).
+/// `span(r0, rows)`, when given, bounds the work of the micro-block of rows r0 ..< r0 + rows:
+/// only its columns in `columns` (whole strips of 2 vectors around them) and its terms k in
+/// `depth` are taken — the caller vouches that the others add nothing (e.g. masked weights).
 @inline(__always)
 func multiplyAccumulate<T: KernelScalar>(m: Int, n: Int, depth: Int, alpha: T,
                                          a: (Int) -> UnsafePointer<T>, aStep: Int,
                                          b: UnsafePointer<T>, bStep: Int,
-                                         c: (Int) -> UnsafeMutablePointer<T>) {
+                                         c: (Int) -> UnsafeMutablePointer<T>,
+                                         span: ((Int, Int) -> (columns: Range<Int>, depth: Range<Int>))? = nil) {
     let lanes = T.Vector.scalarCount, width = 2 * lanes, micro = FlashTile.microRows
     let s = T.Vector(repeating: alpha)
     var i0 = 0
     while i0 < m {
         let rows = min(micro, m - i0)
-        var j0 = 0
-        while j0 < n {
+        defer { i0 += micro }
+        var (columns, terms) = (0..<n, 0..<depth)
+        if let span {
+            let bounds = span(i0, rows)
+            (columns, terms) = (bounds.columns.clamped(to: columns), bounds.depth.clamped(to: terms))
+        }
+        guard !columns.isEmpty, !terms.isEmpty else { continue }
+        var j0 = columns.lowerBound / width * width
+        while j0 < columns.upperBound {
             var tile = Tile8x2<T>()
-            tile.accumulate({ a(i0 + min($0, rows - 1)) }, aStep: aStep, b + j0, bStep: bStep, depth: depth)
-            let columns = min(width, n - j0)
+            tile.accumulate({ a(i0 + min($0, rows - 1)) + terms.lowerBound * aStep }, aStep: aStep,
+                            b + terms.lowerBound * bStep + j0, bStep: bStep, depth: terms.count)
+            let strip = min(width, n - j0)
             for r in 0..<rows {
                 let (x0, x1) = tile.row(r)
                 let out = c(i0 + r) + j0
-                if columns == width {
+                if strip == width {
                     out.store(UnsafePointer(out).vector(at: 0).plusProduct(s, x0), at: 0)
                     out.store(UnsafePointer(out).vector(at: lanes).plusProduct(s, x1), at: lanes)
                 } else {
-                    for t in 0..<columns { out[t] += alpha * (t < lanes ? x0[t] : x1[t - lanes]) }
+                    for t in 0..<strip { out[t] += alpha * (t < lanes ? x0[t] : x1[t - lanes]) }
                 }
             }
             j0 += width
         }
-        i0 += micro
     }
 }
