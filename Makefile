@@ -279,14 +279,16 @@ fuzz: $(FUZZ_BIN)
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus
 
-# Regenerates the Keras golden files (outputs, gradients, weight files) with a python that has
-# Keras 3.15 + JAX + h5py; the TF Model Garden ones need TF_PYTHON (tf-models-official 2.20).
+# Regenerates the Keras golden files (outputs, gradients, weight files, key/value cache steps) with a
+# python that has Keras 3.15 + JAX + h5py (+ keras-hub 0.32 for the cache files); the TF Model
+# Garden ones need TF_PYTHON (tf-models-official 2.20).
 TF_PYTHON ?= $(PYTHON)
 
 golden:
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_golden.py
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_grad_golden.py
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_h5_weights.py
+	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_cache_golden.py
 	$(TF_PYTHON) Tests/golden/make_reuse_golden.py
 	$(TF_PYTHON) Tests/golden/make_reuse_grad_golden.py
 	$(TF_PYTHON) Tests/golden/make_reuse_h5_weights.py
