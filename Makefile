@@ -97,7 +97,7 @@ endif
 # Nehalem (baseline kernels too; numpy 2 itself needs SSE4.2, which qemu64 lacks), each
 # checking which kernels ran.
 EMULATED_TESTS := $(OUT)/demo $(OUT)/test_api $(OUT)/test_bad_input $(OUT)/test_mha $(OUT)/test_backward \
-	$(OUT)/test_gqa_reuse $(OUT)/test_threads
+	$(OUT)/test_gqa_reuse $(OUT)/test_threads $(OUT)/test_cache
 QEMU := qemu-x86_64-static
 
 test-emulated: lib python-deps $(EMULATED_TESTS)

@@ -63,6 +63,7 @@ private struct CacheCall<T: KernelScalar> {
 
 extension MultiHeadAttention {
     private var cacheHeadsName: String { layerName == "GroupQueryAttention" ? "num_key_value_heads" : "num_heads" }
+    private var cacheWidthName: String { layerName == "GroupQueryAttention" ? "head_dim" : "key_dim" }
 
     /// Checks a cached call's arguments against the layer and the cache.
     private func checkCacheCall(_ a: CallArguments, _ b: Built) throws(AttentionError) -> CacheCall<T> {
@@ -86,7 +87,7 @@ extension MultiHeadAttention {
         let (kv, h) = (keyValueHeads, config.keyDim)
         let d = cacheTensor.dims
         guard d.count == 5, d[0] == batch, d[1] == 2, d[2] >= 0, d[3] == kv, d[4] == h else {
-            throw .shape("cache has shape \(d); \(layerName) needs (batch, 2, max_length, \(cacheHeadsName), key_dim) = "
+            throw .shape("cache has shape \(d); \(layerName) needs (batch, 2, max_length, \(cacheHeadsName), \(cacheWidthName)) = "
                          + "(\(batch), 2, S_max, \(kv), \(h)): keys at [:, 0], values at [:, 1]")
         }
         let cache = try cacheTensor.elements(of: T.self, "cache")

@@ -12,7 +12,8 @@ func addKeyValueCache(_ a: att_call_args, to arguments: inout CallArguments, _ l
     let index = try cacheUpdateIndex(a, batch: arguments.query.dims.first)
     guard cache != nil || index != nil else { return }
     guard l is any KeyValueCacheLayer else {
-        throw Failure(ATT_ERR_INVALID_ARGUMENT, "args->cache: this layer kind takes no key/value cache "
+        let given = cache != nil ? "args->cache" : "args->cache_update_index"
+        throw Failure(ATT_ERR_INVALID_ARGUMENT, "\(given): this layer kind takes no key/value cache "
                       + "(MultiHeadAttention and GroupQueryAttention do)")
     }
     arguments.cache = cache
@@ -42,7 +43,7 @@ func addKeyValueCache(_ a: att_call_args, to arguments: inout CallArguments, _ l
 /// cache_update_index as a list (nil when NULL with count 0). Only a count of 1 or the batch
 /// size is read: a pointer is never read past what such a count promises.
 private func cacheUpdateIndex(_ a: att_call_args, batch: Int?) throws -> [Int]? {
-    let count = a.cache_update_index_count
+    let count = UInt(bitPattern: a.cache_update_index_count)  // size_t: unsigned (SIZE_MAX is not -1)
     guard let p = a.cache_update_index else {
         guard count == 0 else {
             throw Failure(ATT_ERR_NULL_ARGUMENT, "args->cache_update_index is NULL but args->cache_update_index_count is \(count)")
