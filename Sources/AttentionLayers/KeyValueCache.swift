@@ -57,8 +57,10 @@ struct CachedPass<T: KernelScalar> {
 private struct CacheCall<T: KernelScalar> {
     let batch: Int, queryLength: Int, newLength: Int, maxLength: Int
     let cache: UnsafeMutablePointer<T>
-    /// p_b for each batch row, or nil (the cache is used as it is).
-    let positions: [Int]?
+    /// p_b for each batch row (in the call's workspace), or nil (the cache is used as it is).
+    let positions: UnsafeMutablePointer<Int>?
+    /// The largest p_b.
+    let lastPosition: Int
 }
 
 extension MultiHeadAttention {
@@ -66,7 +68,7 @@ extension MultiHeadAttention {
     private var cacheWidthName: String { layerName == "GroupQueryAttention" ? "head_dim" : "key_dim" }
 
     /// Checks a cached call's arguments against the layer and the cache.
-    private func checkCacheCall(_ a: CallArguments, _ b: Built) throws(AttentionError) -> CacheCall<T> {
+    private func checkCacheCall(_ a: CallArguments, _ b: Built, _ workspace: Workspace<T>) throws(AttentionError) -> CacheCall<T> {
         guard let cacheTensor = a.cache else {
             throw .invalid("cache_update_index is given but cache is not: cache_update_index says where to write "
                            + "the new keys and values in a cache (keras_hub's CachedMultiHeadAttention refuses it too)")
@@ -93,14 +95,20 @@ extension MultiHeadAttention {
         let cache = try cacheTensor.elements(of: T.self, "cache")
         let sMax = d[2]
         guard let index = a.cacheUpdateIndex else {
-            return CacheCall(batch: batch, queryLength: tq, newLength: tv, maxLength: sMax, cache: cache, positions: nil)
+            return CacheCall(batch: batch, queryLength: tq, newLength: tv, maxLength: sMax, cache: cache, positions: nil,
+                             lastPosition: 0)
         }
         guard index.count == 1 || index.count == batch else {
             throw .shape("cache_update_index has \(index.count) entries; pass one (for every batch row) or one per "
                          + "batch row (\(batch))")
         }
-        let positions = index.count == 1 ? Array(repeating: index[0], count: batch) : index
-        for (row, p) in index.enumerated() {
+        let positions = UnsafeMutableRawPointer(try workspace.bytes(try checkedProduct([batch, MemoryLayout<Int>.stride],
+                                                                                    "the update indices"),
+                                                                    "the update indices"))
+            .bindMemory(to: Int.self, capacity: batch)
+        var last = 0
+        for row in 0..<index.count {
+            let p = Int(index.base[row])
             let which = index.count == 1 ? "cache_update_index" : "cache_update_index[\(row)]"
             guard p >= 0 else { throw .invalid("\(which) is \(p); an index into the cache is >= 0") }
             guard tv <= sMax, p <= sMax - tv else {
@@ -113,9 +121,11 @@ extension MultiHeadAttention {
                                    + "\(p) ..< \(p) + \(tq), past the cache's max_length \(sMax)")
                 }
             }
+            last = max(last, p)
         }
+        for row in 0..<batch { positions[row] = Int(index.base[index.count == 1 ? 0 : row]) }
         return CacheCall(batch: batch, queryLength: tq, newLength: tv, maxLength: sMax, cache: cache,
-                         positions: positions)
+                         positions: positions, lastPosition: last)
     }
 
     /// The forward of a call with a key/value cache (see the top of this file).
@@ -123,7 +133,7 @@ extension MultiHeadAttention {
     @_specialize(where T == Double)
     func cachedForward(_ a: CallArguments, _ workspace: Workspace<T>) throws(AttentionError) -> CachedPass<T> {
         let (b, w) = try state()
-        let c = try checkCacheCall(a, b)
+        let c = try checkCacheCall(a, b, workspace)
         let (batch, tq, tv, sMax) = (c.batch, c.queryLength, c.newLength, c.maxLength)
         let (kv, h) = (keyValueHeads, config.keyDim)
         let key = a.key ?? a.value
@@ -174,17 +184,11 @@ extension MultiHeadAttention {
         var keys = UnsafePointer(c.cache), values = UnsafePointer(c.cache + plane)
         let score = 1 / T.squareRoot(T(h))
         var keyLength = sMax
-        var positionBuffer: UnsafeMutablePointer<Int>?
-        if let positions = c.positions, mask.causal || mask.window > 0 {
-            let p = try workspace.bytes(batch * MemoryLayout<Int>.stride, "the query positions")
-            positionBuffer = UnsafeMutableRawPointer(p).bindMemory(to: Int.self, capacity: batch)
-            for row in 0..<batch { positionBuffer?[row] = positions[row] }
-            mask.positions = UnsafePointer(positionBuffer)
-        }
+        if let positions = c.positions, mask.causal || mask.window > 0 { mask.positions = UnsafePointer(positions) }
         if causalStep, let positions = c.positions {
             // No row sees a key past its own position: the kernel's key axis ends at the last
             // one any row sees (also what keeps the parallel split on keys that exist).
-            keyLength = min(sMax, (positions.max() ?? 0) + tq)
+            keyLength = min(sMax, c.lastPosition + tq)
             if scores != nil {
                 // The scores path computes every logit of the row before masking: it reads
                 // copies whose unfilled part is 0, never the caller's unfilled cache.

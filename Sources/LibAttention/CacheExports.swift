@@ -40,9 +40,9 @@ func addKeyValueCache(_ a: att_call_args, to arguments: inout CallArguments, _ l
     }
 }
 
-/// cache_update_index as a list (nil when NULL with count 0). Only a count of 1 or the batch
-/// size is read: a pointer is never read past what such a count promises.
-private func cacheUpdateIndex(_ a: att_call_args, batch: Int?) throws -> [Int]? {
+/// cache_update_index, after checking its count against the query's batch size (its entries
+/// are read by the layer, once the call's shapes are checked).
+private func cacheUpdateIndex(_ a: att_call_args, batch: Int?) throws -> CacheUpdateIndex? {
     let count = UInt(bitPattern: a.cache_update_index_count)  // size_t: unsigned (SIZE_MAX is not -1)
     guard let p = a.cache_update_index else {
         guard count == 0 else {
@@ -55,5 +55,5 @@ private func cacheUpdateIndex(_ a: att_call_args, batch: Int?) throws -> [Int]? 
         throw Failure(ATT_ERR_SHAPE, "args->cache_update_index_count is \(count); pass 1 (one index for every "
                       + "batch row) or \(rows) (one per row)")
     }
-    return (0..<Int(count)).map { Int(p[$0]) }
+    return CacheUpdateIndex(base: p, count: Int(count))
 }

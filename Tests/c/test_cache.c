@@ -493,6 +493,16 @@ static void bad_input(void) {
     expect(att_layer_call(mha, &a), ATT_ERR_DTYPE, "cache", "uint8 cache");
     wrong_dtype.dtype = (att_dtype)99;
     expect(att_layer_call(mha, &a), ATT_ERR_DTYPE, "cache", "unknown dtype");
+    /* A batch of 2^40 empty rows with one index per row: refused before a row is read. */
+    att_tensor empty_q = {x.data, ATT_FLOAT32, SHAPE((int64_t)1 << 40, 0, s.dim)};
+    att_tensor empty_out = {out.data, ATT_FLOAT32, SHAPE((int64_t)1 << 40, 0, s.dim)};
+    att_tensor empty_cache = {cache.data, ATT_FLOAT32, SHAPE((int64_t)1 << 40, 2, 0, s.kv, s.h)};
+    int64_t zero_index = 0;
+    a = good, a.query = &empty_q, a.value = &empty_q, a.output = &empty_out, a.cache = &empty_cache,
+    a.cache_update_index = &zero_index, a.cache_update_index_count = (size_t)1 << 40, a.use_causal_mask = 0;
+    expect(att_layer_call(mha, &a), ATT_ERR_OUT_OF_MEMORY, "update indices", "2^40 per-row indices");
+    a.cache_update_index_count = 1;
+    expect(att_layer_call(mha, &a), ATT_ERR_OUT_OF_MEMORY, "update indices", "2^40 rows, one index");
     att_tensor no_data = cache;
     no_data.data = NULL;
     a = good, a.cache = &no_data;
