@@ -1,23 +1,29 @@
 /// A decoder's step over its key/value cache: a few query rows per group (the new tokens of
 /// a sequence) against a long key axis, the query heads that share a key/value head taken
-/// together, so each key and value row is read from memory once per step and reused from L1
-/// by every query row that attends to it.
+/// together, so each key and value row is read from memory once per step (in memory order)
+/// and reused from registers or L1 by every query row that attends to it.
 ///
-/// Work items are (group, chunk of `chunkKeys` keys); an item walks its chunk in tiles of 2
-/// SIMD vectors of keys, the key/value heads in turn within a tile, and keeps for each row
-/// (query head × query row) the online-softmax state (max m, sum l, unnormalised
-/// output o) of the FlashAttention recurrence:
-///     logits of the tile (dot products, masked keys −∞),  m' = max(m, tile max),
-///     l' = l·e^(m − m') + Σ e^(x − m'),  o' = o·e^(m − m') + Σ e^(x − m')·v   (e^x on vectors).
+/// Work items are (group, chunk of `chunkKeys` keys). An item walks the keys of its chunk that
+/// any of its rows may see, in tiles of 2 SIMD vectors of keys, and keeps for each row
+/// (query head × query row) the online-softmax state (max m, sum l, unnormalised output o)
+/// of the FlashAttention recurrence, in three passes per tile:
+///     logits: four keys at a time, every row in turn (dot products; masked keys −∞);
+///     softmax: m' = max(m, tile max) (lazily, as FlashBlock: only when the tile's weights
+///              would pass e^20), l' = l·e^(m − m') + Σ e^(x − m'), e^x on vectors;
+///     values: o' = o·e^(m − m') + Σ e^(x − m')·v, four keys × two vectors of values in
+///             registers for every row sharing the key/value head.
 /// The chunks' states are then merged in chunk order,
 ///     M = max_c m_c,  L = Σ_c l_c·e^(m_c − M),  output = Σ_c o_c·e^(m_c − M) / L,
 /// so the result depends on the chunking (fixed) and never on the thread count.
 ///
 /// Masks: the causal band and sliding window with per-group positions (`AttentionMask`), and
-/// mask views. Tiles outside every row's band are not read, so a causal step over a cache
-/// reads only the filled part of it. Dot-product scores only; no dropout, no bias, no scores
-/// returned (`attentionForward` does those). A row whose every key is masked is 0, or with
-/// `FullyMaskedRow.uniform` the mean of all values of its key/value head.
+/// mask views. Keys outside every row's band are not read at all, so a causal step over a
+/// cache reads only its filled part (the keys up to the group's last query position). Keys
+/// inside the band of some row but masked for another get weight 0 there (their values are
+/// multiplied by 0: they must be finite, as the filled part of a cache is). Dot-product scores
+/// only; no dropout, no bias, no scores returned (`attentionForward` does those). A row whose
+/// every key is masked is 0, or with `FullyMaskedRow.uniform` the mean of all values of its
+/// key/value head.
 public enum SharedHeadDecode {
     /// Keys per work item.
     public static let chunkKeys = 256
@@ -111,12 +117,11 @@ private struct SharedHeadDecodeJob<T: KernelScalar>: @unchecked Sendable {
     }
 
     /// Work item: one chunk of keys of one group, for every row of the group (all heads).
-    /// Each tile of keys is visited in three passes — logits, the softmax update, values —
-    /// that walk the tile key by key and, for a key, its heads in turn: K and V are read in
-    /// memory order (the prefetcher streams them), and a key/value head's row is read once
-    /// for every query row that shares it. The rows' m, l and o live in 64-byte aligned
-    /// scratch while the item runs (o vectors are loaded and stored per key), then go to the
-    /// item's state slots.
+    /// Each tile of keys is visited in three passes — logits (key by key, heads in turn: K in
+    /// memory order), the softmax update, values (row by row, o in registers) — and a
+    /// key/value head's rows are read from memory once for every query row that shares them.
+    /// The rows' m, l and o live in 64-byte aligned scratch while the item runs, then go to
+    /// the item's state slots.
     func chunk(_ item: Int) {
         let g = item / chunks, chunk = item % chunks
         let lanes = T.Vector.scalarCount
@@ -151,12 +156,10 @@ private struct SharedHeadDecodeJob<T: KernelScalar>: @unchecked Sendable {
                     while j0 < hi {
                         let count = min(width, hi - j0)
                         tileLogits(g, j0, count, bands, into: logits)
-                        var whole = !hasViews  // every row keeps every key of the tile
                         var r = 0
                         for n in 0..<shape.heads {
                             for i in 0..<tq {
                                 let b = bands[i]
-                                whole = whole && b.lowerBound <= j0 && b.upperBound >= j0 + count
                                 active[r] = maskTile(g, n: n, i: i, j0, count, b, logits + r * width)
                                 if active[r] {
                                     update(maxes + r, sums + r, acc + r * paddedWidth, logits + r * width, count)
@@ -164,8 +167,7 @@ private struct SharedHeadDecodeJob<T: KernelScalar>: @unchecked Sendable {
                                 r += 1
                             }
                         }
-                        accumulateValues(g, j0, count, logits, into: acc, paddedWidth, bands: whole ? nil : bands,
-                                         active: active)
+                        accumulateValues(g, j0, count, logits, into: acc, paddedWidth, active: active)
                         j0 += count
                     }
                     for r in 0..<rows {
@@ -179,32 +181,57 @@ private struct SharedHeadDecodeJob<T: KernelScalar>: @unchecked Sendable {
     }
 
     /// logits[r · tile + t] = q_r · k[j0 + t] · scale for every row r = n·tq + i whose band
-    /// meets the tile (others are left as they are), key by key, heads in turn.
+    /// meets the tile (others are left as they are): four keys at a time, and for them every
+    /// row in turn (K read in memory order, each query vector loaded once for the four keys, a
+    /// key/value head's keys from L1 for the query rows after its first).
     @inline(__always)
     func tileLogits(_ g: Int, _ j0: Int, _ count: Int, _ bands: UnsafeMutablePointer<Range<Int>>,
                     into logits: UnsafeMutablePointer<T>) {
         let ops = operands, h = shape.keyDim, tq = shape.queryLength, width = tile, scale = scale
-        let kv = shape.keyValueHeads, sharing = sharing, keyRow = ops.keyLayout.row, keyHead = ops.keyLayout.head
-        let queryHead = ops.queryLayout.head, queryRow = ops.queryLayout.row
-        for i in 0..<tq where bands[i].lowerBound < j0 + count && bands[i].upperBound > j0 {
-            let query = ops.query + ops.queryLayout.offset(g, 0, i)
-            var k = ops.key + ops.keyLayout.offset(g, 0, j0)
-            var out = logits + i * width
-            for _ in 0..<count {
-                var q = query, o = out, kh = k
-                for _ in 0..<kv {
-                    for _ in 0..<sharing {
-                        o[0] = rowDot(q, kh, h) * scale
-                        q += queryHead
-                        o += tq * width
+        let keyRow = ops.keyLayout.row, keyHead = ops.keyLayout.head, sharing = sharing
+        let base = ops.key + ops.keyLayout.offset(g, 0, j0)
+        var t = 0
+        while t < count {
+            let block = min(4, count - t)
+            var r = 0
+            for n in 0..<shape.heads {
+                let k = base + t * keyRow + (n / sharing) * keyHead
+                for i in 0..<tq {
+                    defer { r += 1 }
+                    guard bands[i].lowerBound < j0 + count && bands[i].upperBound > j0 else { continue }
+                    let q = ops.query + ops.queryLayout.offset(g, n, i)
+                    let out = logits + r * width + t
+                    if block == 4 {
+                        let (d0, d1, d2, d3) = dots4(q, k, keyRow, h)
+                        out[0] = d0 * scale; out[1] = d1 * scale; out[2] = d2 * scale; out[3] = d3 * scale
+                    } else {
+                        for u in 0..<block { out[u] = rowDot(q, k + u * keyRow, h) * scale }
                     }
-                    kh += keyHead
                 }
-                k += keyRow
-                out += 1
             }
-            _ = queryRow
+            t += block
         }
+    }
+
+    /// q · k_0 … q · k_3 for the four key rows k, k + stride, … (four multiply-add chains).
+    @inline(__always)
+    func dots4(_ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ stride: Int, _ n: Int) -> (T, T, T, T) {
+        let lanes = T.Vector.scalarCount
+        let k1 = k + stride, k2 = k1 + stride, k3 = k2 + stride
+        var a0 = T.Vector(), a1 = T.Vector(), a2 = T.Vector(), a3 = T.Vector()
+        var d = 0
+        while d + lanes <= n {
+            let x = q.vector(at: d)
+            a0 = a0.plusProduct(x, k.vector(at: d)); a1 = a1.plusProduct(x, k1.vector(at: d))
+            a2 = a2.plusProduct(x, k2.vector(at: d)); a3 = a3.plusProduct(x, k3.vector(at: d))
+            d += lanes
+        }
+        var (s0, s1, s2, s3) = (T.sum(a0), T.sum(a1), T.sum(a2), T.sum(a3))
+        while d < n {
+            s0 += q[d] * k[d]; s1 += q[d] * k1[d]; s2 += q[d] * k2[d]; s3 += q[d] * k3[d]
+            d += 1
+        }
+        return (s0, s1, s2, s3)
     }
 
     /// Masks row (g, n, i)'s logits of the tile (keys outside its band or refused by a mask
@@ -246,48 +273,81 @@ private struct SharedHeadDecodeJob<T: KernelScalar>: @unchecked Sendable {
         return s
     }
 
-    /// The online softmax step of one row over a masked tile: m' = max(m, tile max), l and o
-    /// rescaled by e^(m − m'), logits ← e^(x − m') (0 where masked), l += their sum.
+    /// The online softmax step of one row over a masked tile (−∞ at masked keys and past
+    /// `count`): l and o rescaled when the shift m moves, logits ← e^(x − m), l += their sum.
+    /// Lazy rescaling, as in FlashBlock: m stays the shift while the tile's weights stay below
+    /// e^20 (exact up to rounding whatever the tile's own max); a NaN logit, which the vector
+    /// max may pass over, makes the sum NaN.
     @inline(__always)
     func update(_ m: UnsafeMutablePointer<T>, _ l: UnsafeMutablePointer<T>, _ o: UnsafeMutablePointer<T>,
                 _ logits: UnsafeMutablePointer<T>, _ count: Int) {
-        var tileMax = -T.infinity
-        for t in 0..<count { tileMax = maxPropagatingNaN(tileMax, logits[t]) }
-        let newMax = maxPropagatingNaN(m.pointee, tileMax)
-        if newMax != m.pointee && l.pointee != 0 {
-            let correction = T.exp(m.pointee - newMax)
-            l.pointee *= correction
-            AttentionKernels.scale(correction, o, shape.valueDim)
+        let lanes = T.Vector.scalarCount
+        let tileMax = T.maximum(UnsafePointer(logits).vector(at: 0), UnsafePointer(logits).vector(at: lanes))
+        if !(m.pointee > -T.infinity && tileMax <= m.pointee + 20) {
+            let newMax = maxPropagatingNaN(m.pointee, tileMax)
+            if newMax != m.pointee && l.pointee != 0 {
+                let correction = T.exp(m.pointee - newMax)
+                l.pointee *= correction
+                AttentionKernels.scale(correction, o, shape.valueDim)
+            }
+            m.pointee = newMax
         }
-        m.pointee = newMax
-        l.pointee += T.exponentiate(logits, vectors: tile / T.Vector.scalarCount, minus: newMax)
+        l.pointee += T.exponentiate(logits, vectors: tile / lanes, minus: m.pointee)
     }
 
-    /// o_r += Σ_t p_r[t] · v[j0 + t] for the active rows (o_r at acc + r · paddedWidth), key
-    /// by key, heads in turn. With `bands`, a row reads only the values of keys in its band
-    /// (past it lies, e.g., the unfilled part of a cache, which may hold anything).
+    /// o_r += Σ_t p_r[t] · v[j0 + t] for the active rows (o_r at acc + r · paddedWidth): four
+    /// keys at a time, a key/value head at a time, two vectors of columns at a time — the four
+    /// keys' values in registers for every query row sharing the head, each o_r block loaded
+    /// and stored once for the four keys. V is read once, in memory order. Every key of the
+    /// tile lies in [lo, hi) of `chunk` (the filled part of a cache): a masked key's weight is
+    /// 0 and its value finite.
     @inline(__always)
     func accumulateValues(_ g: Int, _ j0: Int, _ count: Int, _ logits: UnsafeMutablePointer<T>,
-                          into acc: UnsafeMutablePointer<T>, _ paddedWidth: Int,
-                          bands: UnsafeMutablePointer<Range<Int>>?, active: UnsafeMutablePointer<Bool>) {
-        let ops = operands, tq = shape.queryLength, hv = shape.valueDim, width = tile
-        let kv = shape.keyValueHeads, sharing = sharing, valueHead = ops.valueLayout.head
-        var row = ops.value + ops.valueLayout.offset(g, 0, j0)
-        for t in 0..<count {
-            let j = j0 + t
-            var v = row, r = 0
-            for _ in 0..<kv {
-                for _ in 0..<sharing {
-                    for i in 0..<tq {
-                        if active[r] && (bands == nil || bands.unsafelyUnwrapped[i].contains(j)) {
-                            axpy(logits[r * width + t], v, acc + r * paddedWidth, hv)
-                        }
-                        r += 1
+                          into acc: UnsafeMutablePointer<T>, _ paddedWidth: Int, active: UnsafeMutablePointer<Bool>) {
+        let lanes = T.Vector.scalarCount, tq = shape.queryLength, hv = shape.valueDim, width = tile
+        let rowStride = operands.valueLayout.row, rows = sharing * tq
+        let base = operands.value + operands.valueLayout.offset(g, 0, j0)
+        var t = 0
+        while t + 4 <= count {
+            for c in 0..<shape.keyValueHeads {
+                let v = base + t * rowStride + c * operands.valueLayout.head
+                let first = c * rows
+                var col = 0
+                while col + 2 * lanes <= hv {
+                    let v00 = v.vector(at: col), v01 = v.vector(at: col + lanes)
+                    let v10 = (v + rowStride).vector(at: col), v11 = (v + rowStride).vector(at: col + lanes)
+                    let v20 = (v + 2 * rowStride).vector(at: col), v21 = (v + 2 * rowStride).vector(at: col + lanes)
+                    let v30 = (v + 3 * rowStride).vector(at: col), v31 = (v + 3 * rowStride).vector(at: col + lanes)
+                    for r in first..<(first + rows) where active[r] {
+                        let p = logits + r * width + t, o = acc + r * paddedWidth + col
+                        let p0 = T.Vector(repeating: p[0]), p1 = T.Vector(repeating: p[1])
+                        let p2 = T.Vector(repeating: p[2]), p3 = T.Vector(repeating: p[3])
+                        var a0 = UnsafePointer(o).vector(at: 0), a1 = UnsafePointer(o).vector(at: lanes)
+                        a0 = a0.plusProduct(p0, v00); a1 = a1.plusProduct(p0, v01)
+                        a0 = a0.plusProduct(p1, v10); a1 = a1.plusProduct(p1, v11)
+                        a0 = a0.plusProduct(p2, v20); a1 = a1.plusProduct(p2, v21)
+                        a0 = a0.plusProduct(p3, v30); a1 = a1.plusProduct(p3, v31)
+                        o.store(a0, at: 0); o.store(a1, at: lanes)
+                    }
+                    col += 2 * lanes
+                }
+                if col < hv {
+                    for r in first..<(first + rows) where active[r] {
+                        let p = logits + r * width + t, o = acc + r * paddedWidth
+                        for u in 0..<4 { axpy(p[u], v + u * rowStride + col, o + col, hv - col) }
                     }
                 }
-                v += valueHead
             }
-            row += ops.valueLayout.row
+            t += 4
+        }
+        while t < count {
+            for c in 0..<shape.keyValueHeads {
+                let v = base + t * rowStride + c * operands.valueLayout.head
+                for r in (c * rows)..<((c + 1) * rows) where active[r] {
+                    axpy(logits[r * width + t], v, acc + r * paddedWidth, hv)
+                }
+            }
+            t += 1
         }
     }
 
