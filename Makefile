@@ -71,6 +71,7 @@ demo: lib python-deps $(C_EXAMPLES)
 	@for p in $(C_EXAMPLES); do echo "== $$p"; $$p || exit 1; done
 	$(PYTHON) examples/python/demo.py
 	$(PYTHON) examples/python/train_mha.py
+	$(PYTHON) examples/python/generate.py
 
 test: test-swift test-c test-checked test-python test-variants test-emulated test-install
 
