@@ -71,6 +71,7 @@ demo: lib python-deps $(C_EXAMPLES)
 	@for p in $(C_EXAMPLES); do echo "== $$p"; $$p || exit 1; done
 	$(PYTHON) examples/python/demo.py
 	$(PYTHON) examples/python/train_mha.py
+	$(PYTHON) examples/python/generate.py
 
 test: test-swift test-c test-checked test-python test-variants test-emulated test-install
 
@@ -97,7 +98,7 @@ endif
 # Nehalem (baseline kernels too; numpy 2 itself needs SSE4.2, which qemu64 lacks), each
 # checking which kernels ran.
 EMULATED_TESTS := $(OUT)/demo $(OUT)/test_api $(OUT)/test_bad_input $(OUT)/test_mha $(OUT)/test_backward \
-	$(OUT)/test_gqa_reuse $(OUT)/test_threads
+	$(OUT)/test_gqa_reuse $(OUT)/test_threads $(OUT)/test_cache
 QEMU := qemu-x86_64-static
 
 test-emulated: lib python-deps $(EMULATED_TESTS)
@@ -298,14 +299,16 @@ fuzz: $(FUZZ_BIN)
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_BUILD)/ $(FUZZ_BUILD)/corpus
 
-# Regenerates the Keras golden files (outputs, gradients, weight files) with a python that has
-# Keras 3.15 + JAX + h5py; the TF Model Garden ones need TF_PYTHON (tf-models-official 2.20).
+# Regenerates the Keras golden files (outputs, gradients, weight files, key/value cache steps) with a
+# python that has Keras 3.15 + JAX + h5py (+ keras-hub 0.32 for the cache files); the TF Model
+# Garden ones need TF_PYTHON (tf-models-official 2.20).
 TF_PYTHON ?= $(PYTHON)
 
 golden:
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_golden.py
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_grad_golden.py
 	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_h5_weights.py
+	KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(PYTHON) Tests/golden/make_cache_golden.py
 	$(TF_PYTHON) Tests/golden/make_reuse_golden.py
 	$(TF_PYTHON) Tests/golden/make_reuse_grad_golden.py
 	$(TF_PYTHON) Tests/golden/make_reuse_h5_weights.py

@@ -573,6 +573,78 @@ def backward_rows(report):
     return rows
 
 
+# -- decode steps with a key/value cache (issue 17) --------------------------------------------
+
+def decode_step_workload(name, kind, dim, heads, head_dim, s, kv_heads=None, batch=1):
+    """One decoder step of MultiHeadAttention (kind "mha") or GroupQueryAttention ("gqa") with a
+    key/value cache filled to s − 1 tokens: layer(x, x, use_causal_mask=True, cache=cache,
+    cache_update_index=s − 1) on one new token per row (it reads the s filled rows), against the
+    hand-written route: numpy projections from get_weights(), the new key and value written into
+    (B, S, K, H) numpy caches, attention.dot_product_attention on the filled prefix, numpy output
+    projection. The bound: the used cache (2·B·s·K·H·4 bytes) read once at the copy bandwidth
+    plus the projections' FLOPs at the FMA peak; "with weights" adds the weights' bytes read
+    once (one row per step: a projection is a matrix-vector product, bound by reading its
+    weights, which no FLOP rate hides)."""
+    kv_heads = kv_heads or heads
+    rng = np.random.default_rng(5)
+    if kind == "mha":
+        layer = attention.MultiHeadAttention(num_heads=heads, key_dim=head_dim, seed=1)
+    else:
+        layer = attention.GroupQueryAttention(head_dim=head_dim, num_query_heads=heads,
+                                              num_key_value_heads=kv_heads, seed=1)
+    layer.build((batch, 1, dim), (batch, 1, dim))
+    wq, bq, wk, bk, wv, bv, wo, bo = layer.get_weights()
+    cache = np.zeros((batch, 2, s, kv_heads, head_dim), np.float32)
+    cache[:, :, :s - 1] = rng.standard_normal((batch, 2, s - 1, kv_heads, head_dim), dtype=np.float32)
+    x = rng.standard_normal((batch, 1, dim), dtype=np.float32)
+    p = s - 1
+    keys, values = np.ascontiguousarray(cache[:, 0]), np.ascontiguousarray(cache[:, 1])
+    wq2, wk2, wv2 = (w.reshape(dim, -1) for w in (wq, wk, wv))
+    wo2, bq2, bk2, bv2 = wo.reshape(heads * head_dim, dim), bq.reshape(-1), bk.reshape(-1), bv.reshape(-1)
+
+    def ours():
+        return layer(x, x, use_causal_mask=True, cache=cache, cache_update_index=p)[0].reshape(batch, dim)
+
+    def numpy_route():
+        x2 = x.reshape(batch, dim)
+        q = (x2 @ wq2 + bq2).reshape(batch, 1, heads, head_dim)
+        keys[:, p] = (x2 @ wk2 + bk2).reshape(batch, kv_heads, head_dim)
+        values[:, p] = (x2 @ wv2 + bv2).reshape(batch, kv_heads, head_dim)
+        attended = attention.dot_product_attention(q, keys[:, :p + 1], values[:, :p + 1])
+        return attended.reshape(batch, heads * head_dim) @ wo2 + bo
+
+    cache_bytes = 2 * batch * s * kv_heads * head_dim * 4
+    flops = 2 * batch * dim * (heads + 2 * kv_heads) * head_dim + 2 * batch * heads * head_dim * dim
+    row = time_workload(name, ours, numpy_route, scaling=True)
+    row.update(cache_bytes=cache_bytes, projection_flops=flops,
+               weight_bytes=sum(w.nbytes for w in (wq, bq, wk, bk, wv, bv, wo, bo)))
+    return row
+
+
+def decode_step_rows():
+    return [decode_step_workload("decode_step_mha_d512_h8_s2048", "mha", 512, 8, 64, 2048),
+            decode_step_workload("decode_step_gqa_d4096_q32_kv8_h128_s4096", "gqa", 4096, 32, 128, 4096, kv_heads=8)]
+
+
+def decode_step_table(results):
+    """The decode-step rows against their bound and the hand-written numpy route."""
+    peak, copy = results["fma_peak_flops"], results["copy_bytes_per_second"]
+    lines = [f"decode steps (one new token, cache filled to S; bound = used cache bytes at the copy bandwidth "
+             f"+ projection FLOPs at the FMA peak; + weights: also the weights' bytes at the bandwidth)",
+             f"{'workload':<{NAME + 6}} {'time':>9} {'bound':>9} {'of bound':>8} {'+weights':>9} {'of it':>6} "
+             f"{'numpy route':>11} {'×numpy':>7} {'2T/1T':>6} {'err':>7}"]
+    for row in results["decode_steps"]:
+        bound = row["cache_bytes"] / copy + row["projection_flops"] / peak
+        with_weights = bound + row["weight_bytes"] / copy
+        row.update(bound_seconds=bound, bound_with_weights_seconds=with_weights)
+        scaling = row["seconds_1_thread"] / row["seconds"] if "seconds_1_thread" in row else None
+        lines.append(f"{row['name']:<{NAME + 6}} {duration(row['seconds']):>9} {duration(bound):>9} "
+                     f"{bound / row['seconds']:>8.0%} {duration(with_weights):>9} {with_weights / row['seconds']:>6.0%} "
+                     f"{duration(row['numpy_seconds']):>11} {times(ratio(row, 'numpy')):>7} {times(scaling):>6} "
+                     f"{row['error_vs_numpy']:>7.0e}")
+    return "\n".join(lines)
+
+
 # -- the table ------------------------------------------------------------------------------
 
 def duration(seconds):
@@ -703,6 +775,7 @@ def main():
         "memory": memory,
         "gemm": gemm_rows(our_gemm),
         "backward": backward_rows(our_gemm),
+        "decode_steps": decode_step_rows(),
     }
     def before_round(round_number):
         if round_number > 0:  # the first report was taken before any numpy work
@@ -726,6 +799,7 @@ def main():
     results["other_cpu_share"] = max(0.0, (machine_end - machine_start) - (own_end - own_start)) / (
         results["bench_seconds"] * os.cpu_count())
     print(table(results))
+    print(decode_step_table(results))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")

@@ -28,10 +28,11 @@
  *     naming the problem is available from att_last_error() on the same thread.
  *   - Tensors are row-major and contiguous. The caller owns every buffer; the library never
  *     keeps a pointer past the call that received it.
- *   - Outputs must not overlap: a tensor the library writes (output, scores, a gradient) may
- *     not share a byte with any tensor of the same call, read or written (in-place updates
- *     are not supported); overlap gives ATT_ERR_INVALID_ARGUMENT. Inputs may share buffers
- *     (self-attention passes the same tensor as query and value).
+ *   - Outputs must not overlap: a tensor the library writes (output, scores, a gradient, a
+ *     key/value cache it updates) may not share a byte with any tensor of the same call,
+ *     read or written; overlap gives ATT_ERR_INVALID_ARGUMENT. The one in-place update is
+ *     the key/value cache's (see KEY/VALUE CACHE). Inputs may share buffers (self-attention
+ *     passes the same tensor as query and value).
  *   - Config and argument structs begin with `struct_size`: set it to sizeof(the struct).
  *     Structs grow only at their end, and the library accepts every size from the struct's
  *     size in the version that introduced it (0.1.0 for every struct of this header) up to
@@ -463,6 +464,19 @@ typedef struct att_call_args {
     att_tensor *scores;                /* optional: the attention weights, as Keras returns */
     const att_tensor *reuse_attention_scores; /* ReuseMultiHeadAttention with reuse > 0:
                                           an earlier layer's scores, shaped like `scores` */
+    /* Fields added after 0.2.0 (a struct_size without them reads them as zero: no cache). */
+    att_tensor *cache;                 /* MultiHeadAttention, GroupQueryAttention: NULL (no cache),
+                                          or a key/value cache (B, 2, S_max, K, H) of the layer's
+                                          dtype, keys at [:, 0], values at [:, 1]; K the key/value
+                                          heads (num_heads, or num_key_value_heads), H key_dim
+                                          (= value_dim). Written in place when cache_update_index
+                                          is given, else only read. See KEY/VALUE CACHE below */
+    const int64_t *cache_update_index; /* NULL: the cache is used as it is. Else where the new
+                                          tokens go: cache_update_index_count entries, 1 (every
+                                          batch row) or B (one per row: sequences of different
+                                          lengths), each p with 0 <= p and p + Tv <= S_max; read
+                                          during the call only */
+    size_t cache_update_index_count;   /* entries at cache_update_index: 1 or B (0 with NULL) */
 } att_call_args;
 
 /* The shapes of the output and of the scores for inputs of these shapes (key may be NULL).
@@ -471,6 +485,43 @@ typedef struct att_call_args {
 att_status att_layer_output_shape(const att_layer *layer, const att_shape *query_shape,
                                   const att_shape *value_shape, const att_shape *key_shape,
                                   att_shape *output_shape, att_shape *scores_shape);
+
+/* KEY/VALUE CACHE (MultiHeadAttention, GroupQueryAttention; rank-3 inputs over axis 1, and
+ * value_dim == key_dim): incremental decoding as keras_hub's CachedMultiHeadAttention does it,
+ * with its cache layout (B, 2, S_max, K, H).
+ *   - With cache_update_index: only the new tokens are projected. Their keys and values
+ *     (from key, default value, and value: (B, Tv, ...)) are written into args->cache at
+ *     rows p_b .. p_b + Tv - 1 of each batch row b, in place (no other byte of the cache is
+ *     written); then the query (B, Tq, Dq) attends over the whole cache, S_max keys, and the
+ *     masks decide what each row sees — keras_hub passes a (B, Tq, S_max) attention_mask with
+ *     key j visible to query row i when j <= p + i. With use_causal_mask instead, query row i
+ *     of batch row b stands at key position p_b + i and sees the positions <= p_b + i (and a
+ *     sliding window counts from there): no mask to build, and the keys past p_b + Tq - 1 —
+ *     the unfilled part of the cache — are not read at all. Without use_causal_mask the whole
+ *     cache is attended (as keras_hub does), so its unfilled part must hold finite numbers
+ *     (start from a zeroed cache).
+ *   - Without cache_update_index (NULL): the cache is read as it is and the new tokens'
+ *     value and key are not read (keras_hub's cross-attention over an encoder's cached keys
+ *     and values); the causal mask and window are top-left aligned, as without a cache.
+ *   Masks are read against the scores (B, N, Tq, S_max): query_mask (B, Tq); value_mask and
+ *   key_mask over the cache's positions (B, S_max); attention_mask (B, Tq, S_max) or any
+ *   shape that broadcasts to it. args->scores, when given, is (B, N, Tq, S_max)
+ *   (att_layer_output_shape does not know the cache: its scores shape is the uncached one).
+ *   A fully masked row is uniform or zero by Keras's rule below, except with
+ *   use_causal_mask and cache_update_index, where it is zero (uniform would read the
+ *   unfilled cache). The gate (use_gate) applies as without a cache (keras_hub's subclass
+ *   skips it; this library does not). att_layer_losses takes a cached call (activity
+ *   penalties of the query, the new keys and values, the gate and the output);
+ *   att_layer_backward does not (INVALID_ARGUMENT: a cache is for inference).
+ *   The layer keeps no state: one layer serves many sequences, each with its own cache
+ *   buffer, from any number of threads; calls that update the same cache must not run at
+ *   once (the library cannot see that). The cache may not overlap any other tensor of the
+ *   call (INVALID_ARGUMENT); without an update it may overlap the inputs.
+ *   Errors: INVALID_ARGUMENT (a layer kind without a cache; cache_update_index without a
+ *   cache; p < 0 or p + Tv > S_max, or with use_causal_mask p + Tq > S_max; value_dim !=
+ *   key_dim; inputs of rank != 3 or other attention axes; overlap), SHAPE (a cache that is
+ *   not (B, 2, S_max, K, H); a count that is neither 1 nor B), DTYPE (a cache of another
+ *   dtype), NULL_ARGUMENT (cache->data, or cache_update_index NULL with a count above 0). */
 
 /* Run the layer forward. Writes args->output and, when given, args->scores.
  * Masking, every layer: in a row that keeps at least one key, a masked key gets weight
@@ -492,8 +543,9 @@ att_status att_layer_output_shape(const att_layer *layer, const att_shape *query
  * Dropout keeps score element f (its flat index in the scores tensor) iff
  *   (philox4x32_10((f, f>>32, stream, stream>>32), (seed, seed>>32))[0] >> 8) * 2^-24 >= rate,
  *   and divides kept elements by 1 - rate.
+ * With args->cache: see KEY/VALUE CACHE above (args->cache is then also written).
  * Errors: INVALID_HANDLE, NOT_BUILT, NULL_ARGUMENT, STRUCT_SIZE, SHAPE, DTYPE,
- *   INVALID_ARGUMENT (a mask or reuse_attention_scores the layer kind does not take;
+ *   INVALID_ARGUMENT (a mask, reuse_attention_scores or cache the layer kind does not take;
  *   reuse_attention_scores missing when the layer reuses heads), OUT_OF_MEMORY, BUSY (a
  *   writer is changing the layer). A reader: thread-safe (see THREADS). */
 att_status att_layer_call(const att_layer *layer, const att_call_args *args);
@@ -531,7 +583,8 @@ typedef struct att_gradient_args {
  * stays O(T·d). Errors: those of att_layer_call, plus SHAPE / DTYPE for a gradient tensor
  * that does not match, INVALID_ARGUMENT for key_gradient without args->key, a
  * reuse_attention_scores_gradient without args->reuse_attention_scores or for a layer that
- * reuses no scores, or scores_gradient without args->scores. Thread-safe as att_layer_call. */
+ * reuses no scores, scores_gradient without args->scores, or args->cache (a key/value cache
+ * is for inference). Thread-safe as att_layer_call. */
 att_status att_layer_backward(const att_layer *layer, const att_call_args *args, const att_gradient_args *grads);
 
 /* The layer's regularization losses, as Keras's layer.losses: first the penalty of each

@@ -77,6 +77,9 @@ struct DenseAttention {
         if arguments.reuseAttentionScores != nil {
             throw .invalid("\(layerName) takes no reuse_attention_scores")
         }
+        if arguments.usesCache {
+            throw .invalid("\(layerName) takes no cache (\(KeyValueCacheMessage.layers))")
+        }
     }
 
     /// The forward call; with `gradients`, also the backward of L = Σ output·dO (+ Σ scores·dΣ).

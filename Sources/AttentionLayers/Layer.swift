@@ -16,18 +16,38 @@ public struct CallArguments: Sendable {
     public var scores: RawTensor?
     /// ReuseMultiHeadAttention: scores of an earlier layer, (B, heads, T, S).
     public var reuseAttentionScores: RawTensor?
+    /// MultiHeadAttention, GroupQueryAttention: a key/value cache (B, 2, S_max, key/value
+    /// heads, key_dim), keys at [:, 0], values at [:, 1] (see KeyValueCache.swift).
+    public var cache: RawTensor?
+    /// Where the new tokens' keys and values go in `cache`: one index for every batch row, or
+    /// one per row; nil uses the cache as it is.
+    public var cacheUpdateIndex: CacheUpdateIndex?
 
     public init(query: RawTensor, value: RawTensor, key: RawTensor? = nil, queryMask: RawTensor? = nil,
                 valueMask: RawTensor? = nil, keyMask: RawTensor? = nil, attentionMask: RawTensor? = nil,
                 training: Bool = false, useCausalMask: Bool = false, dropoutSeed: UInt64 = 0,
                 dropoutStream: UInt64 = 0, output: RawTensor, scores: RawTensor? = nil,
-                reuseAttentionScores: RawTensor? = nil) {
+                reuseAttentionScores: RawTensor? = nil, cache: RawTensor? = nil,
+                cacheUpdateIndex: CacheUpdateIndex? = nil) {
         self.query = query; self.value = value; self.key = key
         self.queryMask = queryMask; self.valueMask = valueMask; self.keyMask = keyMask
         self.attentionMask = attentionMask; self.training = training; self.useCausalMask = useCausalMask
         self.dropoutSeed = dropoutSeed; self.dropoutStream = dropoutStream
         self.output = output; self.scores = scores; self.reuseAttentionScores = reuseAttentionScores
+        self.cache = cache; self.cacheUpdateIndex = cacheUpdateIndex
     }
+
+    /// Whether the call passes a key/value cache (or an update index without one, an error).
+    public var usesCache: Bool { cache != nil || cacheUpdateIndex != nil }
+}
+
+/// The caller's `count` cache update indices at `base` (1: for every batch row; the batch
+/// size: one per row), not owned: read during the call, after the call's shapes are checked
+/// (so a count that only a malformed call could have is never read or copied).
+public struct CacheUpdateIndex: @unchecked Sendable {
+    public var base: UnsafePointer<Int64>
+    public var count: Int
+    public init(base: UnsafePointer<Int64>, count: Int) { self.base = base; self.count = count }
 }
 
 /// What every attention layer offers, whatever its dtype: build from input shapes, weights

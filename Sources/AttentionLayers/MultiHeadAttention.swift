@@ -54,13 +54,13 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
     private(set) var store: WeightStore<T>?
     private var built: Built?
     let layerName: String
-    private let keyValueHeads: Int
+    let keyValueHeads: Int
     /// Whether the activity regularizer also penalizes the layer's own outputs (the output
     /// and returned scores), as Keras's GroupQueryAttention does on top of its projections.
-    private let penalizesOwnOutputs: Bool
+    let penalizesOwnOutputs: Bool
 
     /// What build fixed: the axes, the inputs' feature dims and the weights' places.
-    private struct Built {
+    struct Built {
         var inputs: BuiltInputs
         var query: Projection, key: Projection, gate: Projection?, value: Projection, output: Projection
     }
@@ -79,8 +79,8 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         self.penalizesOwnOutputs = penalizesOwnOutputs
     }
 
-    private var heads: Int { config.numHeads }
-    private var valueWidth: Int { config.valueDim ?? config.keyDim }
+    var heads: Int { config.numHeads }
+    var valueWidth: Int { config.valueDim ?? config.keyDim }
 
     public func build(query: [Int], value: [Int], key: [Int]?) throws(AttentionError) {
         let inputs = try BuiltInputs(query: query, value: value, key: key ?? value, axes: config.attentionAxes,
@@ -101,7 +101,7 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
     }
 
     /// The built state, or a `notBuilt` error.
-    private func state() throws(AttentionError) -> (Built, WeightStore<T>) {
+    func state() throws(AttentionError) -> (Built, WeightStore<T>) {
         guard let built, let store else {
             throw AttentionError(.notBuilt, "the \(layerName) layer is not built: build it first")
         }
@@ -113,6 +113,10 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
     }
 
     public func call(_ a: CallArguments) throws(AttentionError) {
+        if a.usesCache {  // a decoder's step over its key/value cache (KeyValueCache.swift)
+            _ = try cachedForward(a, Workspace<T>())
+            return
+        }
         _ = try forward(a, Workspace<T>(), keep: false)
     }
 
@@ -180,6 +184,7 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
     @_specialize(where T == Double)
     public func backward(_ a: CallArguments, _ g: GradientArguments) throws(AttentionError) {
         let (b, w) = try state()
+        if a.usesCache { throw .invalid(KeyValueCacheMessage.noGradients) }
         let workspace = Workspace<T>()
         let pass = try forward(a, workspace, keep: true)
         let (grads, dOut) = try Gradients<T>.prepare(g, a, specs: w.specs, output: pass.outputShape,
@@ -230,6 +235,7 @@ public final class MultiHeadAttention<T: KernelScalar>: StoresWeights, @unchecke
         let (_, w) = try state()
         var result = w.penalties(config.weightOptions)
         guard let a, let activity = config.weightOptions.activityRegularizer else { return result }
+        if a.usesCache { return result + (try cachedActivityPenalties(a, activity)) }
         let workspace = Workspace<T>()  // holds the pass's buffers until the penalties are read
         let pass = try forward(a, workspace, keep: true)
         defer { withExtendedLifetime(workspace) {} }

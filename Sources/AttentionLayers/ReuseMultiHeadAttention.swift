@@ -150,6 +150,7 @@ public final class ReuseMultiHeadAttention<T: KernelScalar>: StoresWeights, @unc
             throw .invalid("ReuseMultiHeadAttention takes no \(name); pass an attention_mask")
         }
         if a.useCausalMask { throw .invalid("ReuseMultiHeadAttention has no causal mask; pass an attention_mask") }
+        if a.usesCache { throw .invalid("ReuseMultiHeadAttention takes no cache (\(KeyValueCacheMessage.layers))") }
         let key = a.key ?? a.value
         let (outputShape, scoresShape) = try outputShapes(query: a.query.dims, value: a.value.dims, key: key.dims)
         let (output, scores) = try a.results(T.self, output: outputShape, scores: scoresShape)

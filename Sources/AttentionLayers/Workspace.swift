@@ -27,6 +27,11 @@ final class Workspace<T: KernelScalar> {
 
     /// `AttentionKernels.gemm` of m × k by k × n, with its packed panels in this workspace.
     func gemm(m: Int, n: Int, k: Int, _ op: GemmOperands<T>) throws(AttentionError) {
+        if m == 1 {  // one row (a decoder's step): B streamed once, no packing; the same bits
+            gemv([GemvProduct(x: op.a, b: op.b, ldb: op.ldb, y: op.c, bias: op.bias, accumulate: op.accumulate,
+                              n: n, k: k)])
+            return
+        }
         let plan = GemmPlan<T>(m: m, n: n, k: k)
         AttentionKernels.gemm(plan, op, scratch: try buffer(plan.scratchCount, "a matrix product's packed panels"))
     }

@@ -127,7 +127,8 @@ public func att_layer_call(_ layer: OpaquePointer?, _ args: UnsafePointer<att_ca
         try Handles.with(layer, .read, "att_layer_call") { l in
             let a = try versionedStruct(args, "att_call_args", nullName: "args")
             try requireBuilt(l)
-            let arguments = try callArguments(a, l, scratch: nil)
+            var arguments = try callArguments(a, l, scratch: nil)
+            try addKeyValueCache(a, to: &arguments, l)
             try requireDisjoint(arguments, callerOutput: true, l)
             try l.call(arguments)
         }
@@ -158,7 +159,8 @@ public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<at
                                                          "grads->reuse_attention_scores_gradient"),
                 weights: weights, regularization: g.include_regularization != 0)
             let output = ScratchOutput()
-            let arguments = try callArguments(a, l, scratch: output)
+            var arguments = try callArguments(a, l, scratch: output)
+            try addKeyValueCache(a, to: &arguments, l)
             try requireDisjoint(arguments, callerOutput: a.output != nil, l, gradients)
             try l.backward(arguments, gradients)
         }
@@ -177,7 +179,8 @@ public func att_layer_losses(_ layer: OpaquePointer?, _ args: UnsafePointer<att_
             let output = ScratchOutput()
             let arguments = try args.map { p throws in
                 let a = try versionedStruct(p, "att_call_args", nullName: "args")
-                let arguments = try callArguments(a, l, scratch: output)
+                var arguments = try callArguments(a, l, scratch: output)
+                try addKeyValueCache(a, to: &arguments, l)
                 try requireDisjoint(arguments, callerOutput: a.output != nil, l)
                 return arguments
             }

@@ -1,7 +1,7 @@
 /*
  * fuzz_api.c — libFuzzer harness: the fuzz bytes are a small program of calls to the C API
  * of libattention (layer kinds, configs, shapes, masks, flags, weights, destroy and reuse of
- * handles, training calls, att_dot_product_attention, att_set_num_threads, layer files saved,
+ * handles, training calls, key/value caches, att_dot_product_attention, att_set_num_threads, layer files saved,
  * mutated or written whole from the fuzz bytes and loaded with att_layer_load, then called).
  * The byte format is in README.md.
  *
@@ -466,6 +466,60 @@ static void op_train(reader *r, slot *s, arena *a, att_call_args *args, const at
     if (masks & 128) chk(att_layer_apply_constraints(s->handle), "att_layer_apply_constraints");
 }
 
+/* K and H of the layer's key/value cache, from its key/kernel (Dk, K, H); 1 and 1 when the
+ * layer has none (not built, another kind, a stale handle). */
+static void cache_heads(const att_layer *h, int64_t *heads, int64_t *width) {
+    *heads = 1;
+    *width = 1;
+    size_t count = 0;
+    if (att_layer_weight_count(h, &count) != ATT_OK) return;
+    for (size_t i = 0; i < count; i++) {
+        att_shape shape;
+        const char *name = NULL;
+        if (att_layer_weight_info(h, i, &shape, &name) == ATT_OK && name && strcmp(name, "key/kernel") == 0 &&
+            shape.rank == 3) {
+            *heads = shape.dims[1];
+            *width = shape.dims[2];
+            return;
+        }
+    }
+}
+
+/* A cache update index: mostly 0 ... S_max + 1, sometimes far off. */
+static int64_t pick_index(reader *r, int64_t s_max) {
+    static const int64_t odd[] = {-1, INT64_MAX, INT64_MIN, (int64_t)1 << 62, -((int64_t)1 << 40), 4096};
+    uint8_t b = u8(r);
+    return b < 200 ? b % (s_max + 2) : odd[b % 6];
+}
+
+/* The key/value cache operands of a call (README: op 2). Returns 0 to skip the call. */
+static int pick_cache(reader *r, slot *s, arena *a, att_call_args *args, const att_shape *q) {
+    uint8_t b = u8(r);
+    if (b < 160) return 1;
+    int64_t heads, width;
+    cache_heads(s->handle, &heads, &width);
+    int64_t batch = q->rank >= 1 ? q->dims[0] : 1, s_max = 1 + b % 8;
+    att_shape natural = {5, {batch, 2, s_max, heads, width}};
+    if (b != 255 && !make_tensor(r, a, s->dtype, &natural, 0, &args->cache)) return 0;
+    uint8_t m = u8(r);
+    if (m < 64) return 1;
+    size_t count = 1;
+    if (m >= 128 && m < 192 && batch >= 1 && batch <= MAX_ELEMENTS) count = (size_t)batch;
+    if (m >= 192) {
+        const size_t odd[] = {0, (size_t)batch + 1, SIZE_MAX, 1};
+        count = odd[m % 4];
+    }
+    /* The library reads the entries only for a count of 1 or the batch size. */
+    size_t entries = count == 1 || (batch >= 0 && count == (size_t)batch) ? count : 0;
+    if (entries > MAX_ELEMENTS) return 0;
+    int64_t *index = arena_alloc(a, (entries ? entries : 1) * sizeof *index);
+    if (!index) return 0;
+    for (size_t i = 0; i < entries; i++) index[i] = pick_index(r, s_max);
+    args->cache_update_index = m >= 192 && m % 4 == 3 ? NULL : index;
+    args->cache_update_index_count = count;
+    return 1;
+}
+
 static void op_call(reader *r, slot *s, arena *a) {
     att_shape q = s->q, v = s->v, k = s->k;
     if (u8(r) >= 128) vary_sequence(r, &q, &v, &k);
@@ -497,6 +551,7 @@ static void op_call(reader *r, slot *s, arena *a) {
     args->use_causal_mask = pick_bool(r);
     args->dropout_seed = u8(r);
     args->dropout_stream = u8(r);
+    if (!pick_cache(r, s, a, args, &q)) return;
     if (masks != 255 && masks & 32) {
         op_train(r, s, a, args, &q, &v, &k, &out_shape, &scores_shape, masks);
         return;

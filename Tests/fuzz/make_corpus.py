@@ -1,6 +1,6 @@
 """Writes the seed corpus of fuzz_api.c into Tests/fuzz/corpus/: small programs, in the byte
 format README.md describes, that reach every layer kind, build, call (with masks, scores,
-dropout, causal), weights set/get, destroy and reuse, foreign handles, the functional
+dropout, causal, key/value caches), weights set/get, destroy and reuse, foreign handles, the functional
 dot-product attention, training steps, att_set_num_threads (up to 256 threads), and layer
 files: valid ones of each kind in both dtypes (written here, in the format of
 include/attention.h, "Layer files"), loaded whole or saved by the library and mutated.
@@ -111,9 +111,24 @@ def build(q, v=None, k=None, slot=0):
     return out + [0]
 
 
+def cache_operands(cache):
+    """pick_cache's bytes: None (no cache), or (s_max, indices) with indices None (a static
+    cache), an int (one index) or a list (one per batch row); s_max None: an index without a
+    cache."""
+    if cache is None:
+        return [0]
+    s_max, indices = cache
+    out = [255] if s_max is None else [next(b for b in range(160, 255) if b % 8 == s_max - 1)] + tensor(0, 7)
+    if indices is None:
+        return out + [0]
+    if isinstance(indices, int):
+        return out + [64, indices]
+    return out + [128] + list(indices)
+
+
 def call(has_key=False, scores=False, masks=(), reuse_scores=False, training=0, causal=0, slot=0, vary=None,
-         train_weights=None):
-    """op_call on the built shapes: q, v, [k], output, [scores], masks, flags; with
+         train_weights=None, cache=None):
+    """op_call on the built shapes: q, v, [k], output, [scores], masks, flags, cache; with
     train_weights (the layer's weight count) a training step (op_train) instead, asking for
     every gradient."""
     out = [op("call", slot)]
@@ -129,7 +144,7 @@ def call(has_key=False, scores=False, masks=(), reuse_scores=False, training=0, 
             out += tensor(100, 9)  # content 100: random 0/1 keep flags
     if reuse_scores:
         out += tensor(0, 6)
-    out += [0, training, causal, 3, 4]
+    out += [0, training, causal, 3, 4] + cache_operands(cache)
     if train_weights is not None:
         out += tensor(0, 10) + (tensor(0, 11) if scores else ABSENT) + tensor(0, 12) + tensor(0, 13)
         out += (tensor(0, 14) if has_key else []) + (tensor(0, 15) if reuse_scores else ABSENT)
@@ -289,6 +304,16 @@ SEEDS = {
                                         load_saved([(8, ord("[")), (200, ord("9")), (700, 0)])),
     "load_saved_gqa_cut": program(create("gqa"), build(Q3, V3), load_saved(cut=300)),
     "load_not_a_file": program([op("load"), 0, 3, 0, 1, 2, 3], [op("load"), 0, 8, 0, 255, 255, 255, 255, 0, 0, 0, 0]),
+    "mha_cache_steps": program(create("mha"), build(Q3), call(causal=1, cache=(6, 0)), call(causal=1, cache=(6, 3)),
+                               call(causal=1, scores=True, cache=(6, 2))),
+    "gqa_cache_rows_window": program(create("gqa", window=2), build(Q3), call(causal=1, scores=True, cache=(8, [1, 4]))),
+    "gqa_cache_f64_gate": program(create("gqa", dtype=F64, gate=1), build(Q3), call(causal=1, cache=(4, [0, 1]))),
+    "mha_cache_static_masks": program(create("mha"), build(Q3, V3), call(masks=("query", "attention"),
+                                                                         cache=(5, None))),
+    "cache_index_only": program(create("mha"), build(Q3), call(cache=(None, 1))),
+    "cache_training_losses": program(create("mha", options=200), build(Q3), call(train_weights=8, cache=(4, 0))),
+    "cache_other_kinds": program(create("attention"), build(Q3), call(cache=(4, 0)), create("reuse", slot=1),
+                                 build(Q3, slot=1), call(slot=1, cache=(4, None))),
     "bad_configs": program(create("mha", size=240), create("attention", nulls=250), create("gqa", nulls=251),
                            create("mha", heads=0), create("gqa", q_heads=3, kv_heads=2),
                            create("attention", score_mode=2), create("reuse", reuse=5)),

@@ -15,6 +15,7 @@ its fused path (no scores, dropout 0) and zero otherwise.
 """
 
 from . import _lib
+from ._cache import cached_call
 from ._initializers import WeightOptions
 from ._layer import Layer
 from ._multi_head_attention import (MultiHeadAttention, _flash_attention, _positive_int,
@@ -98,12 +99,19 @@ class GroupedQueryAttention(Layer):
 
     def __call__(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None,
                  attention_mask=None, return_attention_scores=False, training=None,
-                 use_causal_mask=False):
+                 use_causal_mask=False, cache=None, cache_update_index=None):
         """Returns the output (B, T, D), and the scores (B, Nq, T, S) if asked, in the
-        layer's compute dtype."""
+        layer's compute dtype. With `cache` (B, 2, S_max, num_key_value_heads, head_dim),
+        returns (output, cache) or (output, scores, cache), scores (B, Nq, T, S_max);
+        `cache_update_index` (an int, or one per batch row) writes the new tokens' keys and
+        values into the cache in place (see attention._cache and MultiHeadAttention)."""
         check_scores_allowed(self._flash_attention, return_attention_scores)
         masks = {"query_mask": query_mask, "value_mask": value_mask, "key_mask": key_mask,
                  "attention_mask": attention_mask}
+        if cache is not None or cache_update_index is not None:
+            return cached_call(self, query, value, key, masks, training=training,
+                               use_causal_mask=use_causal_mask, return_scores=return_attention_scores,
+                               cache=cache, cache_update_index=cache_update_index)
         return self._call_multi_head(query, value, key, masks, training=training,
                                      use_causal_mask=use_causal_mask,
                                      return_scores=return_attention_scores)

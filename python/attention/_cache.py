@@ -1,0 +1,134 @@
+"""Incremental decoding: the `cache=` and `cache_update_index=` arguments of MultiHeadAttention
+and GroupQueryAttention, with keras_hub's CachedMultiHeadAttention semantics and layout.
+
+    cache  (B, 2, S_max, K, H): keys at [:, 0], values at [:, 1]; K = num_heads (MHA) or
+           num_key_value_heads (GQA), H = key_dim = value_dim (head_dim for GQA).
+
+With `cache_update_index` (an int for every batch row, or an int array (B,) with one index
+per row: sequences of different lengths decode together): only the new tokens are projected,
+their keys and values are written into the cache at rows [p_b, p_b + T_new) of each batch row
+b, and the query attends over the whole cache (S_max keys); the masks decide what each row
+sees (keras_hub's decoders pass a (B, T, S_max) attention_mask). With `use_causal_mask=True`
+query row i of batch row b stands at position p_b + i and sees the positions <= p_b + i (a
+sliding window counts from there too): no mask to build, and the unfilled part of the cache is
+never read. Without it the whole cache is attended, as keras_hub does: start from a zeroed
+cache (np.zeros), not np.empty.
+
+Without `cache_update_index` the cache is used as it is (cross-attention over an encoder's
+cached keys and values); value and key are not read.
+
+The cache is updated in place when it is a writable C-contiguous numpy array of the layer's
+dtype (float32, or float64 for a float64 layer): the returned cache is then the very object
+passed, and no copy of it is made (nothing but the new rows is written). Anything else (another
+dtype, a read-only or non-contiguous array, a list, a JAX or TF array) is copied, the copy is
+updated and returned — a new object each call, so pass back what the call returned.
+
+Masks are read against the scores (B, N, T, S_max): query_mask (B, T), value_mask and key_mask
+over the cache positions (B, S_max), attention_mask (B, T, S_max) or anything Keras's rule
+broadcasts to it; returned scores are (B, N, T, S_max). A fully masked row follows Keras's
+rule (uniform on the fused path — no scores, dropout 0 — else zero) except with
+use_causal_mask and an update index, where it is zero. The gate (use_gate) applies as without
+a cache (keras_hub's CachedMultiHeadAttention skips it). The layer keeps no state: one layer
+serves any number of sequences, each with its own cache, from any number of threads; calls
+that update the same cache must not run at once.
+"""
+
+import ctypes
+import operator
+
+import numpy as np
+
+from . import _lib
+from ._dtypes import numeric
+from ._layer import as_array, as_mask
+from ._lib import check
+
+
+def cache_array(layer, cache, update):
+    """(the array the library reads and writes, whether it is `cache` itself)."""
+    dtype = layer._np_dtype
+    if isinstance(cache, np.ndarray) and cache.dtype == dtype and cache.flags.c_contiguous and (
+            cache.flags.writeable or not update):
+        return cache, True
+    if update:
+        return np.array(numeric(cache, "cache"), dtype=dtype, order="C", copy=True), False
+    return as_array(cache, dtype, "cache"), False
+
+
+def update_index(index):
+    """cache_update_index as a contiguous int64 array of 1 or B entries, or None."""
+    if index is None:
+        return None
+    if isinstance(index, (bool, np.bool_)):
+        raise TypeError(f"cache_update_index must be an integer or an integer array, not {index!r}")
+    if isinstance(index, int):
+        if not -(2**63) <= index < 2**63:
+            raise ValueError(f"cache_update_index {index} does not fit a 64-bit integer")
+        return np.array([index], np.int64)
+    array = np.asarray(index)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"cache_update_index must be an integer or an integer array (one index per batch row); "
+                        f"got dtype {array.dtype}")
+    if array.ndim > 1:
+        raise ValueError(f"cache_update_index must be an integer or a 1-D array of one index per batch row; "
+                         f"got shape {array.shape}")
+    if array.dtype.kind == "u" and array.size and int(array.max()) >= 2**63:
+        raise ValueError(f"cache_update_index {int(array.max())} does not fit a 64-bit integer")
+    return np.ascontiguousarray(array.reshape(-1), dtype=np.int64)
+
+
+def _shapes(layer, query, value, key):
+    """att_layer_output_shape: (output dims, scores dims without a cache)."""
+    def ref(dims):
+        return None if dims is None else ctypes.byref(_lib.make_shape(dims))
+    out, scores = _lib.Shape(), _lib.Shape()
+    check(_lib.lib().att_layer_output_shape(layer._handle, ref(query.shape), ref(value.shape),
+                                            ref(None if key is None else key.shape),
+                                            ctypes.byref(out), ctypes.byref(scores)))
+    return _lib.shape_tuple(out), _lib.shape_tuple(scores)
+
+
+def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, return_scores, cache,
+                cache_update_index):
+    """The call with a cache: returns (output, cache), or (output, scores, cache)."""
+    if cache is None:
+        raise ValueError("`cache_update_index` should not be set if `cache` is `None`. Received: "
+                         f"cache=None, cache_update_index={cache_update_index!r}")
+    query = layer._input(query, "query")
+    value = layer._input(value, "value")
+    key = None if key is None else layer._input(key, "key")
+    if not layer.built:
+        layer.build(query.shape, value.shape, None if key is None else key.shape)
+    index = update_index(cache_update_index)
+    array, same = cache_array(layer, cache, update=index is not None)
+    out_dims, scores_dims = _shapes(layer, query, value, key)
+    output = np.empty(out_dims, layer._np_dtype)
+    scores = None
+    if return_scores:
+        s_max = array.shape[2] if array.ndim == 5 else 0  # any other rank: the library says what it needs
+        scores = np.empty(scores_dims[:-1] + (s_max,), layer._np_dtype)
+    training = bool(training)
+    stream = layer._take_stream() if training and layer.dropout > 0 else layer.dropout_stream
+    args = _lib.CallArgs(
+        struct_size=ctypes.sizeof(_lib.CallArgs),
+        query=_lib.tensor_ref(query),
+        value=_lib.tensor_ref(value),
+        key=_lib.tensor_ref(key),
+        training=training,
+        use_causal_mask=bool(use_causal_mask),
+        dropout_seed=layer.dropout_seed,
+        dropout_stream=stream,
+        output=_lib.tensor_ref(output),
+        scores=_lib.tensor_ref(scores),
+        cache=_lib.tensor_ref(array),
+        cache_update_index=None if index is None else index.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+        cache_update_index_count=0 if index is None else operator.index(index.size),
+        **{field: _lib.tensor_ref(as_mask(mask, field)) for field, mask in masks.items()},
+    )
+    check(_lib.lib().att_layer_call(layer._handle, ctypes.byref(args)))
+    layer._record_activity_losses(args)  # reruns the call: writes the same rows again
+    result = layer._policy.result
+    returned = array if same else result(array)
+    if return_scores:
+        return result(output), result(scores), returned
+    return result(output), returned
