@@ -211,14 +211,9 @@ extension MultiHeadAttention {
             query: UnsafePointer(q), queryLayout: RowLayout(group: tq * heads * h, head: h, row: heads * h),
             key: keys, keyLayout: cacheLayout, value: values, valueLayout: cacheLayout,
             output: attended, outputLayout: RowLayout(group: tq * heads * h, head: h, row: heads * h))
-        if scores == nil, dropout == nil, tq <= KeyValueCacheTile.decodeRows,
-           let plan = SharedHeadDecodePlan(shape: shape, mask: mask) {
-            let state = try workspace.buffer(plan.stateCount, "the decode states")
-            sharedHeadDecodeForward(plan, shape: shape, operands: operands, scale: score, mask: mask, state: state)
-        } else {
-            attentionForward(shape: shape, operands: operands, score: .dot(scale: score), mask: mask, bias: nil,
-                             dropout: dropout, scores: scores)
-        }
+        // A step (a few query rows) takes attentionForward's decode path.
+        attentionForward(shape: shape, operands: operands, score: .dot(scale: score), mask: mask, bias: nil,
+                         dropout: dropout, scores: scores)
 
         let rows = batch * tq, attendedWidth = heads * h
         if let gate {  // σ(query·Wg + bg) kept for the activity penalty, as Keras takes it
@@ -257,13 +252,6 @@ extension MultiHeadAttention {
         }
         return withExtendedLifetime(workspace) { result }
     }
-}
-
-/// When a cached call takes the shared-head decode path.
-enum KeyValueCacheTile {
-    /// Query rows per sequence up to which a step takes `sharedHeadDecodeForward` (beyond:
-    /// a prefill, `attentionForward`'s register-tiled path).
-    static let decodeRows = 8
 }
 
 extension Projector {

@@ -1,7 +1,7 @@
 import Testing
 @testable import AttentionKernels
 
-/// The kernels of a decoder's step: `sharedHeadDecodeForward` against a float64 softmax written
+/// The kernels of a decoder's step: `attentionForward`'s decode path against a float64 softmax written
 /// out in full (over a key/value cache's layout and over contiguous tensors), and `gemv`
 /// against a naive product and against `gemm`'s bits.
 @Suite struct DecodeStepTests {
@@ -102,12 +102,12 @@ import Testing
                         let views = c.padding ? [MaskView(base: mp.baseAddress!, group: c.t * c.s, head: 0, row: c.s, column: 1)] : []
                         let mask = AttentionMask(views: views, causal: c.causal, window: c.window,
                                                  positions: c.positions ? pp.baseAddress! : nil, fullyMaskedRow: c.policy)
-                        let plan = SharedHeadDecodePlan(shape: shape, mask: mask)!
-                        var state = [Double](repeating: .nan, count: plan.stateCount)
-                        state.withUnsafeMutableBufferPointer { st in
-                            sharedHeadDecodeForward(plan, shape: shape, operands: operands, scale: scale, mask: mask,
-                                                    state: st.baseAddress!)
-                        }
+                        let job = AttentionJob(shape: shape, operands: operands, score: .dot(scale: scale), mask: mask,
+                                               bias: nil, dropout: nil, scores: nil,
+                                               placement: ScoresPlacement(heads: c.heads, firstHead: 0))
+                        #expect(job.decodeStateElements != nil, "the decode path applies")
+                        attentionForward(shape: shape, operands: operands, score: .dot(scale: scale), mask: mask,
+                                         bias: nil, dropout: nil, scores: nil)
                     }
                 } }
             } }
@@ -152,15 +152,34 @@ import Testing
         #expect(worst < 1e-12)
     }
 
-    @Test func declinesWhatItDoesNotDo() {
-        let shape = AttentionShape(groups: 1, heads: 4, keyValueHeads: 2, queryLength: 1, keyLength: 10, keyDim: 4, valueDim: 4)
-        #expect(SharedHeadDecodePlan(shape: shape, mask: AttentionMask(fullyMaskedRow: .subtractLarge)) == nil)
-        var wide = shape
-        wide.queryLength = SharedHeadDecode.maxRows
-        #expect(SharedHeadDecodePlan(shape: wide, mask: AttentionMask(fullyMaskedRow: .zero)) == nil)
-        var huge = shape
-        huge.keyLength = Int.max / 2
-        #expect(SharedHeadDecodePlan(shape: huge, mask: AttentionMask(fullyMaskedRow: .zero)) == nil)
+    /// The path applies to a decoder's step and nothing larger: up to DecodeTile.maxQueryRows
+    /// rows, dot scores, no scores returned, a state that fits.
+    @Test func takesTheDecodePathForSteps() {
+        let q = [Float](repeating: 0, count: 1)
+        q.withUnsafeBufferPointer { qp in
+            var out = [Float](repeating: 0, count: 1)
+            out.withUnsafeMutableBufferPointer { op in
+                let layout = RowLayout(group: 0, head: 0, row: 0)
+                let operands = AttentionOperands(query: qp.baseAddress!, queryLayout: layout, key: qp.baseAddress!,
+                                                 keyLayout: layout, value: qp.baseAddress!, valueLayout: layout,
+                                                 output: op.baseAddress!, outputLayout: layout)
+                func applies(_ t: Int, _ s: Int, heads: Int = 4, score: ScoreFunction<Float> = .dot(scale: 1),
+                             scores: UnsafeMutablePointer<Float>? = nil) -> Bool {
+                    let shape = AttentionShape(groups: 1, heads: heads, keyValueHeads: 2, queryLength: t, keyLength: s,
+                                               keyDim: 4, valueDim: 4)
+                    return AttentionJob(shape: shape, operands: operands, score: score,
+                                        mask: AttentionMask(fullyMaskedRow: .subtractLarge), bias: nil, dropout: nil,
+                                        scores: scores, placement: ScoresPlacement(heads: heads, firstHead: 0))
+                        .decodeStateElements != nil
+                }
+                #expect(applies(1, 10) && applies(DecodeTile.maxQueryRows, 4096))
+                #expect(!applies(DecodeTile.maxQueryRows + 1, 4096))
+                #expect(!applies(1, 10, score: .concat(scale: 1, weight: 1)))
+                #expect(!applies(1, 10, scores: op.baseAddress!))
+                #expect(!applies(1, Int.max / 2))
+                #expect(!applies(8, 10, heads: DecodeTile.maxRows))
+            }
+        }
     }
 
     /// One-row products: the naive sum within float32 rounding, and the same bits as `gemm`
