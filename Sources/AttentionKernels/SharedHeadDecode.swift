@@ -103,25 +103,14 @@ private struct SharedHeadDecodeJob<T: KernelScalar>: @unchecked Sendable {
         state + (((g * chunks + c) * shape.heads + n) * shape.queryLength + i) * stride
     }
 
-    /// The keys row i of group g may see by the causal band and sliding window (as
-    /// `Row.band`): row i stands at key position p + i, p = positions?[g] ?? 0.
-    func band(_ g: Int, _ i: Int) -> Range<Int> {
-        let position = i + (mask.positions?[g] ?? 0)
-        var lo = 0, hi = shape.keyLength
-        if mask.causal { hi = min(hi, position + 1) }
-        if mask.window > 0 {
-            lo = max(lo, position - mask.window + 1)
-            hi = min(hi, position + min(mask.window, hi))
-        }
-        return min(lo, hi)..<hi
-    }
+    /// The keys row i of group g may see by the causal band and sliding window
+    /// (`AttentionMask.band`: row i stands at key position p + i, p = positions?[g] ?? 0).
+    func band(_ g: Int, _ i: Int) -> Range<Int> { mask.band(g, i, keyLength: shape.keyLength) }
 
-    /// Work item: one chunk of keys of one group, for every row of the group (all heads).
-    /// Each tile of keys is visited in three passes — logits (key by key, heads in turn: K in
-    /// memory order), the softmax update, values (row by row, o in registers) — and a
-    /// key/value head's rows are read from memory once for every query row that shares them.
-    /// The rows' m, l and o live in 64-byte aligned scratch while the item runs, then go to
-    /// the item's state slots.
+    /// Work item: one chunk of keys of one group, for every row of the group (all heads):
+    /// each tile of keys in three passes (logits, softmax, values; see the top of the file),
+    /// only over the keys some row's band reaches. The rows' m, l and o live in 64-byte
+    /// aligned scratch while the item runs, then go to the item's state slots.
     func chunk(_ item: Int) {
         let g = item / chunks, chunk = item % chunks
         let lanes = T.Vector.scalarCount
