@@ -498,8 +498,8 @@ att_status att_layer_output_shape(const att_layer *layer, const att_shape *query
  *     of batch row b stands at key position p_b + i and sees the positions <= p_b + i (and a
  *     sliding window counts from there): no mask to build, and the keys past p_b + Tq - 1 —
  *     the unfilled part of the cache — are not read at all. Without use_causal_mask the whole
- *     cache is attended (as keras_hub does), so its unfilled part must hold finite numbers
- *     (start from a zeroed cache).
+ *     cache is attended (as keras_hub does; a sliding window keeps |p_b + i - j| < w on both
+ *     sides), so its unfilled part must hold finite numbers (start from a zeroed cache).
  *   - Without cache_update_index (NULL): the cache is read as it is and the new tokens'
  *     value and key are not read (keras_hub's cross-attention over an encoder's cached keys
  *     and values); the causal mask and window are top-left aligned, as without a cache.

@@ -77,17 +77,6 @@ def update_index(index):
     return np.ascontiguousarray(array.reshape(-1), dtype=np.int64)
 
 
-def _shapes(layer, query, value, key):
-    """att_layer_output_shape: (output dims, scores dims without a cache)."""
-    def ref(dims):
-        return None if dims is None else ctypes.byref(_lib.make_shape(dims))
-    out, scores = _lib.Shape(), _lib.Shape()
-    check(_lib.lib().att_layer_output_shape(layer._handle, ref(query.shape), ref(value.shape),
-                                            ref(None if key is None else key.shape),
-                                            ctypes.byref(out), ctypes.byref(scores)))
-    return _lib.shape_tuple(out), _lib.shape_tuple(scores)
-
-
 def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, return_scores, cache,
                 cache_update_index):
     """The call with a cache: returns (output, cache), or (output, scores, cache)."""
@@ -101,12 +90,14 @@ def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, r
         layer.build(query.shape, value.shape, None if key is None else key.shape)
     index = update_index(cache_update_index)
     array, same = cache_array(layer, cache, update=index is not None)
-    out_dims, scores_dims = _shapes(layer, query, value, key)
+    # att_layer_output_shape (remembered by the layer for the last shapes asked): the scores'
+    # shape without a cache, whose last dim becomes S_max.
+    out_dims, scores_dims = layer._output_shapes(query.shape, value.shape, None if key is None else key.shape)
     output = np.empty(out_dims, layer._np_dtype)
     scores = None
     if return_scores:
         s_max = array.shape[2] if array.ndim == 5 else 0  # any other rank: the library says what it needs
-        scores = np.empty(scores_dims[:-1] + (s_max,), layer._np_dtype)
+        scores = np.empty(tuple(scores_dims[:-1]) + (s_max,), layer._np_dtype)
     training = bool(training)
     stream = layer._take_stream() if training and layer.dropout > 0 else layer.dropout_stream
     args = _lib.CallArgs(
@@ -121,7 +112,9 @@ def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, r
         output=_lib.tensor_ref(output),
         scores=_lib.tensor_ref(scores),
         cache=_lib.tensor_ref(array),
-        cache_update_index=None if index is None else index.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+        cache_update_index=None if index is None else (
+            ctypes.pointer(ctypes.c_int64(int(index[0]))) if index.size == 1
+            else index.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))),
         cache_update_index_count=0 if index is None else operator.index(index.size),
         **{field: _lib.tensor_ref(as_mask(mask, field)) for field, mask in masks.items()},
     )
