@@ -39,6 +39,7 @@ import operator
 import numpy as np
 
 from . import _lib
+from ._call_plan import CallPlan
 from ._dtypes import numeric
 from ._layer import as_array, as_mask
 from ._lib import check
@@ -77,6 +78,27 @@ def update_index(index):
     return np.ascontiguousarray(array.reshape(-1), dtype=np.int64)
 
 
+def _plan(layer, inputs, return_scores, cache):
+    """The CallPlan of a cached call's signature (fields, shapes, the cache's shape; see
+    _call_plan), in the layer's per-thread table, with the output and scores shapes: the
+    scores' last dim is the cache's S_max."""
+    signature = ("cache", return_scores, cache.shape, *[(field, array.shape) for field, array in inputs.items()])
+    table = layer._plans.table()
+    plan = table.get(signature)
+    if plan is None:
+        key = inputs.get("key")
+        out_dims, scores_dims = layer._output_shapes(inputs["query"].shape, inputs["value"].shape,
+                                                     None if key is None else key.shape)
+        scores_dims = tuple(scores_dims[:-1]) + (cache.shape[2] if cache.ndim == 5 else 0,)
+        fields = {field: (array.shape, array.dtype) for field, array in inputs.items()}
+        fields["cache"] = (cache.shape, cache.dtype)  # any other rank: the library says what it needs
+        fields["output"] = (tuple(out_dims), layer._np_dtype)
+        if return_scores:
+            fields["scores"] = (scores_dims, layer._np_dtype)
+        plan = table[signature] = (CallPlan(fields), tuple(out_dims), scores_dims)
+    return plan
+
+
 def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, return_scores, cache,
                 cache_update_index):
     """The call with a cache: returns (output, cache), or (output, scores, cache)."""
@@ -90,35 +112,30 @@ def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, r
         layer.build(query.shape, value.shape, None if key is None else key.shape)
     index = update_index(cache_update_index)
     array, same = cache_array(layer, cache, update=index is not None)
-    # att_layer_output_shape (remembered by the layer for the last shapes asked): the scores'
-    # shape without a cache, whose last dim becomes S_max.
-    out_dims, scores_dims = layer._output_shapes(query.shape, value.shape, None if key is None else key.shape)
+    inputs = {"query": query, "value": value}
+    if key is not None:
+        inputs["key"] = key
+    for field, mask in masks.items():
+        if mask is not None:
+            inputs[field] = as_mask(mask, field)
+    plan, out_dims, scores_dims = _plan(layer, inputs, return_scores, array)
     output = np.empty(out_dims, layer._np_dtype)
-    scores = None
-    if return_scores:
-        s_max = array.shape[2] if array.ndim == 5 else 0  # any other rank: the library says what it needs
-        scores = np.empty(tuple(scores_dims[:-1]) + (s_max,), layer._np_dtype)
-    training = bool(training)
-    stream = layer._take_stream() if training and layer.dropout > 0 else layer.dropout_stream
-    args = _lib.CallArgs(
-        struct_size=ctypes.sizeof(_lib.CallArgs),
-        query=_lib.tensor_ref(query),
-        value=_lib.tensor_ref(value),
-        key=_lib.tensor_ref(key),
-        training=training,
-        use_causal_mask=bool(use_causal_mask),
-        dropout_seed=layer.dropout_seed,
-        dropout_stream=stream,
-        output=_lib.tensor_ref(output),
-        scores=_lib.tensor_ref(scores),
-        cache=_lib.tensor_ref(array),
-        cache_update_index=None if index is None else (
-            ctypes.pointer(ctypes.c_int64(int(index[0]))) if index.size == 1
-            else index.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))),
-        cache_update_index_count=0 if index is None else operator.index(index.size),
-        **{field: _lib.tensor_ref(as_mask(mask, field)) for field, mask in masks.items()},
-    )
-    check(_lib.lib().att_layer_call(layer._handle, ctypes.byref(args)))
+    scores = np.empty(scores_dims, layer._np_dtype) if return_scores else None
+    args = plan.bind([*inputs.values(), array, output, *([scores] if return_scores else [])])
+    args.training = training = bool(training)
+    args.use_causal_mask = bool(use_causal_mask)
+    args.dropout_seed = layer.dropout_seed
+    args.dropout_stream = layer._take_stream() if training and layer.dropout > 0 else 0  # 0: unused
+    scalar = None
+    if index is None:
+        args.cache_update_index, args.cache_update_index_count = None, 0
+    elif index.size == 1:
+        scalar = ctypes.c_int64(int(index[0]))  # kept alive through the call
+        args.cache_update_index, args.cache_update_index_count = ctypes.pointer(scalar), 1
+    else:
+        args.cache_update_index = index.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+        args.cache_update_index_count = operator.index(index.size)
+    check(_lib.lib().att_layer_call(layer._handle, plan.ref))
     layer._record_activity_losses(args)  # reruns the call: writes the same rows again
     result = layer._policy.result
     returned = array if same else result(array)
