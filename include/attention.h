@@ -101,7 +101,7 @@ extern "C" {
  * While MAJOR is 0, a MINOR step may rename fields or change what a value means (the struct
  * layouts stay compatible: see struct_size); PATCH steps change no meaning. */
 #define ATT_VERSION_MAJOR 0
-#define ATT_VERSION_MINOR 2
+#define ATT_VERSION_MINOR 3
 #define ATT_VERSION_PATCH 0
 #define ATT_VERSION_NUMBER (ATT_VERSION_MAJOR * 1000000 + ATT_VERSION_MINOR * 1000 + ATT_VERSION_PATCH)
 
@@ -464,7 +464,7 @@ typedef struct att_call_args {
     att_tensor *scores;                /* optional: the attention weights, as Keras returns */
     const att_tensor *reuse_attention_scores; /* ReuseMultiHeadAttention with reuse > 0:
                                           an earlier layer's scores, shaped like `scores` */
-    /* Fields added after 0.2.0 (a struct_size without them reads them as zero: no cache). */
+    /* Fields added in 0.3.0 (a struct_size without them reads them as zero: no cache). */
     att_tensor *cache;                 /* MultiHeadAttention, GroupQueryAttention: NULL (no cache),
                                           or a key/value cache (B, 2, S_max, K, H) of the layer's
                                           dtype, keys at [:, 0], values at [:, 1]; K the key/value

@@ -196,7 +196,7 @@ class CallArgs(ctypes.Structure):
         ("output", _TensorP),
         ("scores", _TensorP),
         ("reuse_attention_scores", _TensorP),
-        # Added after 0.2.0: the key/value cache (see _cache.py).
+        # Added in 0.3.0: the key/value cache (see _cache.py).
         ("cache", _TensorP),
         ("cache_update_index", ctypes.POINTER(ctypes.c_int64)),
         ("cache_update_index_count", ctypes.c_size_t),
