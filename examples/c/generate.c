@@ -7,7 +7,7 @@
  * use_causal_mask a step projects only the new token and reads only the filled part of the
  * cache. The layers hold no state: the caches are the program's.
  *
- *   cc examples/c/generate.c -Iinclude -L.build/release -lattention -lm
+ *   cc examples/c/generate.c -Iinclude -L.build/release -Wl,-rpath,$PWD/.build/release -lattention -lm
  *   ./a.out [tokens (2048)] [layers (4)] [dim (256)]
  *
  * Prints the prefill time, the decode speed in tokens/s, and checks the last hidden state

@@ -200,6 +200,7 @@ class WeightOptions:
 
     def __init__(self, **specs):
         self._normalised = {key: family.normalise(specs[key]) for key, family in self._FAMILIES.items()}
+        self.has_activity_regularizer = self.config()["activity_regularizer"] is not None
 
     def structs(self):
         """{config field: att_initializer / att_regularizer / att_constraint}."""

@@ -23,8 +23,9 @@ KINDS = {
     "GroupQueryAttention": GroupedQueryAttention,
     "GroupedQueryAttention": GroupedQueryAttention,
     "ReuseMultiHeadAttention": ReuseMultiHeadAttention,
+    "CachedMultiHeadAttention": MultiHeadAttention,  # keras_hub's subclass: its cache is a call argument
 }
-_PACKAGES = ("keras", "tf_keras", "tensorflow", "official")
+_PACKAGES = ("keras", "tf_keras", "tensorflow", "official", "keras_hub", "keras_nlp")
 
 
 def from_keras(layer):

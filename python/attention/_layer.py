@@ -420,7 +420,7 @@ class Layer:
     def _record_activity_losses(self, args):
         """Keeps the activity penalties of the call `args`, for `losses`."""
         options = getattr(self, "_weight_options", None)
-        if options is None or options.config()["activity_regularizer"] is None:
+        if options is None or not options.has_activity_regularizer:
             return
         weights = len(self._losses(None))
         self._activity_losses = self._losses(args)[weights:]
