@@ -175,20 +175,23 @@ extension AttentionJob {
     private func accumulateValues(_ g: Int, _ j0: Int, _ count: Int, _ logits: UnsafeMutablePointer<T>,
                                   into acc: UnsafeMutablePointer<T>, _ padded: Int, active: UnsafeMutablePointer<Bool>) {
         let lanes = T.Vector.scalarCount, hv = shape.valueDim, width = 2 * lanes
-        let rowStride = operands.valueLayout.row, rows = headsPerKeyValueHead * shape.queryLength
+        let rowStride = operands.valueLayout.row, tq = shape.queryLength, sharing = headsPerKeyValueHead
         let base = operands.value + operands.valueLayout.offset(g, 0, j0)
+        // The rows of key/value head c: its query heads c·sharing ..< (c + 1)·sharing that exist
+        // (a problem may have fewer query heads than key/value heads, e.g. Reuse's new heads).
+        let readers = min(shape.keyValueHeads, (shape.heads + sharing - 1) / sharing)
+        func rows(_ c: Int) -> Range<Int> { (c * sharing * tq)..<(min((c + 1) * sharing, shape.heads) * tq) }
         var t = 0
         while t + 4 <= count {
-            for c in 0..<shape.keyValueHeads {
+            for c in 0..<readers {
                 let v = base + t * rowStride + c * operands.valueLayout.head
-                let first = c * rows
                 var col = 0
                 while col + 2 * lanes <= hv {
                     let v00 = v.vector(at: col), v01 = v.vector(at: col + lanes)
                     let v10 = (v + rowStride).vector(at: col), v11 = (v + rowStride).vector(at: col + lanes)
                     let v20 = (v + 2 * rowStride).vector(at: col), v21 = (v + 2 * rowStride).vector(at: col + lanes)
                     let v30 = (v + 3 * rowStride).vector(at: col), v31 = (v + 3 * rowStride).vector(at: col + lanes)
-                    for r in first..<(first + rows) where active[r] {
+                    for r in rows(c) where active[r] {
                         let p = logits + r * width + t, o = acc + r * padded + col
                         let p0 = T.Vector(repeating: p[0]), p1 = T.Vector(repeating: p[1])
                         let p2 = T.Vector(repeating: p[2]), p3 = T.Vector(repeating: p[3])
@@ -202,7 +205,7 @@ extension AttentionJob {
                     col += 2 * lanes
                 }
                 if col < hv {
-                    for r in first..<(first + rows) where active[r] {
+                    for r in rows(c) where active[r] {
                         let p = logits + r * width + t, o = acc + r * padded
                         for u in 0..<4 where p[u] != 0 { axpy(p[u], v + u * rowStride + col, o + col, hv - col) }
                     }
@@ -211,9 +214,9 @@ extension AttentionJob {
             t += 4
         }
         while t < count {
-            for c in 0..<shape.keyValueHeads {
+            for c in 0..<readers {
                 let v = base + t * rowStride + c * operands.valueLayout.head
-                for r in (c * rows)..<((c + 1) * rows) where active[r] && logits[r * width + t] != 0 {
+                for r in rows(c) where active[r] && logits[r * width + t] != 0 {
                     axpy(logits[r * width + t], v, acc + r * padded, hv)
                 }
             }
