@@ -39,7 +39,6 @@ import operator
 import numpy as np
 
 from . import _lib
-from ._call_plan import CallPlan
 from ._dtypes import numeric
 from ._layer import as_array, as_mask
 from ._lib import check
@@ -78,27 +77,6 @@ def update_index(index):
     return np.ascontiguousarray(array.reshape(-1), dtype=np.int64)
 
 
-def _plan(layer, inputs, return_scores, cache):
-    """The CallPlan of a cached call's signature (fields, shapes, the cache's shape; see
-    _call_plan), in the layer's per-thread table, with the output and scores shapes: the
-    scores' last dim is the cache's S_max."""
-    signature = ("cache", return_scores, cache.shape, *[(field, array.shape) for field, array in inputs.items()])
-    table = layer._plans.table()
-    plan = table.get(signature)
-    if plan is None:
-        key = inputs.get("key")
-        out_dims, scores_dims = layer._output_shapes(inputs["query"].shape, inputs["value"].shape,
-                                                     None if key is None else key.shape)
-        scores_dims = tuple(scores_dims[:-1]) + (cache.shape[2] if cache.ndim == 5 else 0,)
-        fields = {field: (array.shape, array.dtype) for field, array in inputs.items()}
-        fields["cache"] = (cache.shape, cache.dtype)  # any other rank: the library says what it needs
-        fields["output"] = (tuple(out_dims), layer._np_dtype)
-        if return_scores:
-            fields["scores"] = (scores_dims, layer._np_dtype)
-        plan = table[signature] = (CallPlan(fields), tuple(out_dims), scores_dims)
-    return plan
-
-
 def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, return_scores, cache,
                 cache_update_index):
     """The call with a cache: returns (output, cache), or (output, scores, cache)."""
@@ -118,7 +96,7 @@ def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, r
     for field, mask in masks.items():
         if mask is not None:
             inputs[field] = as_mask(mask, field)
-    plan, out_dims, scores_dims = _plan(layer, inputs, return_scores, array)
+    plan, out_dims, scores_dims = layer._plan(inputs, return_scores, array)
     output = np.empty(out_dims, layer._np_dtype)
     scores = np.empty(scores_dims, layer._np_dtype) if return_scores else None
     args = plan.bind([*inputs.values(), array, output, *([scores] if return_scores else [])])

@@ -320,10 +320,13 @@ class Layer:
             ctypes.byref(out_shape), ctypes.byref(scores_shape)))
         return _lib.shape_tuple(out_shape), _lib.shape_tuple(scores_shape)
 
-    def _plan(self, inputs, return_scores):
+    def _plan(self, inputs, return_scores, cache=None):
         """The CallPlan for `inputs` (CallArgs tensor field -> array, query and value
-        first), output and scores shapes, made on this signature's first call in a thread."""
-        signature = (return_scores, *[(field, array.shape) for field, array in inputs.items()])
+        first) and, for a cached call, `cache` (its field after the inputs; the scores' last
+        dim is its S_max), with the output and scores shapes; made on the signature's first
+        call in a thread."""
+        signature = (return_scores, *[(field, array.shape) for field, array in inputs.items()],
+                     *(() if cache is None else (("cache", cache.shape),)))
         table = self._plans.table()
         plan = table.get(signature)
         if plan is None:
@@ -331,6 +334,9 @@ class Layer:
             out_dims, scores_dims = self._output_shapes(inputs["query"].shape, inputs["value"].shape,
                                                         None if key is None else key.shape)
             fields = {field: (array.shape, array.dtype) for field, array in inputs.items()}
+            if cache is not None:  # any rank: the library says what it needs
+                fields["cache"] = (cache.shape, cache.dtype)
+                scores_dims = tuple(scores_dims[:-1]) + (cache.shape[2] if cache.ndim == 5 else 0,)
             fields["output"] = (out_dims, self._np_dtype)
             if return_scores:
                 fields["scores"] = (scores_dims, self._np_dtype)
