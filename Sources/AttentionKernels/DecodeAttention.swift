@@ -123,14 +123,19 @@ extension AttentionJob {
         let ops = operands, h = shape.keyDim, tq = shape.queryLength, width = 2 * T.Vector.scalarCount
         let keyRow = ops.keyLayout.row, keyHead = ops.keyLayout.head, sharing = headsPerKeyValueHead
         let base = ops.key + ops.keyLayout.offset(g, 0, j0)
+        // Bit i: query row i's band meets the tile (tq ≤ DecodeTile.maxQueryRows), found once.
+        var meets = 0
+        for i in 0..<tq {
+            let band = mask.band(g, i, keyLength: shape.keyLength)
+            if band.lowerBound < j0 + count && band.upperBound > j0 { meets |= 1 << i }
+        }
         var t = 0
         while t < count {
             let block = min(4, count - t)
             for n in 0..<shape.heads {
                 let k = base + t * keyRow + (n / sharing) * keyHead
                 for i in 0..<tq {
-                    let band = mask.band(g, i, keyLength: shape.keyLength)
-                    guard band.lowerBound < j0 + count && band.upperBound > j0 else { continue }
+                    guard meets & (1 << i) != 0 else { continue }
                     let q = ops.query + ops.queryLayout.offset(g, n, i)
                     let out = logits + (n * tq + i) * width + t
                     if block == 4 {
