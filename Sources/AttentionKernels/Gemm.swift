@@ -13,13 +13,15 @@ public struct GemmOperands<T: KernelScalar>: @unchecked Sendable {
     }
 }
 
-/// The blocking of `gemm` (Goto's scheme): B is packed in panels of `depth` rows ×
-/// `columns` columns, stored as strips of 2 SIMD vectors wide; A in blocks of `rows` rows
-/// (per thread) × `depth`, stored as strips of `microRows` rows; a micro-kernel keeps a
-/// microRows × 2-vector tile of C in registers while it walks the depth.
+/// The blocking of `gemm` (Goto's scheme, A unpacked): B is packed in panels of `depth`
+/// rows × `columns` columns, stored as strips of 2 SIMD vectors wide; a worker takes blocks
+/// of up to `rows` rows of A, read in place; a micro-kernel keeps a microRows × 2-vector
+/// tile of C in registers while it walks the depth, broadcasting A's elements from its
+/// microRows rows (packing A into strips, as Goto does, cost 5% of a projection's time:
+/// a scalar transpose that the in-place rows do not need).
 enum GemmTile {
     static let microRows = 8
-    static let depth = 256
+    static let depth = 512
     static let rows = 96
     static let columns = 1024
 }
@@ -33,7 +35,7 @@ enum GemmTile {
 public struct GemmPlan<T: KernelScalar>: Sendable {
     public let m: Int, n: Int, k: Int
     let strip = 2 * T.Vector.scalarCount
-    let panelColumns: Int, depth: Int, blockRows: Int, rowBlocks: Int, workers: Int, aBlock: Int
+    let panelColumns: Int, depth: Int, blockRows: Int, rowBlocks: Int, workers: Int
 
     public init(m: Int, n: Int, k: Int) {
         (self.m, self.n, self.k) = (max(0, m), max(0, n), max(0, k))
@@ -45,15 +47,13 @@ public struct GemmPlan<T: KernelScalar>: Sendable {
         let mr = GemmTile.microRows
         blockRows = ((max(1, m) + blocks - 1) / blocks + mr - 1) / mr * mr
         rowBlocks = (max(1, m) + blockRows - 1) / blockRows
-        aBlock = (GemmTile.rows + GemmTile.microRows) * depth
     }
 
-    /// Elements of scratch the call needs: one packed panel of B, one block of A per worker
-    /// (about 100 KiB per worker in float32).
-    public var scratchCount: Int { panelColumns * depth + workers * aBlock }
+    /// Elements of scratch the call needs: one packed panel of B (2 MiB in float32).
+    public var scratchCount: Int { panelColumns * depth }
 }
 
-/// C[M×N] = A[M×K]·B[K×N] + bias (or C += A·B), as `plan` blocks it. Packs operands into
+/// C[M×N] = A[M×K]·B[K×N] + bias (or C += A·B), as `plan` blocks it. Packs B into
 /// cache-sized panels of `scratch` (plan.scratchCount elements) and runs a register-blocked
 /// SIMD micro-kernel, threaded over strips of B and blocks of rows.
 @_specialize(where T == Float)
@@ -64,8 +64,7 @@ public func gemm<T: KernelScalar>(_ plan: GemmPlan<T>, _ op: GemmOperands<T>, sc
     initialise(m: m, n: n, op)
     guard k > 0 else { return }
     let workers = plan.workers
-    let job = GemmJob(op: op, m: m, blockRows: plan.blockRows, bPanel: scratch,
-                      aBlocks: scratch + plan.panelColumns * plan.depth, aBlockSize: plan.aBlock)
+    let job = GemmJob(op: op, m: m, blockRows: plan.blockRows, bPanel: scratch)
     var j0 = 0
     while j0 < n {
         let width = min(plan.panelColumns, n - j0)
@@ -79,7 +78,7 @@ public func gemm<T: KernelScalar>(_ plan: GemmPlan<T>, _ op: GemmOperands<T>, sc
             parallelFor(workers) { w in
                 var block = w
                 while block < plan.rowBlocks {
-                    job.multiply(rowBlock: block, worker: w, p0: panelRow, depth: d, j0: panelColumn, width: width)
+                    job.multiply(rowBlock: block, p0: panelRow, depth: d, j0: panelColumn, width: width)
                     block += workers
                 }
             }
@@ -106,8 +105,6 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
     let op: GemmOperands<T>
     let m: Int, blockRows: Int
     let bPanel: UnsafeMutablePointer<T>
-    let aBlocks: UnsafeMutablePointer<T>
-    let aBlockSize: Int
 
     var strip: Int { 2 * T.Vector.scalarCount }
 
@@ -124,52 +121,32 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
-    /// A[rows of block, p0..<p0+depth] into strips of microRows rows, zero-padded:
-    /// element (i, p) of strip s at s·depth·microRows + p·microRows + (i mod microRows).
-    func packA(_ a: UnsafeMutablePointer<T>, _ r0: Int, _ rows: Int, _ p0: Int, _ depth: Int) {
-        let mr = GemmTile.microRows
-        let strips = (rows + mr - 1) / mr
-        for s in 0..<strips {
-            let dst = a + s * depth * mr
-            for i in 0..<mr {
-                let row = s * mr + i
-                if row < rows {
-                    let src = op.a + (r0 + row) * op.lda + p0
-                    for p in 0..<depth { dst[p * mr + i] = src[p] }
-                } else {
-                    for p in 0..<depth { dst[p * mr + i] = 0 }
-                }
-            }
-        }
-    }
-
-    func multiply(rowBlock: Int, worker: Int, p0: Int, depth: Int, j0: Int, width: Int) {
+    func multiply(rowBlock: Int, p0: Int, depth: Int, j0: Int, width: Int) {
         let r0 = rowBlock * blockRows
         let rows = min(blockRows, m - r0)
-        let a = aBlocks + worker * aBlockSize
-        packA(a, r0, rows, p0, depth)
         let mr = GemmTile.microRows
         var i = 0
         while i < rows {
+            let micro = min(mr, rows - i)
+            let a = op.a + (r0 + i) * op.lda + p0
             var s = 0
             while s * strip < width {
-                microKernel(a + (i / mr) * depth * mr, bPanel + s * depth * strip, depth,
+                microKernel({ a + min($0, micro - 1) * op.lda }, bPanel + s * depth * strip, depth,
                             c: op.c + (r0 + i) * op.ldc + j0 + s * strip,
-                            rows: min(mr, rows - i), columns: min(strip, width - s * strip))
+                            rows: micro, columns: min(strip, width - s * strip))
                 s += 1
             }
             i += mr
         }
     }
 
-    /// C tile (rows ≤ 8 × columns ≤ strip) += packed A strip · packed B strip.
+    /// C tile (rows ≤ 8 × columns ≤ strip) += A's rows a(r) · packed B strip.
     @inline(__always)
-    func microKernel(_ a: UnsafeMutablePointer<T>, _ b: UnsafeMutablePointer<T>, _ depth: Int,
+    func microKernel(_ a: (Int) -> UnsafePointer<T>, _ b: UnsafeMutablePointer<T>, _ depth: Int,
                      c: UnsafeMutablePointer<T>, rows: Int, columns: Int) {
         let lanes = T.Vector.scalarCount
         var tile = Tile8x2<T>()
-        tile.accumulate({ UnsafePointer(a + $0) }, aStep: GemmTile.microRows, UnsafePointer(b), bStep: 2 * lanes,
-                        depth: depth)
+        tile.accumulate(a, aStep: 1, UnsafePointer(b), bStep: 2 * lanes, depth: depth)
         func add(_ r: Int, _ v0: T.Vector, _ v1: T.Vector) {
             guard r < rows else { return }
             let row = c + r * op.ldc

@@ -32,8 +32,9 @@ where Vector.Scalar == Self, Vector: Sendable {
     static func sum(_ v: Vector) -> Self
     /// min(x, bound) lane by lane, NaN where x is NaN (`pointwiseMin` gives the bound there).
     static func minimum(_ x: Vector, _ bound: Self) -> Vector
-    /// The largest lane of a and b, by a tree as `sum` (a NaN lane may be passed over).
-    static func maximum(_ a: Vector, _ b: Vector) -> Self
+    /// The largest element of the `vectors` whole vectors at x: lane-wise maxima, then
+    /// a tree over the lanes as `sum` (a NaN may be passed over); −∞ for none.
+    static func maximum(_ x: UnsafePointer<Self>, vectors: Int) -> Self
     /// x[e] ← e^(x[e] − shift) (as `exp`) on the `vectors` whole vectors at x; returns their sum.
     /// For x − shift ≤ 88 (NaN allowed): larger arguments do not saturate to +∞.
     /// Written once per type with e^x inlined: a generic loop taking e^x as a closure kept the
@@ -60,9 +61,15 @@ extension Float: KernelScalar {
         x.replacing(with: bound, where: x .> bound)
     }
     @inlinable @inline(__always)
-    public static func maximum(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> Float {
+    public static func maximum(_ x: UnsafePointer<Float>, vectors: Int) -> Float {
         // Concrete SIMD comparisons: generic ones compile lane by lane.
-        let m16 = a.replacing(with: b, where: b .> a), h8 = halves(m16, SIMD8<Float>.self)
+        guard vectors > 0 else { return -.infinity }
+        var m16 = x.vector(at: 0)
+        for v in 1..<vectors {
+            let a = x.vector(at: v * 16)
+            m16.replace(with: a, where: a .> m16)
+        }
+        let h8 = halves(m16, SIMD8<Float>.self)
         let m8 = h8.0.replacing(with: h8.1, where: h8.1 .> h8.0), h4 = halves(m8, SIMD4<Float>.self)
         let m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
         return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
@@ -87,8 +94,14 @@ extension Double: KernelScalar {
         x.replacing(with: bound, where: x .> bound)
     }
     @inlinable @inline(__always)
-    public static func maximum(_ a: SIMD8<Double>, _ b: SIMD8<Double>) -> Double {
-        let m8 = a.replacing(with: b, where: b .> a), h4 = halves(m8, SIMD4<Double>.self)
+    public static func maximum(_ x: UnsafePointer<Double>, vectors: Int) -> Double {
+        guard vectors > 0 else { return -.infinity }
+        var m8 = x.vector(at: 0)
+        for v in 1..<vectors {
+            let a = x.vector(at: v * 8)
+            m8.replace(with: a, where: a .> m8)
+        }
+        let h4 = halves(m8, SIMD4<Double>.self)
         let m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
         return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
     }

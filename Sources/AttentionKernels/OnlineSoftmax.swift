@@ -43,14 +43,7 @@ struct OnlineSoftmax<T: KernelScalar> {
     /// weights e^(x − shift). Returns o's rescaling factor.
     @inline(__always)
     mutating func absorb(_ x: UnsafeMutablePointer<T>, vectors: Int) -> T {
-        let lanes = T.Vector.scalarCount
-        var tileMax = -T.infinity, v = 0
-        while v < vectors {
-            let a = UnsafePointer(x).vector(at: v * lanes)
-            let b = v + 1 < vectors ? UnsafePointer(x).vector(at: (v + 1) * lanes) : a
-            tileMax = Swift.max(tileMax, T.maximum(a, b))
-            v += 2
-        }
+        let tileMax = T.maximum(UnsafePointer(x), vectors: vectors)
         let factor = cover(tileMax)
         sum += T.exponentiate(x, vectors: vectors, minus: shift)
         return factor

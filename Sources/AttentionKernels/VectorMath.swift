@@ -76,9 +76,11 @@ private func tanhExponentialsRun<T: KernelScalar>(_ x: UnsafePointer<T>, _ c: T,
         exponential.store(T.exp(y), at: e)
         e += lanes
     }
-    while e < count {
-        exponential[e] = T.exp(2 * c * x[e])
-        e += 1
+    if e < count {  // the tail through the same vector e^x: an element's bits do not depend on where it sits
+        var y = T.Vector()
+        for t in e..<count { y[t - e] = x[t] }
+        let tail = T.exp(twice * y)
+        for t in e..<count { exponential[t] = tail[t - e] }
     }
     // Checked on the results, not on y: the vector e^y is 0 from −708 in float64, inside the
     // range −log(smallest normal) = −708.4 would allow. (A scalar pass: comparisons of

@@ -3,14 +3,15 @@ import AttentionKernels
 import Glibc
 #endif
 
-/// Scratch buffers for one call, freed when the workspace goes away. Sizes are checked for
-/// overflow and against physical memory, and allocation failure is an error, never a trap.
+/// Scratch buffers for one call, released when the workspace goes away: large ones go back
+/// to `ScratchCache` for the next call, the others are freed. Sizes are checked for overflow
+/// and against physical memory, and allocation failure is an error, never a trap.
 final class Workspace<T: KernelScalar> {
-    private var buffers: [UnsafeMutableRawPointer] = []
+    private var buffers: [(pointer: UnsafeMutableRawPointer, bytes: Int)] = []
 
     /// A buffer of `count` elements of `T`, uninitialised.
     func buffer(_ count: Int, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<T> {
-        try keep(allocateMemory(count, elementSize: MemoryLayout<T>.stride, what)).assumingMemoryBound(to: T.self)
+        try allocate(count, elementSize: MemoryLayout<T>.stride, what).assumingMemoryBound(to: T.self)
     }
 
     /// A buffer of `count` elements of `T`, zeroed.
@@ -22,7 +23,7 @@ final class Workspace<T: KernelScalar> {
 
     /// A buffer of `count` bytes, uninitialised.
     func bytes(_ count: Int, _ what: String) throws(AttentionError) -> UnsafeMutablePointer<UInt8> {
-        try keep(allocateMemory(count, elementSize: 1, what)).assumingMemoryBound(to: UInt8.self)
+        try allocate(count, elementSize: 1, what).assumingMemoryBound(to: UInt8.self)
     }
 
     /// `AttentionKernels.gemm` of m × k by k × n, with its packed panels in this workspace.
@@ -45,12 +46,23 @@ final class Workspace<T: KernelScalar> {
         return (plan, try buffer(plan.scratchCount, "the attention backward's tiles"))
     }
 
-    private func keep(_ p: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer {
-        buffers.append(p)
+    /// `allocateMemory`'s block, or a cached one for a large request.
+    private func allocate(_ count: Int, elementSize: Int, _ what: String) throws(AttentionError) -> UnsafeMutableRawPointer {
+        let (bytes, overflow) = max(1, count).multipliedReportingOverflow(by: elementSize)
+        if !overflow, bytes >= ScratchCache.minimumBytes, let block = ScratchCache.shared.take(bytes) {
+            buffers.append(block)
+            return block.pointer
+        }
+        let p = try allocateMemory(count, elementSize: elementSize, what)
+        buffers.append((p, bytes))
         return p
     }
 
-    deinit { for p in buffers { free(p) } }
+    deinit {
+        for (p, bytes) in buffers {
+            if bytes >= ScratchCache.minimumBytes { ScratchCache.shared.give(p, bytes: bytes) } else { free(p) }
+        }
+    }
 }
 
 /// This machine's physical memory in bytes (sysconf: pages × page size; Int.max if unknown).
