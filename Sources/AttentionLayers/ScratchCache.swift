@@ -7,30 +7,41 @@ import Glibc
 /// in a MultiHeadAttention call (B 8, T 256, dim 512, Zen 4 VM) that was 12 of 44 ms.
 /// Workspaces take blocks of at least `minimumBytes` from here and give them back when their
 /// call ends; the cache keeps the most recently returned, at most `capacityBytes` in all and
-/// `capacityBlocks` blocks, and frees the rest. A request takes the smallest block that holds
+/// `capacityBlocks` blocks (256 MiB and 32 for the shared cache), and frees the rest. A request takes the smallest block that holds
 /// it, if that block is at most twice its size (a small call does not pin a large block).
 /// One mutex guards it; fork handlers hold it across fork(), so the child's copy is whole.
 final class ScratchCache: @unchecked Sendable {
-    static let shared = ScratchCache()
+    static let shared: ScratchCache = {
+        let cache = ScratchCache(capacityBytes: 256 << 20, capacityBlocks: 32)
+        pthread_atfork({ pthread_mutex_lock(ScratchCache.shared.mutex) },
+                       { pthread_mutex_unlock(ScratchCache.shared.mutex) },
+                       { pthread_mutex_unlock(ScratchCache.shared.mutex) })
+        return cache
+    }()
+    /// The smallest block a workspace takes from the cache.
     static let minimumBytes = 1 << 18
-    static let capacityBytes = 256 << 20
-    static let capacityBlocks = 32
 
     private struct Block {
         let pointer: UnsafeMutableRawPointer
         let bytes: Int
     }
 
+    let capacityBytes: Int, capacityBlocks: Int
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private var blocks: [Block] = []  // oldest first
     private var cachedBytes = 0
 
-    private init() {
+    init(capacityBytes: Int, capacityBlocks: Int) {
+        (self.capacityBytes, self.capacityBlocks) = (capacityBytes, capacityBlocks)
         pthread_mutex_init(mutex, nil)
-        blocks.reserveCapacity(Self.capacityBlocks + 1)
-        pthread_atfork({ pthread_mutex_lock(ScratchCache.shared.mutex) },
-                       { pthread_mutex_unlock(ScratchCache.shared.mutex) },
-                       { pthread_mutex_unlock(ScratchCache.shared.mutex) })
+        blocks.reserveCapacity(capacityBlocks + 1)
+    }
+
+    /// The blocks kept (a test's view).
+    var cached: (blocks: Int, bytes: Int) {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return (blocks.count, cachedBytes)
     }
 
     /// A cached block of at least `bytes` (and at most 2·bytes), with its size; nil if none.
@@ -54,12 +65,18 @@ final class ScratchCache: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         blocks.append(Block(pointer: pointer, bytes: bytes))
         cachedBytes += bytes
-        while cachedBytes > Self.capacityBytes || blocks.count > Self.capacityBlocks {
+        while cachedBytes > capacityBytes || blocks.count > capacityBlocks {
             let oldest = blocks.removeFirst()
             cachedBytes -= oldest.bytes
             evicted.append(oldest.pointer)
         }
         pthread_mutex_unlock(mutex)
         for p in evicted { free(p) }
+    }
+
+    deinit {
+        for block in blocks { free(block.pointer) }
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
     }
 }
