@@ -87,8 +87,8 @@
  *   meet the same hazard: in a forked child, call the library from one thread.
  *
  * MEMORY
- *   A call's working memory is freed when it returns, except blocks of 256 KiB and more:
- *   those are kept for the next call (of any layer or thread), at most 256 MiB and 32 blocks
+ *   A call's working memory is freed when it returns, except blocks of 64 KiB and more:
+ *   those are kept for the next call (of any layer or thread), at most 256 MiB and 256 blocks
  *   in all, the most recently used. malloc serves such blocks from fresh pages that the
  *   kernel faults in and zeroes again on every call (12 of 44 ms of a MultiHeadAttention
  *   call of 8 × 256 tokens, dim 512, before they were kept).

@@ -1,6 +1,7 @@
 /// The hot path of `attentionForward` when no scores are returned: a block of query rows
-/// against tiles of 2 SIMD vectors of keys. K (for concat/additive scores, its e^{2c·k} table)
-/// is packed transposed (head dim × keys) once per key tile for the whole block; then for each
+/// against tiles of 8 SIMD vectors of keys. K (for concat/additive scores, its e^{2c·k} table)
+/// is packed transposed (head dim × keys) once per key tile for every block of the worker's
+/// run that reads it (`PackedKeyTiles`); then for each
 /// micro-block of 8 rows, on the keys its last row's band reaches (one vector when they fit)
 ///   1. logits (8 × tile): Q·Kᵀ in registers (8 × 2 vectors of accumulators), or the
 ///      concat/additive sums of `Row.tanhLogits`,
@@ -19,12 +20,12 @@ enum FlashTile {
 }
 
 extension Row {
-    /// Rows `rows` of this (group, head), scores not returned.
-    func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>) {
+    /// Rows `rows` of this (group, head), scores not returned; key tiles packed in `keyTiles`.
+    func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>, keys keyTiles: PackedKeyTiles<T>) {
         let width = FlashTile.keys(T.self)
-        let h = shape.keyDim, hv = shape.valueDim, count = rows.count
-        // Scratch: packed Kᵀ (h × width), logits (8 × width), O (rows × hv).
-        let packed = scratch, logits = packed + h * width, out = logits + FlashTile.microRows * width
+        let hv = shape.valueDim, count = rows.count
+        // Scratch: logits (8 × width), O (rows × hv).
+        let logits = scratch, out = logits + FlashTile.microRows * width
         out.update(repeating: 0, count: count * hv)
         // Dot scores multiply the packed keys, concat/additive ones read their packed table
         // (without tables they take tanh directly and read neither).
@@ -43,7 +44,7 @@ extension Row {
             var j0 = lo
             while j0 < hi {
                 let keys = min(width, hi - j0)
-                if packs { packTransposedKeys(j0, keys, into: packed) }
+                let packed = packs ? keyTiles.tile(self, j0, keys) : keyTiles.base
                 var r0 = 0
                 while r0 < count {
                     let micro = min(FlashTile.microRows, count - r0), i0 = rows.lowerBound + r0
@@ -200,5 +201,40 @@ extension Row {
     @inline(__always)
     private func axpyTail(_ a: T, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ n: Int) {
         for d in 0..<n { y[d] += a * x[d] }
+    }
+}
+
+/// The packed Kᵀ tiles (`Row.packTransposedKeys`) of a worker's run of query blocks, kept so
+/// that the blocks of one head, and the heads of one key/value head, pack each key tile once:
+/// tile j0 lives in slot (j0 / width) mod slots, whose tag (group, key/value head, j0, keys)
+/// names what it holds. With as many slots as a head has tiles nothing is packed twice.
+struct PackedKeyTiles<T: KernelScalar> {
+    let base: UnsafeMutablePointer<T>
+    let slots: Int, tileElements: Int
+    private let tags: UnsafeMutablePointer<Int>  // 4 per slot
+
+    /// Slots over `base` (slots × tileElements) and `tags` (4 × slots), all empty.
+    init(base: UnsafeMutablePointer<T>, slots: Int, tileElements: Int, tags: UnsafeMutablePointer<Int>) {
+        (self.base, self.slots, self.tileElements, self.tags) = (base, slots, tileElements, tags)
+        tags.update(repeating: -1, count: 4 * slots)
+    }
+
+    /// Slots for a problem: one per key tile of a head, within 2^20 elements (at least one).
+    static func slots(_ shape: AttentionShape) -> Int {
+        let width = FlashTile.keys(T.self), tile = max(1, shape.keyDim) * width
+        let tiles = (shape.keyLength + width - 1) / width
+        return max(1, min(tiles, (1 << 20) / tile))
+    }
+
+    /// The packed tile of keys j0 ..< j0 + keys of `row`'s key/value head, packed now unless
+    /// its slot holds it.
+    func tile(_ row: Row<T>, _ j0: Int, _ keys: Int) -> UnsafeMutablePointer<T> {
+        let slot = j0 / FlashTile.keys(T.self) % slots
+        let tag = tags + 4 * slot, packed = base + slot * tileElements
+        if tag[0] != row.g || tag[1] != row.kvHead || tag[2] != j0 || tag[3] != keys {
+            row.packTransposedKeys(j0, keys, into: packed)
+            (tag[0], tag[1], tag[2], tag[3]) = (row.g, row.kvHead, j0, keys)
+        }
+        return packed
     }
 }

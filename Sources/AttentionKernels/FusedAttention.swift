@@ -52,7 +52,7 @@ public func attentionForward<T: KernelScalar>(
         }
         return
     }
-    parallelFor(job.workItems) { job.run($0) }
+    parallelForParts(job.workItems) { job.run($0) }
 }
 
 /// `width` zeros at every (g, n, i) query row of `x`, laid out by `layout`.
@@ -102,31 +102,41 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         return dropout.mask.keeps(flatIndex(g, n, i, j)) ? 1 : 0
     }
 
-    func run(_ item: Int) {
-        let block = item % queryBlocks
-        let n = (item / queryBlocks) % shape.heads
-        let g = item / (queryBlocks * shape.heads)
-        let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
+    /// Runs work items `items` (a worker's contiguous share) in one scratch allocation: a
+    /// tile of logits, valueDim accumulators, mask flags and, for the flash block, its tiles
+    /// and the packed key tiles it keeps from one query block to the next.
+    func run(_ items: Range<Int>) {
         let tile = AttentionTile.keys
         let width = FlashTile.keys(T.self)
-        let flashScratch = (shape.keyDim + FlashTile.microRows) * width + rows.count * shape.valueDim
-        let flash = scores == nil && rows.count >= FlashTile.microRows / 2
-            && flashScratch <= AttentionTile.maxPackedScratch
-        withUnsafeTemporaryAllocation(of: T.self, capacity: tile + shape.valueDim + (flash ? flashScratch : 0)) { buffer in
-            withUnsafeTemporaryAllocation(of: Bool.self, capacity: tile) { keptBuffer in
-                guard let logits = buffer.baseAddress, let kept = keptBuffer.baseAddress else { return }
-                let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
-                if flash {
-                    row.flashBlock(rows, scratch: logits + tile + shape.valueDim)
-                    return
-                }
-                for i in rows {
-                    if let scores {
-                        row.materialized(i, scores + flatIndex(g, n, i, 0))
-                    } else {
-                        row.streaming(i)
+        let keyTiles = PackedKeyTiles<T>.slots(shape)
+        let flashScratch = FlashTile.microRows * width + AttentionTile.queryRows * shape.valueDim
+            + keyTiles * shape.keyDim * width
+        let flashes = scores == nil && flashScratch <= AttentionTile.maxPackedScratch
+        let count = tile + shape.valueDim + (flashes ? flashScratch : 0)
+        withScratch(of: T.self, count) { logits in
+            withScratch(of: Bool.self, tile) { kept in
+            withScratch(of: Int.self, 4 * keyTiles) { tags in
+                let packed = PackedKeyTiles(base: logits + count - keyTiles * shape.keyDim * width, slots: keyTiles,
+                                            tileElements: shape.keyDim * width, tags: tags)
+                for item in items {
+                    let block = item % queryBlocks
+                    let n = (item / queryBlocks) % shape.heads
+                    let g = item / (queryBlocks * shape.heads)
+                    let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
+                    let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
+                    if flashes && rows.count >= FlashTile.microRows / 2 {
+                        row.flashBlock(rows, scratch: logits + tile + shape.valueDim, keys: packed)
+                        continue
+                    }
+                    for i in rows {
+                        if let scores {
+                            row.materialized(i, scores + flatIndex(g, n, i, 0))
+                        } else {
+                            row.streaming(i)
+                        }
                     }
                 }
+            }
             }
         }
     }

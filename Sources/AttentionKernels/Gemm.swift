@@ -61,8 +61,10 @@ public struct GemmPlan<T: KernelScalar>: Sendable {
 public func gemm<T: KernelScalar>(_ plan: GemmPlan<T>, _ op: GemmOperands<T>, scratch: UnsafeMutablePointer<T>) {
     let (m, n, k) = (plan.m, plan.n, plan.k)
     guard m > 0, n > 0 else { return }
-    initialise(m: m, n: n, op)
-    guard k > 0 else { return }
+    guard k > 0 else {
+        initialise(m: m, n: n, op)
+        return
+    }
     let workers = plan.workers
     let job = GemmJob(op: op, m: m, blockRows: plan.blockRows, bPanel: scratch)
     var j0 = 0
@@ -78,7 +80,8 @@ public func gemm<T: KernelScalar>(_ plan: GemmPlan<T>, _ op: GemmOperands<T>, sc
             parallelFor(workers) { w in
                 var block = w
                 while block < plan.rowBlocks {
-                    job.multiply(rowBlock: block, p0: panelRow, depth: d, j0: panelColumn, width: width)
+                    job.multiply(rowBlock: block, p0: panelRow, depth: d, j0: panelColumn, width: width,
+                                 first: panelRow == 0 && !op.accumulate)
                     block += workers
                 }
             }
@@ -88,7 +91,7 @@ public func gemm<T: KernelScalar>(_ plan: GemmPlan<T>, _ op: GemmOperands<T>, sc
     }
 }
 
-/// C = bias (or 0) unless accumulating.
+/// C = bias (or 0) unless accumulating: the result of an empty sum (K = 0).
 private func initialise<T: KernelScalar>(m: Int, n: Int, _ op: GemmOperands<T>) {
     guard !op.accumulate else { return }
     for r in 0..<m {
@@ -121,7 +124,10 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
-    func multiply(rowBlock: Int, p0: Int, depth: Int, j0: Int, width: Int) {
+    /// C's rows of one row block, columns j0 ..< j0 + width, += their A rows · the packed
+    /// panel (depth terms from p0); on the first panel (`first`) C starts from the bias (or 0)
+    /// instead of being read, so C is written once when one panel holds all of K.
+    func multiply(rowBlock: Int, p0: Int, depth: Int, j0: Int, width: Int, first: Bool) {
         let r0 = rowBlock * blockRows
         let rows = min(blockRows, m - r0)
         let mr = GemmTile.microRows
@@ -131,35 +137,40 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
             let a = op.a + (r0 + i) * op.lda + p0
             var s = 0
             while s * strip < width {
+                let column = j0 + s * strip
                 microKernel({ a + min($0, micro - 1) * op.lda }, bPanel + s * depth * strip, depth,
-                            c: op.c + (r0 + i) * op.ldc + j0 + s * strip,
-                            rows: micro, columns: min(strip, width - s * strip))
+                            c: op.c + (r0 + i) * op.ldc + column, rows: micro, columns: min(strip, width - s * strip),
+                            start: first ? .some(op.bias.map { $0 + column }) : nil)
                 s += 1
             }
             i += mr
         }
     }
 
-    /// C tile (rows ≤ 8 × columns ≤ strip) += A's rows a(r) · packed B strip.
+    /// C tile (rows ≤ 8 × columns ≤ strip) += A's rows a(r) · packed B strip; with `start`,
+    /// C tile = start's row (a bias row, or zeros for nil) + A·B, C not read.
     @inline(__always)
     func microKernel(_ a: (Int) -> UnsafePointer<T>, _ b: UnsafeMutablePointer<T>, _ depth: Int,
-                     c: UnsafeMutablePointer<T>, rows: Int, columns: Int) {
+                     c: UnsafeMutablePointer<T>, rows: Int, columns: Int, start: UnsafePointer<T>??) {
         let lanes = T.Vector.scalarCount
         var tile = Tile8x2<T>()
         tile.accumulate(a, aStep: 1, UnsafePointer(b), bStep: 2 * lanes, depth: depth)
-        func add(_ r: Int, _ v0: T.Vector, _ v1: T.Vector) {
-            guard r < rows else { return }
-            let row = c + r * op.ldc
-            if columns == 2 * lanes {
-                row.store(UnsafePointer(row).vector(at: 0) + v0, at: 0)
-                row.store(UnsafePointer(row).vector(at: lanes) + v1, at: lanes)
-            } else {
-                for j in 0..<columns { row[j] += j < lanes ? v0[j] : v1[j - lanes] }
+        // What the tile is added to, per row: C's row, or the start row (the same for all).
+        let origin: (UnsafeMutablePointer<T>) -> UnsafePointer<T>? = { row in
+            switch start {
+            case .none: UnsafePointer(row)
+            case .some(let bias): bias
             }
         }
-        for r in 0..<GemmTile.microRows {
+        for r in 0..<GemmTile.microRows where r < rows {
             let (v0, v1) = tile.row(r)
-            add(r, v0, v1)
+            let row = c + r * op.ldc, base = origin(row)
+            if columns == 2 * lanes {
+                row.store((base?.vector(at: 0) ?? T.Vector()) + v0, at: 0)
+                row.store((base?.vector(at: lanes) ?? T.Vector()) + v1, at: lanes)
+            } else {
+                for j in 0..<columns { row[j] = (base?[j] ?? 0) + (j < lanes ? v0[j] : v1[j - lanes]) }
+            }
         }
     }
 }

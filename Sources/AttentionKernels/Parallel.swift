@@ -56,6 +56,14 @@ public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
     for i in 0..<partition.items { body(i) }
 }
 
+/// Runs `body(range)` for each part of 0..<count split by `Partition` into one contiguous
+/// part per worker (at most `Threads.current`), as `parallelFor`: for work whose items share
+/// state worth keeping from one item to the next (the forward's packed key tiles).
+public func parallelForParts(_ count: Int, _ body: @Sendable (Range<Int>) -> Void) {
+    let partition = Partition(items: count, parts: min(Threads.current, WorkerPool.maximumThreads))
+    parallelFor(partition.parts) { body(partition.range($0)) }
+}
+
 /// The helper threads of `parallelFor`: pthreads started when first needed (at most
 /// `maximumThreads − 1`) and kept, which join the calling thread on one job at a time. Every
 /// field is behind one mutex; fork handlers hold it across fork() and give the child an empty

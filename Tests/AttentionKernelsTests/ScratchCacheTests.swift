@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Testing
-@testable import AttentionLayers
+@testable import AttentionKernels
 
 /// The policy of `ScratchCache`: the smallest kept block that holds a request and is at most
 /// twice its size; the oldest blocks freed past the capacity in bytes or blocks.

@@ -5,21 +5,23 @@ import Glibc
 /// Large scratch blocks kept between calls. malloc serves a block above its mmap threshold
 /// (128 KiB, adapting) from fresh pages, which the kernel faults in and zeroes on every call:
 /// in a MultiHeadAttention call (B 8, T 256, dim 512, Zen 4 VM) that was 12 of 44 ms.
-/// Workspaces take blocks of at least `minimumBytes` from here and give them back when their
-/// call ends; the cache keeps the most recently returned, at most `capacityBytes` in all and
-/// `capacityBlocks` blocks (256 MiB and 32 for the shared cache), and frees the rest. A request takes the smallest block that holds
-/// it, if that block is at most twice its size (a small call does not pin a large block).
-/// One mutex guards it; fork handlers hold it across fork(), so the child's copy is whole.
-final class ScratchCache: @unchecked Sendable {
-    static let shared: ScratchCache = {
-        let cache = ScratchCache(capacityBytes: 256 << 20, capacityBlocks: 32)
+/// Workspaces, and the attention kernel's per-worker tiles (`withScratch`), take blocks of
+/// at least `minimumBytes` from here and give them back when their call ends; the cache
+/// keeps the most recently returned, at most `capacityBytes` in all and `capacityBlocks`
+/// blocks (256 MiB and 256 for the shared cache), and frees the rest. A request takes the
+/// smallest block that holds it, if that block is at most twice its size (a small call does
+/// not pin a large block). One mutex guards it; fork handlers hold it across fork(), so the
+/// child's copy is whole.
+public final class ScratchCache: @unchecked Sendable {
+    public static let shared: ScratchCache = {
+        let cache = ScratchCache(capacityBytes: 256 << 20, capacityBlocks: 256)
         pthread_atfork({ pthread_mutex_lock(ScratchCache.shared.mutex) },
                        { pthread_mutex_unlock(ScratchCache.shared.mutex) },
                        { pthread_mutex_unlock(ScratchCache.shared.mutex) })
         return cache
     }()
     /// The smallest block a workspace takes from the cache.
-    static let minimumBytes = 1 << 18
+    public static let minimumBytes = 1 << 16
 
     private struct Block {
         let pointer: UnsafeMutableRawPointer
@@ -45,7 +47,7 @@ final class ScratchCache: @unchecked Sendable {
     }
 
     /// A cached block of at least `bytes` (and at most 2·bytes), with its size; nil if none.
-    func take(_ bytes: Int) -> (pointer: UnsafeMutableRawPointer, bytes: Int)? {
+    public func take(_ bytes: Int) -> (pointer: UnsafeMutableRawPointer, bytes: Int)? {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         var best: Int?
@@ -60,7 +62,7 @@ final class ScratchCache: @unchecked Sendable {
 
     /// Keeps a block of `bytes` (from malloc) for a later `take`, freeing the oldest blocks
     /// beyond the capacity.
-    func give(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
+    public func give(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
         var evicted: [UnsafeMutableRawPointer] = []
         pthread_mutex_lock(mutex)
         blocks.append(Block(pointer: pointer, bytes: bytes))
@@ -79,4 +81,18 @@ final class ScratchCache: @unchecked Sendable {
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
     }
+}
+
+/// body(buffer of `count` elements, uninitialised): a block of `ScratchCache` when it is
+/// large, else (or if malloc refuses) one from the Swift allocator, freed on return.
+func withScratch<T, R>(of _: T.Type, _ count: Int, _ body: (UnsafeMutablePointer<T>) -> R) -> R {
+    let (bytes, overflow) = max(1, count).multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+    if !overflow, bytes >= ScratchCache.minimumBytes,
+       let block = ScratchCache.shared.take(bytes) ?? malloc(bytes).map({ ($0, bytes) }) {
+        defer { ScratchCache.shared.give(block.0, bytes: block.1) }
+        return body(block.0.bindMemory(to: T.self, capacity: count))
+    }
+    let buffer = UnsafeMutablePointer<T>.allocate(capacity: max(1, count))
+    defer { buffer.deallocate() }
+    return body(buffer)
 }
