@@ -114,7 +114,7 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         let flashes = scores == nil && flashScratch <= AttentionTile.maxPackedScratch
         let count = tile + shape.valueDim + (flashes ? flashScratch : 0)
         withScratch(of: T.self, count) { logits in
-            withScratch(of: Bool.self, tile) { kept in
+            withScratch(of: Bool.self, max(tile, width)) { kept in  // a streaming tile's or a flash tile's flags
             withScratch(of: Int.self, 4 * keyTiles) { tags in
                 let packed = PackedKeyTiles(base: logits + count - keyTiles * shape.keyDim * width, slots: keyTiles,
                                             tileElements: shape.keyDim * width, tags: tags)
