@@ -37,8 +37,8 @@ _pointer_at = ctypes.c_void_p.from_address
 
 class CallPlan:
     """The att_call_args of one signature: `fields` maps CallArgs tensor fields to (shape,
-    numpy dtype), in the order `bind` receives the arrays (ndarrays, subclasses included); `out_dims` and `scores_dims` are
-    the output and scores shapes the signature's calls allocate."""
+    numpy dtype), in the order `bind` receives the arrays (ndarrays, subclasses included);
+    `out_dims` and `scores_dims` are the output and scores shapes its calls allocate."""
 
     __slots__ = ("args", "ref", "out_dims", "scores_dims", "_tensors", "_scalars")
 
