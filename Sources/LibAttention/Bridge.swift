@@ -103,6 +103,20 @@ private func byteRange(_ t: RawTensor) -> Range<UInt>? {
     return overflow ? nil : start..<end
 }
 
+/// Whether a tensor of `written` shares a byte with another of `written` or `read` (nil:
+/// absent; tensors with invalid dims are skipped, as requireDisjoint skips them): the quick
+/// test before requireDisjoint's named lists.
+func anyOverlap(written: [RawTensor?], read: [RawTensor?]) -> Bool {
+    let all = written + read
+    for i in written.indices {
+        guard let t = all[i], let r = byteRange(t) else { continue }
+        for j in (i + 1)..<all.count {
+            if let u = all[j], let s = byteRange(u), r.overlaps(s) { return true }
+        }
+    }
+    return false
+}
+
 /// Refuses a call in which a tensor the library writes shares memory with another tensor of
 /// the call, written or read (the kernels read inputs after they start writing outputs).
 /// Tensors that are only read may share memory. A written tensor whose shape is not the one

@@ -107,20 +107,14 @@ class Attention(Layer):
 
     def _run(self, inputs, mask, training, use_causal_mask, *, return_scores, gradients=None):
         self._validate(inputs, mask)
-        arrays = [self._input(x, what) for x, what in zip(inputs, ("query", "value", "key"))]
+        arrays = list(map(self._input, inputs, ("query", "value", "key")))
         if not self.built:
             self.build([a.shape for a in arrays])
-        query, value, key = arrays if len(arrays) == 3 else (*arrays, None)
-        query_mask, value_mask = (mask[0], mask[1]) if mask is not None else (None, None)
-        return self._forward(
-            query, value, key,
-            masks={"query_mask": as_mask(query_mask, "query_mask"),
-                   "value_mask": as_mask(value_mask, "value_mask")},
-            training=training,
-            use_causal_mask=use_causal_mask,
-            return_scores=return_scores,
-            gradients=gradients,
-        )
+        masks = {} if mask is None else {"query_mask": as_mask(mask[0], "query_mask"),
+                                         "value_mask": as_mask(mask[1], "value_mask")}
+        return self._forward(arrays[0], arrays[1], arrays[2] if len(arrays) == 3 else None,
+                             masks=masks, training=training, use_causal_mask=use_causal_mask,
+                             return_scores=return_scores, gradients=gradients)
 
     def _config(self):
         config = {"use_scale": self.use_scale, "score_mode": self.score_mode,

@@ -96,14 +96,11 @@ def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, r
     for field, mask in masks.items():
         if mask is not None:
             inputs[field] = as_mask(mask, field)
-    plan, out_dims, scores_dims = layer._plan(inputs, return_scores, array)
-    output = np.empty(out_dims, layer._np_dtype)
-    scores = np.empty(scores_dims, layer._np_dtype) if return_scores else None
-    args = plan.bind([*inputs.values(), array, output, *([scores] if return_scores else [])])
-    args.training = training = bool(training)
-    args.use_causal_mask = bool(use_causal_mask)
-    args.dropout_seed = layer.dropout_seed
-    args.dropout_stream = layer._take_stream() if training and layer.dropout > 0 else 0  # 0: unused
+    plan = layer._plan(inputs, return_scores, array)
+    output = np.empty(plan.out_dims, layer._np_dtype)
+    scores = np.empty(plan.scores_dims, layer._np_dtype) if return_scores else None
+    args = layer._bind(plan, [*inputs.values(), array, output, *([scores] if return_scores else [])],
+                       training, use_causal_mask)
     scalar = None
     if index is None:
         args.cache_update_index, args.cache_update_index_count = None, 0

@@ -3,8 +3,9 @@
 A signature is what the library checks about a call's tensors: which fields are present and
 their shapes (dtypes follow from the layer). Its CallPlan holds an att_call_args whose
 att_tensor structs already carry dtype and shape; a call of that signature only writes the
-arrays' data addresses and the scalar arguments, then calls att_layer_call once. The library
-validates every call in full, so nothing is checked twice.
+arrays' data addresses (read straight from the ndarray objects) and, when they differ from
+its last call's, the scalar arguments, then calls att_layer_call once. The library validates
+every call in full, so nothing is checked twice.
 
 Plans are per thread (a layer's table lives in a threading.local): ctypes releases the GIL
 during the call, so two threads must never write the same struct.
@@ -13,39 +14,58 @@ during the call, so two threads must never write the same struct.
 import ctypes
 import threading
 
+import numpy as np
+
 from . import _lib
 
 
-def address(array):
-    """The data address of a C-contiguous array, or None (NULL) when it has no elements (the
-    library takes NULL data for an empty tensor). A writable array's address comes from a
-    ctypes view of its buffer, 4x cheaper than array.ctypes.data (which read-only ones take)."""
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(array))
-    except (TypeError, ValueError):  # read-only, or no bytes to view
-        return None if array.size == 0 else array.ctypes.data
+def _data_pointer_offset():
+    """Where an ndarray object keeps its data pointer: numpy's PyArrayObject_fields starts
+    with `char *data` right after the object header (ABI-stable: PyArray_DATA compiles to
+    that read in every extension). Checked against array.ctypes.data at import (ImportError
+    on an interpreter whose id() is not the object's address)."""
+    probe = np.empty(1)
+    offset = object.__basicsize__
+    if ctypes.c_void_p.from_address(id(probe) + offset).value != probe.ctypes.data:
+        raise ImportError("attention needs CPython: cannot find numpy arrays' data pointers")
+    return offset
+
+
+_DATA_OFFSET = _data_pointer_offset()
+_pointer_at = ctypes.c_void_p.from_address
 
 
 class CallPlan:
     """The att_call_args of one signature: `fields` maps CallArgs tensor fields to (shape,
-    numpy dtype), in the order `bind` receives the arrays."""
+    numpy dtype), in the order `bind` receives the arrays (ndarrays, subclasses included);
+    `out_dims` and `scores_dims` are the output and scores shapes its calls allocate."""
 
-    __slots__ = ("args", "ref", "_tensors")
+    __slots__ = ("args", "ref", "out_dims", "scores_dims", "_tensors", "_scalars")
 
-    def __init__(self, fields):
+    def __init__(self, fields, out_dims, scores_dims):
         self.args = _lib.CallArgs(struct_size=ctypes.sizeof(_lib.CallArgs))
+        self.out_dims, self.scores_dims = out_dims, scores_dims
         self._tensors = []
         for field, (shape, dtype) in fields.items():
             tensor = _lib.Tensor(dtype=_lib.DTYPE_CODES[dtype], shape=_lib.make_shape(shape))
             setattr(self.args, field, ctypes.pointer(tensor))  # the struct keeps the tensor alive
             self._tensors.append(tensor)
         self.ref = ctypes.byref(self.args)
+        self._scalars = None  # (training, use_causal_mask, dropout_seed, dropout_stream) in args
 
-    def bind(self, arrays):
+    def bind(self, arrays, training, use_causal_mask, dropout_seed, dropout_stream):
         """The args with each tensor viewing the matching array (same shapes and dtypes as
-        the signature; the caller keeps the arrays alive while the library uses them)."""
+        the signature; the caller keeps the arrays alive while the library uses them) and
+        these scalar arguments (written only when they differ from the last call's)."""
         for tensor, array in zip(self._tensors, arrays):
-            tensor.data = address(array)
+            # The data address, read from the ndarray object: 4x cheaper than array.ctypes.data
+            # or a ctypes view of its buffer. An empty array's is never read.
+            tensor.data = _pointer_at(id(array) + _DATA_OFFSET).value
+        scalars = (training, use_causal_mask, dropout_seed, dropout_stream)
+        if scalars != self._scalars:
+            args = self.args
+            args.training, args.use_causal_mask, args.dropout_seed, args.dropout_stream = scalars
+            self._scalars = scalars
         return self.args
 
 
@@ -60,7 +80,7 @@ class CallPlans:
         self._local = threading.local()
 
     def table(self):
-        """This thread's {signature: (CallPlan, output shape, scores shape)}."""
+        """This thread's {signature: CallPlan}."""
         local = self._local
         try:
             return local.table

@@ -35,6 +35,9 @@ from ._dtypes import Policy, numeric
 from ._lib import check
 
 
+_SHAPE = operator.attrgetter("shape")
+
+
 def as_array(x, dtype, what):
     """A C-contiguous array of `dtype` from a numeric array-like (bfloat16 included;
     TypeError otherwise)."""
@@ -92,6 +95,7 @@ class Layer:
     get_config keys) and the Keras call/build signatures."""
 
     _name_counts = collections.Counter()
+    _weight_options = None  # the multi-head layers' WeightOptions (their regularizers)
 
     def __init__(self, *, dtype="float32", name=None, seed=None, trainable=True):
         self._handle = None
@@ -323,10 +327,9 @@ class Layer:
     def _plan(self, inputs, return_scores, cache=None):
         """The CallPlan for `inputs` (CallArgs tensor field -> array, query and value
         first) and, for a cached call, `cache` (its field after the inputs; the scores' last
-        dim is its S_max), with the output and scores shapes; made on the signature's first
-        call in a thread."""
-        signature = (return_scores, *[(field, array.shape) for field, array in inputs.items()],
-                     *(() if cache is None else (("cache", cache.shape),)))
+        dim is its S_max); made on the signature's first call in a thread."""
+        signature = (return_scores, None if cache is None else cache.shape, *inputs,
+                     *map(_SHAPE, inputs.values()))
         table = self._plans.table()
         plan = table.get(signature)
         if plan is None:
@@ -340,14 +343,21 @@ class Layer:
             fields["output"] = (out_dims, self._np_dtype)
             if return_scores:
                 fields["scores"] = (scores_dims, self._np_dtype)
-            plan = table[signature] = (CallPlan(fields), out_dims, scores_dims)
+            plan = table[signature] = CallPlan(fields, out_dims, scores_dims)
         return plan
+
+    def _bind(self, plan, arrays, training, use_causal_mask):
+        """plan.bind(arrays) with the scalar arguments of a call: a training call with a
+        dropout rate takes the next dropout stream (0, unused, otherwise)."""
+        training = bool(training)
+        stream = self._take_stream() if training and self.dropout > 0 else 0
+        return plan.bind(arrays, training, bool(use_causal_mask), self.dropout_seed, stream)
 
     def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores,
                  gradients=None):
         """att_layer_call on converted inputs; `masks` maps optional CallArgs tensor fields
-        (the masks, reuse_attention_scores) to arrays. Returns output, or (output, scores)
-        when return_scores; with `gradients` (the keywords of `gradients()`), runs
+        (the masks, reuse_attention_scores) to arrays or None. Returns output, or (output,
+        scores) when return_scores; with `gradients` (the keywords of `gradients()`), runs
         att_layer_backward instead and returns a Gradients."""
         if gradients is not None:
             return_scores = gradients["scores_gradient"] is not None
@@ -357,22 +367,22 @@ class Layer:
         for field, mask in masks.items():
             if mask is not None:
                 inputs[field] = mask
-        plan, out_dims, scores_dims = self._plan(inputs, return_scores)
-        output = np.empty(out_dims, self._np_dtype)
-        scores = np.empty(scores_dims, self._np_dtype) if return_scores else None
-        args = plan.bind([*inputs.values(), output, *([scores] if return_scores else [])])
-        args.training = training = bool(training)
-        args.use_causal_mask = bool(use_causal_mask)
-        args.dropout_seed = self.dropout_seed
-        args.dropout_stream = self._take_stream() if training and self.dropout > 0 else 0  # 0: unused
+        plan = self._plan(inputs, return_scores)
+        output, scores = np.empty(plan.out_dims, self._np_dtype), None
+        arrays = [*inputs.values(), output]
+        if return_scores:
+            scores = np.empty(plan.scores_dims, self._np_dtype)
+            arrays.append(scores)
+        args = self._bind(plan, arrays, training, use_causal_mask)
         if gradients is None:
             check(_lib.lib().att_layer_call(self._handle, plan.ref))
-            output, scores = self._policy.result(output), self._policy.result(scores)
-            result = (output, scores) if return_scores else output
+            result = self._policy.result
+            result = (result(output), result(scores)) if return_scores else result(output)
         else:
-            result = self._backward(args, query, value, key, masks, output, scores, out_dims, scores_dims,
-                                    **gradients)
-        self._record_activity_losses(args)
+            result = self._backward(args, query, value, key, masks, output, scores, plan.out_dims,
+                                    plan.scores_dims, **gradients)
+        if self._weight_options is not None:
+            self._record_activity_losses(args)
         return result
 
     def _backward(self, args, query, value, key, masks, output, scores, out_dims, scores_dims, *,
@@ -425,7 +435,7 @@ class Layer:
 
     def _record_activity_losses(self, args):
         """Keeps the activity penalties of the call `args`, for `losses`."""
-        options = getattr(self, "_weight_options", None)
+        options = self._weight_options
         if options is None or not options.has_activity_regularizer:
             return
         weights = len(self._losses(None))
