@@ -19,20 +19,20 @@ import numpy as np
 from . import _lib
 
 
-def _data_pointer_offset():
-    """Where an ndarray object keeps its data pointer: numpy's PyArrayObject_fields starts
-    with `char *data` right after the object header (ABI-stable: PyArray_DATA compiles to
-    that read in every extension). Checked against array.ctypes.data at import (ImportError
-    on an interpreter whose id() is not the object's address)."""
-    probe = np.empty(1)
-    offset = object.__basicsize__
-    if ctypes.c_void_p.from_address(id(probe) + offset).value != probe.ctypes.data:
-        raise ImportError("attention needs CPython: cannot find numpy arrays' data pointers")
-    return offset
+def _data_address_reader():
+    """A function giving an ndarray's data address. Under CPython it reads the pointer from
+    the array object: numpy's PyArrayObject_fields starts with `char *data` right after the
+    object header (ABI-stable: PyArray_DATA compiles to that read in every extension), 4x
+    cheaper than array.ctypes.data or a ctypes view of the buffer. Checked on a probe array
+    at import; where it does not hold (an interpreter whose id() is not the object's
+    address), array.ctypes.data."""
+    probe, offset, pointer_at = np.empty(1), object.__basicsize__, ctypes.c_void_p.from_address
+    if pointer_at(id(probe) + offset).value == probe.ctypes.data:
+        return lambda array: pointer_at(id(array) + offset).value
+    return lambda array: array.ctypes.data
 
 
-_DATA_OFFSET = _data_pointer_offset()
-_pointer_at = ctypes.c_void_p.from_address
+_data_address = _data_address_reader()
 
 
 class CallPlan:
@@ -58,9 +58,7 @@ class CallPlan:
         the signature; the caller keeps the arrays alive while the library uses them) and
         these scalar arguments (written only when they differ from the last call's)."""
         for tensor, array in zip(self._tensors, arrays):
-            # The data address, read from the ndarray object: 4x cheaper than array.ctypes.data
-            # or a ctypes view of its buffer. An empty array's is never read.
-            tensor.data = _pointer_at(id(array) + _DATA_OFFSET).value
+            tensor.data = _data_address(array)  # (an empty array's is never read)
         scalars = (training, use_causal_mask, dropout_seed, dropout_stream)
         if scalars != self._scalars:
             args = self.args
