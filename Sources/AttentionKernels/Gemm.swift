@@ -116,10 +116,16 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
     func packB(_ p0: Int, _ depth: Int, _ j0: Int, _ width: Int, strip s: Int) {
         let columns = min(strip, width - s * strip)
         var dst = bPanel + s * depth * strip
+        let lanes = T.Vector.scalarCount
         for p in 0..<depth {
-            let src = op.b + (p0 + p) * op.ldb + j0 + s * strip
-            dst.update(from: src, count: columns)
-            if columns < strip { (dst + columns).update(repeating: 0, count: strip - columns) }
+            let src = UnsafePointer(op.b + (p0 + p) * op.ldb + j0 + s * strip)
+            if columns == strip {  // two vector moves (a memcpy call per row cost 2% of a projection)
+                dst.store(src.vector(at: 0), at: 0)
+                dst.store(src.vector(at: lanes), at: lanes)
+            } else {
+                dst.update(from: src, count: columns)
+                (dst + columns).update(repeating: 0, count: strip - columns)
+            }
             dst += strip
         }
     }
