@@ -13,18 +13,22 @@ enum FlashTile {
     /// Query rows per register micro-block.
     static let microRows = 8
     /// SIMD vectors of keys per tile (256 float32): Q·Kᵀ takes them two at a time on the
-    /// register tile, the softmax and P·V all at once. (8 vectors, when K was packed again
-    /// for every block, measured 4% slower: a row's softmax step costs per tile; 32 gained
-    /// 1.5% more without a mask but lost 2% causal and 5% on additive scores.)
+    /// register tile, the softmax and P·V all at once. A row's softmax step costs per tile, so
+    /// wider tiles pay it less often: 8 vectors (with K packed again for every block) were 4%
+    /// slower; 32 gain 1.5% more on unmasked dot scores but lose 2% causal and 5% on
+    /// additive scores, so only jobs without masks, bias or tanh scores take them (`wide`).
     static let keyVectors = 16
-    /// Keys per tile.
-    @inline(__always) static func keys<T: KernelScalar>(_: T.Type) -> Int { keyVectors * T.Vector.scalarCount }
+    static let wideKeyVectors = 32
+    /// Keys per tile (per wide tile).
+    @inline(__always) static func keys<T: KernelScalar>(_: T.Type, wide: Bool = false) -> Int {
+        (wide ? wideKeyVectors : keyVectors) * T.Vector.scalarCount
+    }
 }
 
 extension Row {
     /// Rows `rows` of this (group, head), scores not returned; key tiles packed in `keyTiles`.
     func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>, keys keyTiles: PackedKeyTiles<T>) {
-        let width = FlashTile.keys(T.self)
+        let width = job.flashKeys
         let hv = shape.valueDim, count = rows.count
         // Scratch: logits (8 × width), O (rows × hv).
         let logits = scratch, out = logits + FlashTile.microRows * width
@@ -83,7 +87,7 @@ extension Row {
     /// key's row of e^{2c·k} — zero beyond `keys` up to a whole pair of vectors (what the
     /// register tile reads).
     func packTransposedKeys(_ j0: Int, _ keys: Int, into packed: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self), h = shape.keyDim
+        let lanes = T.Vector.scalarCount, width = job.flashKeys, h = shape.keyDim
         let padded = min(width, (keys + 2 * lanes - 1) / (2 * lanes) * (2 * lanes))
         if keys < padded {  // whole zero vectors (one or two) from the one holding the last key
             let c = keys / lanes * lanes, two = c + lanes < padded
@@ -116,7 +120,7 @@ extension Row {
     /// r < micro and t < keys; dot scores from the packed keys.
     private func tileLogits(_ i0: Int, _ micro: Int, _ j0: Int, _ keys: Int, _ packed: UnsafeMutablePointer<T>,
                             into logits: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self)
+        let lanes = T.Vector.scalarCount, width = job.flashKeys
         guard case .dot(let scale) = job.score else {
             for r in 0..<micro {
                 tanhLogits(i0 + r, j0, keys, packed, into: logits + r * width)
@@ -171,7 +175,7 @@ extension Row {
     /// vector, then scalars, for the columns left).
     private func accumulateValues(_ micro: Int, _ j0: Int, _ keys: Int, _ weights: UnsafeMutablePointer<T>,
                                   out: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self), hv = shape.valueDim
+        let lanes = T.Vector.scalarCount, width = job.flashKeys, hv = shape.valueDim
         func o(_ r: Int) -> UnsafeMutablePointer<T> { out + min(r, micro - 1) * hv }
         func w(_ r: Int) -> UnsafePointer<T> { UnsafePointer(weights + min(r, micro - 1) * width) }
         let values = job.operands.value + job.operands.valueLayout.offset(g, kvHead, j0)
@@ -221,9 +225,9 @@ struct PackedKeyTiles<T: KernelScalar> {
         tags.update(repeating: -1, count: 4 * slots)
     }
 
-    /// Slots for a problem: one per key tile of a head, within 2^20 elements (at least one).
-    static func slots(_ shape: AttentionShape) -> Int {
-        let width = FlashTile.keys(T.self), tile = max(1, shape.keyDim) * width
+    /// Slots for a job: one per key tile of a head, within 2^20 elements (at least one).
+    static func slots(_ job: AttentionJob<T>) -> Int {
+        let shape = job.shape, width = job.flashKeys, tile = max(1, shape.keyDim) * width
         let tiles = (shape.keyLength + width - 1) / width
         return max(1, min(tiles, (1 << 20) / tile))
     }
@@ -231,7 +235,7 @@ struct PackedKeyTiles<T: KernelScalar> {
     /// The packed tile of keys j0 ..< j0 + keys of `row`'s key/value head, packed now unless
     /// its slot holds it.
     func tile(_ row: Row<T>, _ j0: Int, _ keys: Int) -> UnsafeMutablePointer<T> {
-        let slot = j0 / FlashTile.keys(T.self) % slots
+        let slot = j0 / row.job.flashKeys % slots
         let tag = tags + 4 * slot, packed = base + slot * tileElements
         if tag[0] != row.g || tag[1] != row.kvHead || tag[2] != j0 || tag[3] != keys {
             row.packTransposedKeys(j0, keys, into: packed)

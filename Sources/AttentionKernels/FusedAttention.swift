@@ -76,6 +76,8 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     let logSumExp: UnsafeMutablePointer<T>?
     let queryBlocks: Int
     let headsPerKeyValueHead: Int
+    /// Keys per flash tile: wide tiles for dot scores without masks or bias (`FlashTile`).
+    let flashKeys: Int
 
     init(shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
          mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
@@ -85,6 +87,9 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
         self.logSumExp = logSumExp
         queryBlocks = (shape.queryLength + AttentionTile.queryRows - 1) / AttentionTile.queryRows
         headsPerKeyValueHead = max(1, shape.heads / max(1, shape.keyValueHeads))
+        var dot = false
+        if case .dot = score { dot = true }
+        flashKeys = FlashTile.keys(T.self, wide: dot && mask.isEmpty && bias == nil)
     }
 
     var workItems: Int { shape.groups * shape.heads * queryBlocks }
@@ -107,8 +112,8 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     /// and the packed key tiles it keeps from one query block to the next.
     func run(_ items: Range<Int>) {
         let tile = AttentionTile.keys
-        let width = FlashTile.keys(T.self)
-        let keyTiles = PackedKeyTiles<T>.slots(shape)
+        let width = flashKeys
+        let keyTiles = PackedKeyTiles<T>.slots(self)
         let flashScratch = FlashTile.microRows * width + AttentionTile.queryRows * shape.valueDim
             + keyTiles * shape.keyDim * width
         let flashes = scores == nil && flashScratch <= AttentionTile.maxPackedScratch
