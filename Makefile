@@ -15,6 +15,8 @@ TARGET_CPU ?= dispatch
 DISPATCH   := $(filter dispatch,$(TARGET_CPU))
 # The Swift builds that are not variants (tests, bench, checked, fuzz) compile for this CPU.
 export ATTENTION_TARGET_CPU := $(if $(DISPATCH),native,$(TARGET_CPU))
+# Whether this CPU has 512-bit registers, for native builds (Package.swift: kernel vector width).
+export ATTENTION_NATIVE_AVX512 := $(if $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo y),1,0)
 
 SCRATCH := $(if $(DISPATCH),.build,.build-cpu-$(TARGET_CPU))
 BUILD   := $(SCRATCH)/release

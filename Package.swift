@@ -15,8 +15,18 @@ let kernelsName = variantCPUs.first { $0.value == targetCPU }?.key ?? "native"
 /// CPUs without FMA: the kernels then multiply and add instead of calling fma per lane.
 let withoutFMA: Set = ["x86-64", "x86-64-v2", "core2", "penryn", "nehalem", "westmere", "sandybridge", "ivybridge",
                        "k8", "btver1", "btver2", "silvermont", "goldmont"]
+/// CPUs with 512-bit registers (AVX-512). The others with FMA (AVX2 class) get 256-bit
+/// kernel vectors and a 6-row register tile (ATTENTION_NARROW_VECTORS): a 512-bit SIMD type
+/// is two registers there and the 8-row tile spilled. For `native`, the Makefile says whether
+/// this CPU has avx512f (ATTENTION_NATIVE_AVX512, 1 when unset).
+let avx512CPUs: Set = ["skylake-avx512", "cascadelake", "cooperlake", "cannonlake", "icelake-client",
+                       "icelake-server", "tigerlake", "rocketlake", "sapphirerapids", "emeraldrapids",
+                       "graniterapids", "graniterapids-d", "znver4", "znver5", "x86-64-v4", "knl", "knm"]
+let narrowVectors = targetCPU == "native" ? Context.environment["ATTENTION_NATIVE_AVX512"] == "0"
+    : !avx512CPUs.contains(targetCPU) && !withoutFMA.contains(targetCPU)
 let cpuFlags: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU]), .define("ATTENTION_KERNELS_\(kernelsName.uppercased())")]
     + (withoutFMA.contains(targetCPU) ? [.define("ATTENTION_NO_FMA")] : [])
+    + (narrowVectors ? [.define("ATTENTION_NARROW_VECTORS")] : [])
 /// Kernels drop bounds and overflow checks (-Ounchecked) in release builds, except in the
 /// checked build the tests also run (`ATTENTION_CHECKED=1`: an index error traps there).
 let kernelOptimisation: [SwiftSetting] = Context.environment["ATTENTION_CHECKED"] == "1"

@@ -11,7 +11,7 @@
 /// Rows whose keys are all masked fall back to `Row.fullyMaskedStreaming`.
 enum FlashTile {
     /// Query rows per register micro-block.
-    static let microRows = 8
+    static let microRows = registerTileRows
     /// SIMD vectors of keys per tile (256 float32): Q·Kᵀ takes them two at a time on the
     /// register tile, the softmax and P·V all at once. A row's softmax step costs per tile, so
     /// wider tiles pay it less often: 8 vectors (with K packed again for every block) were 4%
@@ -132,7 +132,7 @@ extension Row {
         let s = T.Vector(repeating: scale)
         var c = 0
         while c < keys {
-            var tile = Tile8x2<T>()
+            var tile = RegisterTile<T>()
             let b = UnsafePointer(packed + c)
             if keys - c > lanes {
                 tile.accumulate(q, aStep: 1, b, bStep: width, depth: shape.keyDim)
@@ -182,7 +182,7 @@ extension Row {
         let valueStride = job.operands.valueLayout.row
         var c = 0
         while c + 2 * lanes <= hv {
-            var tile = Tile8x2<T>(loading: { UnsafePointer(o($0) + c) })
+            var tile = RegisterTile<T>(loading: { UnsafePointer(o($0) + c) })
             tile.accumulate(w, aStep: 1, values + c, bStep: valueStride, depth: keys)
             // Rows past `micro` alias the last real row: store only the real rows.
             for r in 0..<micro {
@@ -193,7 +193,7 @@ extension Row {
             c += 2 * lanes
         }
         if c + lanes <= hv {
-            var tile = Tile8x2<T>()
+            var tile = RegisterTile<T>()
             tile.accumulateFirstVector(w, aStep: 1, values + c, bStep: valueStride, depth: keys)
             for r in 0..<micro { o(r).store(UnsafePointer(o(r)).vector(at: c) + tile.row(r).0, at: c) }
             c += lanes

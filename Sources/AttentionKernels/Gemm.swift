@@ -20,7 +20,7 @@ public struct GemmOperands<T: KernelScalar>: @unchecked Sendable {
 /// microRows rows (packing A into strips, as Goto does, cost 5% of a projection's time:
 /// a scalar transpose that the in-place rows do not need).
 enum GemmTile {
-    static let microRows = 8
+    static let microRows = registerTileRows
     static let depth = 512
     static let rows = 96
     static let columns = 1024
@@ -164,7 +164,7 @@ struct GemmJob<T: KernelScalar>: @unchecked Sendable {
     func microKernel(_ a: (Int) -> UnsafePointer<T>, _ b: UnsafeMutablePointer<T>, _ depth: Int,
                      c: UnsafeMutablePointer<T>, rows: Int, columns: Int, start: UnsafePointer<T>??) {
         let lanes = T.Vector.scalarCount
-        var tile = Tile8x2<T>()
+        var tile = RegisterTile<T>()
         tile.accumulate(a, aStep: 1, UnsafePointer(b), bStep: 2 * lanes, depth: depth)
         // What the tile is added to, per row: C's row, or the start row (the same for all).
         let origin: (UnsafeMutablePointer<T>) -> UnsafePointer<T>? = { row in

@@ -8,7 +8,7 @@ import Darwin
 /// that fills one AVX-512 register and the scalar transcendental functions the math needs.
 public protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Sendable, Codable
 where Vector.Scalar == Self, Vector: Sendable {
-    /// One register of lanes: SIMD16<Float> or SIMD8<Double>.
+    /// One register of lanes: `FloatVector` or `DoubleVector` (512 or 256 bits by the CPU).
     associatedtype Vector: SIMD
 
     /// e^x.
@@ -42,8 +42,25 @@ where Vector.Scalar == Self, Vector: Sendable {
     static func exponentiate(_ x: UnsafeMutablePointer<Self>, vectors: Int, minus shift: Self) -> Self
 }
 
+#if ATTENTION_NARROW_VECTORS
+/// A kernel vector: one 256-bit register, on CPUs with FMA but no 512-bit registers (the
+/// AVX2 variant). A 512-bit type there is split in two, and the register tile's 16
+/// accumulator vectors needed 32 of the 16 registers: it spilled in every step and the AVX2
+/// kernels ran at 52% of that CPU's FMA peak.
+public typealias FloatVector = SIMD8<Float>
+public typealias DoubleVector = SIMD4<Double>
+@usableFromInline typealias FloatBits = SIMD8<Int32>
+@usableFromInline typealias DoubleBits = SIMD4<Int64>
+#else
+/// A kernel vector: one 512-bit register (or, without FMA, the same lanes split).
+public typealias FloatVector = SIMD16<Float>
+public typealias DoubleVector = SIMD8<Double>
+@usableFromInline typealias FloatBits = SIMD16<Int32>
+@usableFromInline typealias DoubleBits = SIMD8<Int64>
+#endif
+
 extension Float: KernelScalar {
-    public typealias Vector = SIMD16<Float>
+    public typealias Vector = FloatVector
     @inlinable public static func exp(_ x: Float) -> Float { expf(x) }
     @inlinable public static func tanh(_ x: Float) -> Float { tanhf(x) }
     @inlinable public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
@@ -51,33 +68,41 @@ extension Float: KernelScalar {
     @inlinable public static func log(_ x: Float) -> Float { logf(x) }
     @inlinable public static func cos(_ x: Float) -> Float { cosf(x) }
     @inlinable @inline(__always)
-    public static func sum(_ v: SIMD16<Float>) -> Float {
-        let h8 = halves(v, SIMD8<Float>.self), h4 = halves(h8.0 + h8.1, SIMD4<Float>.self)
-        let h2 = halves(h4.0 + h4.1, SIMD2<Float>.self), h1 = h2.0 + h2.1
+    public static func sum(_ v: FloatVector) -> Float {
+        #if ATTENTION_NARROW_VECTORS
+        let h8 = v
+        #else
+        let h16 = halves(v, SIMD8<Float>.self), h8 = h16.0 + h16.1
+        #endif
+        let h4 = halves(h8, SIMD4<Float>.self), h2 = halves(h4.0 + h4.1, SIMD2<Float>.self), h1 = h2.0 + h2.1
         return h1.x + h1.y
     }
     @inlinable @inline(__always)
-    public static func minimum(_ x: SIMD16<Float>, _ bound: Float) -> SIMD16<Float> {
+    public static func minimum(_ x: FloatVector, _ bound: Float) -> FloatVector {
         x.replacing(with: bound, where: x .> bound)
     }
     @inlinable @inline(__always)
     public static func maximum(_ x: UnsafePointer<Float>, vectors: Int) -> Float {
         // Concrete SIMD comparisons: generic ones compile lane by lane.
         guard vectors > 0 else { return -.infinity }
-        var m16 = x.vector(at: 0)
+        var m = x.vector(at: 0)
         for v in 1..<vectors {
-            let a = x.vector(at: v * 16)
-            m16.replace(with: a, where: a .> m16)
+            let a = x.vector(at: v * FloatVector.scalarCount)
+            m.replace(with: a, where: a .> m)
         }
-        let h8 = halves(m16, SIMD8<Float>.self)
-        let m8 = h8.0.replacing(with: h8.1, where: h8.1 .> h8.0), h4 = halves(m8, SIMD4<Float>.self)
+        #if ATTENTION_NARROW_VECTORS
+        let m8 = m
+        #else
+        let h8 = halves(m, SIMD8<Float>.self), m8 = h8.0.replacing(with: h8.1, where: h8.1 .> h8.0)
+        #endif
+        let h4 = halves(m8, SIMD4<Float>.self)
         let m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
         return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
     }
 }
 
 extension Double: KernelScalar {
-    public typealias Vector = SIMD8<Double>
+    public typealias Vector = DoubleVector
     @inlinable public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
     @inlinable public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
     @inlinable public static func sigmoid(_ x: Double) -> Double { 1 / (1 + Glibc.exp(-x)) }
@@ -85,24 +110,32 @@ extension Double: KernelScalar {
     @inlinable public static func log(_ x: Double) -> Double { Glibc.log(x) }
     @inlinable public static func cos(_ x: Double) -> Double { Glibc.cos(x) }
     @inlinable @inline(__always)
-    public static func sum(_ v: SIMD8<Double>) -> Double {
-        let h4 = halves(v, SIMD4<Double>.self), h2 = halves(h4.0 + h4.1, SIMD2<Double>.self), h1 = h2.0 + h2.1
+    public static func sum(_ v: DoubleVector) -> Double {
+        #if ATTENTION_NARROW_VECTORS
+        let h4 = v
+        #else
+        let h8 = halves(v, SIMD4<Double>.self), h4 = h8.0 + h8.1
+        #endif
+        let h2 = halves(h4, SIMD2<Double>.self), h1 = h2.0 + h2.1
         return h1.x + h1.y
     }
     @inlinable @inline(__always)
-    public static func minimum(_ x: SIMD8<Double>, _ bound: Double) -> SIMD8<Double> {
+    public static func minimum(_ x: DoubleVector, _ bound: Double) -> DoubleVector {
         x.replacing(with: bound, where: x .> bound)
     }
     @inlinable @inline(__always)
     public static func maximum(_ x: UnsafePointer<Double>, vectors: Int) -> Double {
         guard vectors > 0 else { return -.infinity }
-        var m8 = x.vector(at: 0)
+        var m = x.vector(at: 0)
         for v in 1..<vectors {
-            let a = x.vector(at: v * 8)
-            m8.replace(with: a, where: a .> m8)
+            let a = x.vector(at: v * DoubleVector.scalarCount)
+            m.replace(with: a, where: a .> m)
         }
-        let h4 = halves(m8, SIMD4<Double>.self)
-        let m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
+        #if ATTENTION_NARROW_VECTORS
+        let m4 = m
+        #else
+        let h4 = halves(m, SIMD4<Double>.self), m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
+        #endif
         return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
     }
 }

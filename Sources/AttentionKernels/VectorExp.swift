@@ -13,46 +13,46 @@
 
 extension Float {
     @inlinable
-    public static func exp(_ x: SIMD16<Float>) -> SIMD16<Float> { expInline(x) }
+    public static func exp(_ x: FloatVector) -> FloatVector { expInline(x) }
 
     /// `exponentiate` of KernelScalar, with e^x inlined.
     @inlinable
     public static func exponentiate(_ x: UnsafeMutablePointer<Float>, vectors: Int, minus shift: Float) -> Float {
-        let raw = UnsafeMutableRawPointer(x), s = SIMD16<Float>(repeating: shift)
-        var total = SIMD16<Float>()
+        let raw = UnsafeMutableRawPointer(x), s = FloatVector(repeating: shift)
+        var total = FloatVector()
         for v in 0..<vectors {
-            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD16<Float>.self) - s, overflows: false)
-            raw.storeBytes(of: p, toByteOffset: v * 64, as: SIMD16<Float>.self)
+            let p = expInline(raw.loadUnaligned(fromByteOffset: v * MemoryLayout<FloatVector>.size, as: FloatVector.self) - s, overflows: false)
+            raw.storeBytes(of: p, toByteOffset: v * MemoryLayout<FloatVector>.size, as: FloatVector.self)
             total += p
         }
         return sum(total)
     }
 
     @inlinable @inline(__always)
-    static func expInline(_ x: SIMD16<Float>, overflows: Bool = true) -> SIMD16<Float> {
+    static func expInline(_ x: FloatVector, overflows: Bool = true) -> FloatVector {
         var clamped = x.replacing(with: -87.6, where: x .< -87.6)
         if overflows { clamped.replace(with: 88, where: clamped .> 88) }
         // k = round(x·log2 e): adding 1.5·2²³ rounds to an integer in the low mantissa bits.
-        let shifted = SIMD16<Float>(repeating: 12_582_912).plusProduct(clamped, SIMD16(repeating: 1.442_695_04))
+        let shifted = FloatVector(repeating: 12_582_912).plusProduct(clamped, FloatVector(repeating: 1.442_695_04))
         let k = shifted - 12_582_912
-        let r = clamped.plusProduct(k, SIMD16(repeating: -0.693_145_751_953_125))
-            .plusProduct(k, SIMD16(repeating: -1.428_606_765_330_187e-6))
-        var p = SIMD16<Float>(repeating: 0.001_383_683_4)
-        p = SIMD16<Float>(repeating: 0.008_374_816).addingProduct(p, r)
-        p = SIMD16<Float>(repeating: 0.041_668_225).addingProduct(p, r)
-        p = SIMD16<Float>(repeating: 0.166_664_2).addingProduct(p, r)
-        p = SIMD16<Float>(repeating: 0.499_999_9).addingProduct(p, r)
-        p = SIMD16<Float>(repeating: 1).addingProduct(p, r)
-        p = SIMD16<Float>(repeating: 1).addingProduct(p, r)
-        let bits = (unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- (0x4B40_0000 - 127)) &<< 23
-        var result = p * unsafeBitCast(bits, to: SIMD16<Float>.self)
+        let r = clamped.plusProduct(k, FloatVector(repeating: -0.693_145_751_953_125))
+            .plusProduct(k, FloatVector(repeating: -1.428_606_765_330_187e-6))
+        var p = FloatVector(repeating: 0.001_383_683_4)
+        p = FloatVector(repeating: 0.008_374_816).addingProduct(p, r)
+        p = FloatVector(repeating: 0.041_668_225).addingProduct(p, r)
+        p = FloatVector(repeating: 0.166_664_2).addingProduct(p, r)
+        p = FloatVector(repeating: 0.499_999_9).addingProduct(p, r)
+        p = FloatVector(repeating: 1).addingProduct(p, r)
+        p = FloatVector(repeating: 1).addingProduct(p, r)
+        let bits = (unsafeBitCast(shifted, to: FloatBits.self) &- (0x4B40_0000 - 127)) &<< 23
+        var result = p * unsafeBitCast(bits, to: FloatVector.self)
         result.replace(with: 0, where: x .< -87.6)
         if overflows { result.replace(with: .infinity, where: x .> 88) }
         return result
     }
 
     @inlinable
-    public static func tanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
+    public static func tanh(_ x: FloatVector) -> FloatVector {
         let a = x.replacing(with: -x, where: x .< 0)
         let e = exp(2 * a.replacing(with: 10, where: a .> 10))
         var t = 1 - 2 / (e + 1)
@@ -64,53 +64,53 @@ extension Float {
 
 extension Double {
     @inlinable
-    public static func exp(_ x: SIMD8<Double>) -> SIMD8<Double> { expInline(x) }
+    public static func exp(_ x: DoubleVector) -> DoubleVector { expInline(x) }
 
     /// `exponentiate` of KernelScalar, with e^x inlined.
     @inlinable
     public static func exponentiate(_ x: UnsafeMutablePointer<Double>, vectors: Int, minus shift: Double) -> Double {
-        let raw = UnsafeMutableRawPointer(x), s = SIMD8<Double>(repeating: shift)
-        var total = SIMD8<Double>()
+        let raw = UnsafeMutableRawPointer(x), s = DoubleVector(repeating: shift)
+        var total = DoubleVector()
         for v in 0..<vectors {
-            let p = expInline(raw.loadUnaligned(fromByteOffset: v * 64, as: SIMD8<Double>.self) - s, overflows: false)
-            raw.storeBytes(of: p, toByteOffset: v * 64, as: SIMD8<Double>.self)
+            let p = expInline(raw.loadUnaligned(fromByteOffset: v * MemoryLayout<DoubleVector>.size, as: DoubleVector.self) - s, overflows: false)
+            raw.storeBytes(of: p, toByteOffset: v * MemoryLayout<DoubleVector>.size, as: DoubleVector.self)
             total += p
         }
         return sum(total)
     }
 
     @inlinable @inline(__always)
-    static func expInline(_ x: SIMD8<Double>, overflows: Bool = true) -> SIMD8<Double> {
+    static func expInline(_ x: DoubleVector, overflows: Bool = true) -> DoubleVector {
         var clamped = x.replacing(with: -708, where: x .< -708)
         if overflows { clamped.replace(with: 709, where: clamped .> 709) }
         // k = round(x·log2 e): adding 1.5·2⁵² rounds to an integer in the low mantissa bits.
-        let shifted = SIMD8<Double>(repeating: 6_755_399_441_055_744).plusProduct(clamped, SIMD8(repeating: 1.442_695_040_888_963_4))
+        let shifted = DoubleVector(repeating: 6_755_399_441_055_744).plusProduct(clamped, DoubleVector(repeating: 1.442_695_040_888_963_4))
         let k = shifted - 6_755_399_441_055_744
-        let r = clamped.plusProduct(k, SIMD8(repeating: -0.693_147_180_369_123_8))
-            .plusProduct(k, SIMD8(repeating: -1.908_214_929_270_587_7e-10))
-        var p = SIMD8<Double>(repeating: 1.0 / 6_227_020_800)
-        p = SIMD8<Double>(repeating: 1.0 / 479_001_600).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 39_916_800).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 3_628_800).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 362_880).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 40_320).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 5_040).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 720).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 120).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 24).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0 / 6).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 0.5).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0).addingProduct(p, r)
-        p = SIMD8<Double>(repeating: 1.0).addingProduct(p, r)
-        let bits = (unsafeBitCast(shifted, to: SIMD8<Int64>.self) &- (0x4338_0000_0000_0000 - 1023)) &<< 52
-        var result = p * unsafeBitCast(bits, to: SIMD8<Double>.self)
+        let r = clamped.plusProduct(k, DoubleVector(repeating: -0.693_147_180_369_123_8))
+            .plusProduct(k, DoubleVector(repeating: -1.908_214_929_270_587_7e-10))
+        var p = DoubleVector(repeating: 1.0 / 6_227_020_800)
+        p = DoubleVector(repeating: 1.0 / 479_001_600).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 39_916_800).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 3_628_800).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 362_880).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 40_320).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 5_040).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 720).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 120).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 24).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0 / 6).addingProduct(p, r)
+        p = DoubleVector(repeating: 0.5).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0).addingProduct(p, r)
+        p = DoubleVector(repeating: 1.0).addingProduct(p, r)
+        let bits = (unsafeBitCast(shifted, to: DoubleBits.self) &- (0x4338_0000_0000_0000 - 1023)) &<< 52
+        var result = p * unsafeBitCast(bits, to: DoubleVector.self)
         result.replace(with: 0, where: x .< -708)
         if overflows { result.replace(with: .infinity, where: x .> 709) }
         return result
     }
 
     @inlinable
-    public static func tanh(_ x: SIMD8<Double>) -> SIMD8<Double> {
+    public static func tanh(_ x: DoubleVector) -> DoubleVector {
         let a = x.replacing(with: -x, where: x .< 0)
         let e = exp(2 * a.replacing(with: 20, where: a .> 20))
         var t = 1 - 2 / (e + 1)

@@ -1,18 +1,33 @@
-/// An 8-row × 2-vector block of accumulators — 16 SIMD registers — and the rank-1 update
-/// that the register-blocked kernels (GEMM, the flash block's Q·Kᵀ and P·V) are made of:
+/// The register tile's rows: 8 where there are 32 vector registers (AVX-512: 16
+/// accumulators, 2 vectors of B and a broadcast), 6 where there are 16 (AVX2 with 256-bit
+/// kernel vectors: 12 accumulators + 3 fit; 8 rows spilled accumulators in every step).
+#if ATTENTION_NARROW_VECTORS
+let registerTileRows = 6
+#else
+let registerTileRows = 8
+#endif
+
+/// A `registerTileRows` × 2-vector block of accumulators and the rank-1 update that the
+/// register-blocked kernels (GEMM, the flash block's Q·Kᵀ and P·V, the backward's block
+/// products) are made of:
 ///     acc[r] += a_r[k] · b[k]   for k in 0..<depth,
 /// a_r[k] a scalar of row r broadcast to all lanes, b[k] two vectors.
-struct Tile8x2<T: KernelScalar> {
+struct RegisterTile<T: KernelScalar> {
     var x00: T.Vector, x01: T.Vector, x10: T.Vector, x11: T.Vector
     var x20: T.Vector, x21: T.Vector, x30: T.Vector, x31: T.Vector
     var x40: T.Vector, x41: T.Vector, x50: T.Vector, x51: T.Vector
+    #if !ATTENTION_NARROW_VECTORS
     var x60: T.Vector, x61: T.Vector, x70: T.Vector, x71: T.Vector
+    #endif
 
     /// Zero accumulators.
     @inline(__always) init() {
         let z = T.Vector()
         (x00, x01, x10, x11, x20, x21, x30, x31) = (z, z, z, z, z, z, z, z)
-        (x40, x41, x50, x51, x60, x61, x70, x71) = (z, z, z, z, z, z, z, z)
+        (x40, x41, x50, x51) = (z, z, z, z)
+        #if !ATTENTION_NARROW_VECTORS
+        (x60, x61, x70, x71) = (z, z, z, z)
+        #endif
     }
 
     /// Accumulators loaded from 2 vectors at `row(r)` for each row r.
@@ -20,7 +35,10 @@ struct Tile8x2<T: KernelScalar> {
         let lanes = T.Vector.scalarCount
         func pair(_ r: Int) -> (T.Vector, T.Vector) { (row(r).vector(at: 0), row(r).vector(at: lanes)) }
         (x00, x01) = pair(0); (x10, x11) = pair(1); (x20, x21) = pair(2); (x30, x31) = pair(3)
-        (x40, x41) = pair(4); (x50, x51) = pair(5); (x60, x61) = pair(6); (x70, x71) = pair(7)
+        (x40, x41) = pair(4); (x50, x51) = pair(5)
+        #if !ATTENTION_NARROW_VECTORS
+        (x60, x61) = pair(6); (x70, x71) = pair(7)
+        #endif
     }
 
     /// acc[r] += Σ_k a_r[k · aStep] · (b + k · bStep)[0 ..< 2 vectors], a_r = rows(r).
@@ -28,7 +46,10 @@ struct Tile8x2<T: KernelScalar> {
     mutating func accumulate(_ rows: (Int) -> UnsafePointer<T>, aStep: Int, _ b: UnsafePointer<T>, bStep: Int,
                              depth: Int) {
         let lanes = T.Vector.scalarCount
-        let (a0, a1, a2, a3, a4, a5, a6, a7) = (rows(0), rows(1), rows(2), rows(3), rows(4), rows(5), rows(6), rows(7))
+        let (a0, a1, a2, a3, a4, a5) = (rows(0), rows(1), rows(2), rows(3), rows(4), rows(5))
+        #if !ATTENTION_NARROW_VECTORS
+        let (a6, a7) = (rows(6), rows(7))
+        #endif
         var bp = b, k = 0
         for _ in 0..<depth {
             let b0 = bp.vector(at: 0), b1 = bp.vector(at: lanes)
@@ -38,8 +59,10 @@ struct Tile8x2<T: KernelScalar> {
             v = T.Vector(repeating: a3[k]); x30 = x30.plusProduct(v, b0); x31 = x31.plusProduct(v, b1)
             v = T.Vector(repeating: a4[k]); x40 = x40.plusProduct(v, b0); x41 = x41.plusProduct(v, b1)
             v = T.Vector(repeating: a5[k]); x50 = x50.plusProduct(v, b0); x51 = x51.plusProduct(v, b1)
+            #if !ATTENTION_NARROW_VECTORS
             v = T.Vector(repeating: a6[k]); x60 = x60.plusProduct(v, b0); x61 = x61.plusProduct(v, b1)
             v = T.Vector(repeating: a7[k]); x70 = x70.plusProduct(v, b0); x71 = x71.plusProduct(v, b1)
+            #endif
             bp += bStep
             k += aStep
         }
@@ -50,7 +73,10 @@ struct Tile8x2<T: KernelScalar> {
     @inline(__always)
     mutating func accumulateFirstVector(_ rows: (Int) -> UnsafePointer<T>, aStep: Int, _ b: UnsafePointer<T>,
                                         bStep: Int, depth: Int) {
-        let (a0, a1, a2, a3, a4, a5, a6, a7) = (rows(0), rows(1), rows(2), rows(3), rows(4), rows(5), rows(6), rows(7))
+        let (a0, a1, a2, a3, a4, a5) = (rows(0), rows(1), rows(2), rows(3), rows(4), rows(5))
+        #if !ATTENTION_NARROW_VECTORS
+        let (a6, a7) = (rows(6), rows(7))
+        #endif
         var bp = b, k = 0
         for _ in 0..<depth {
             let b0 = bp.vector(at: 0)
@@ -60,14 +86,16 @@ struct Tile8x2<T: KernelScalar> {
             x30 = x30.plusProduct(T.Vector(repeating: a3[k]), b0)
             x40 = x40.plusProduct(T.Vector(repeating: a4[k]), b0)
             x50 = x50.plusProduct(T.Vector(repeating: a5[k]), b0)
+            #if !ATTENTION_NARROW_VECTORS
             x60 = x60.plusProduct(T.Vector(repeating: a6[k]), b0)
             x70 = x70.plusProduct(T.Vector(repeating: a7[k]), b0)
+            #endif
             bp += bStep
             k += aStep
         }
     }
 
-    /// The two accumulator vectors of row r (0 ..< 8).
+    /// The two accumulator vectors of row r (0 ..< registerTileRows).
     @inline(__always) func row(_ r: Int) -> (T.Vector, T.Vector) {
         switch r {
         case 0: (x00, x01)
@@ -75,9 +103,13 @@ struct Tile8x2<T: KernelScalar> {
         case 2: (x20, x21)
         case 3: (x30, x31)
         case 4: (x40, x41)
+        #if ATTENTION_NARROW_VECTORS
+        default: (x50, x51)
+        #else
         case 5: (x50, x51)
         case 6: (x60, x61)
         default: (x70, x71)
+        #endif
         }
     }
 }
@@ -109,7 +141,7 @@ func multiplyAccumulate<T: KernelScalar>(m: Int, n: Int, depth: Int, alpha: T,
         guard !columns.isEmpty, !terms.isEmpty else { continue }
         var j0 = columns.lowerBound / width * width
         while j0 < columns.upperBound {
-            var tile = Tile8x2<T>()
+            var tile = RegisterTile<T>()
             tile.accumulate({ a(i0 + min($0, rows - 1)) + terms.lowerBound * aStep }, aStep: aStep,
                             b + terms.lowerBound * bStep + j0, bStep: bStep, depth: terms.count)
             let strip = min(width, n - j0)
