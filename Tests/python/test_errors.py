@@ -866,3 +866,11 @@ def test_c_dot_product_attention_arguments():
     _expect(dpa(args(bias=np.ones((3, 5), np.uint8))), _lib.ERR_DTYPE, "bias is uint8", TypeError)
     _expect(dpa(args(output=np.zeros((1, 3, 2, 5), F32))), _lib.ERR_SHAPE,
             "output has shape [1, 3, 2, 5] but [1, 3, 2, 4] is required")
+
+
+@pytest.mark.parametrize("missing", ["query", "key", "value"])
+def test_dot_product_attention_none_operand(missing):
+    operands = {name: np.ones((1, 3, 1, 4), np.float32) for name in ("query", "key", "value")}
+    operands[missing] = None
+    with pytest.raises(TypeError, match=f"{missing} must be a numeric array, got None"):
+        attention.dot_product_attention(**operands)

@@ -37,6 +37,9 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
     float64 if any is float64, else float32 if any is float32 (or float16 meets bfloat16),
     else their shared float16 or bfloat16 (computed in float32, rounded at the end); float32
     when none is floating. ValueError for a non-boolean mask."""
+    for what, x in (("query", query), ("key", key), ("value", value)):
+        if x is None:
+            raise TypeError(f"{what} must be a numeric array, got None")
     given = {"query": query, "key": key, "value": value, "bias": bias}
     arrays = {what: numeric(x, what) for what, x in given.items() if x is not None}
     dtype = result_dtype(a.dtype for a in arrays.values())
