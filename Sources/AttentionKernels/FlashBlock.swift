@@ -1,12 +1,14 @@
 /// The hot path of `attentionForward` when no scores are returned: a block of query rows
-/// against tiles of 16 SIMD vectors of keys. K (for concat/additive scores, its e^{2c·k} table)
-/// is packed transposed (head dim × keys) once per key tile for every block of the worker's
-/// run that reads it (`PackedKeyTiles`); then for each
-/// micro-block of 8 rows, on the keys its last row's band reaches (one vector when they fit)
-///   1. logits (8 × tile): Q·Kᵀ in registers (8 × 2 vectors of accumulators), or the
-///      concat/additive sums of `Row.tanhLogits`,
+/// against tiles of 16 SIMD vectors of keys (32 for `wide` jobs). K (for concat/additive
+/// scores, its e^{2c·k} table) is packed transposed (head dim × keys) once per key tile for
+/// every block of the worker's run that reads it (`PackedKeyTiles`); then for each
+/// micro-block of `microRows` rows (the register tile's: 8, or 6 on the avx2 kernels), on the
+/// keys its last row's band reaches (one vector when they fit)
+///   1. logits (microRows × tile): Q·Kᵀ in registers (microRows × 2 vectors of
+///      accumulators), or the concat/additive sums of `Row.tanhLogits`,
 ///   2. the online softmax update per row on whole vectors (running max m, sum l),
-///   3. O (8 × valueDim) = O·e^(m_old − m) + P·V, 8 rows × 2 vectors at a time (then 1).
+///   3. O (microRows × valueDim) = O·e^(m_old − m) + P·V, microRows × 2 vectors at a time
+///      (then 1).
 /// Tiles a causal band or sliding window empties for every row of the block are skipped.
 /// Rows whose keys are all masked fall back to `Row.fullyMaskedStreaming`.
 enum FlashTile {
@@ -30,7 +32,7 @@ extension Row {
     func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>, keys keyTiles: PackedKeyTiles<T>) {
         let width = job.flashKeys
         let hv = shape.valueDim, count = rows.count
-        // Scratch: logits (8 × width), O (rows × hv).
+        // Scratch: logits (microRows × width), O (rows × hv).
         let logits = scratch, out = logits + FlashTile.microRows * width
         out.update(repeating: 0, count: count * hv)
         // Dot scores multiply the packed keys, concat/additive ones read their packed table
@@ -170,9 +172,9 @@ extension Row {
         }
     }
 
-    /// out[r] += Σ_t weights[r · width + t] · v[j0 + t] for the micro-block's rows: 8 rows ×
-    /// 2 vectors of value columns in registers per pass over the tile's keys (then 8 × 1
-    /// vector, then scalars, for the columns left).
+    /// out[r] += Σ_t weights[r · width + t] · v[j0 + t] for the micro-block's rows: microRows ×
+    /// 2 vectors of value columns in registers per pass over the tile's keys (then microRows
+    /// × 1 vector, then scalars, for the columns left).
     private func accumulateValues(_ micro: Int, _ j0: Int, _ keys: Int, _ weights: UnsafeMutablePointer<T>,
                                   out: UnsafeMutablePointer<T>) {
         let lanes = T.Vector.scalarCount, width = job.flashKeys, hv = shape.valueDim

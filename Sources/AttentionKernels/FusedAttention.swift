@@ -113,35 +113,36 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     func run(_ items: Range<Int>) {
         let tile = AttentionTile.keys
         let width = flashKeys
-        let keyTiles = PackedKeyTiles<T>.slots(self)
-        let flashScratch = FlashTile.microRows * width + AttentionTile.queryRows * shape.valueDim
-            + keyTiles * shape.keyDim * width
+        let keyTiles = PackedKeyTiles<T>.slots(self), packedCount = keyTiles * shape.keyDim * width
+        let flashScratch = FlashTile.microRows * width + AttentionTile.queryRows * shape.valueDim + packedCount
         let flashes = scores == nil && flashScratch <= AttentionTile.maxPackedScratch
         let count = tile + shape.valueDim + (flashes ? flashScratch : 0)
         withScratch(of: T.self, count) { logits in
             withScratch(of: Bool.self, max(tile, width)) { kept in  // a streaming tile's or a flash tile's flags
-            withScratch(of: Int.self, 4 * keyTiles) { tags in
-                let packed = PackedKeyTiles(base: logits + count - keyTiles * shape.keyDim * width, slots: keyTiles,
-                                            tileElements: shape.keyDim * width, tags: tags)
-                for item in items {
-                    let block = item % queryBlocks
-                    let n = (item / queryBlocks) % shape.heads
-                    let g = item / (queryBlocks * shape.heads)
-                    let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows, shape.queryLength)
-                    let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
-                    if flashes && rows.count >= FlashTile.microRows / 2 {
-                        row.flashBlock(rows, scratch: logits + tile + shape.valueDim, keys: packed)
-                        continue
-                    }
-                    for i in rows {
-                        if let scores {
-                            row.materialized(i, scores + flatIndex(g, n, i, 0))
-                        } else {
-                            row.streaming(i)
+                withScratch(of: Int.self, flashes ? 4 * keyTiles : 0) { tags in
+                    // Scratch: logits, accumulators, then the flash block's tiles, its packed keys last.
+                    let packed = flashes ? PackedKeyTiles(base: logits + count - packedCount, slots: keyTiles,
+                                                          tileElements: shape.keyDim * width, tags: tags) : nil
+                    for item in items {
+                        let block = item % queryBlocks
+                        let n = (item / queryBlocks) % shape.heads
+                        let g = item / (queryBlocks * shape.heads)
+                        let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows,
+                                                                           shape.queryLength)
+                        let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
+                        if let packed, rows.count >= FlashTile.microRows / 2 {
+                            row.flashBlock(rows, scratch: logits + tile + shape.valueDim, keys: packed)
+                            continue
+                        }
+                        for i in rows {
+                            if let scores {
+                                row.materialized(i, scores + flatIndex(g, n, i, 0))
+                            } else {
+                                row.streaming(i)
+                            }
                         }
                     }
                 }
-            }
             }
         }
     }

@@ -46,8 +46,10 @@ public final class ScratchCache: @unchecked Sendable {
         return (blocks.count, cachedBytes)
     }
 
-    /// A cached block of at least `bytes` (and at most 2·bytes), with its size; nil if none.
+    /// A cached block of at least `bytes` (and at most 2·bytes), with its size; nil if none,
+    /// or if `bytes` is below `minimumBytes` (malloc serves those well).
     public func take(_ bytes: Int) -> (pointer: UnsafeMutableRawPointer, bytes: Int)? {
+        guard bytes >= Self.minimumBytes else { return nil }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         var best: Int?
@@ -61,8 +63,12 @@ public final class ScratchCache: @unchecked Sendable {
     }
 
     /// Keeps a block of `bytes` (from malloc) for a later `take`, freeing the oldest blocks
-    /// beyond the capacity.
+    /// beyond the capacity; a block below `minimumBytes` is freed at once.
     public func give(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
+        guard bytes >= Self.minimumBytes else {
+            free(pointer)
+            return
+        }
         var evicted: [UnsafeMutableRawPointer] = []
         pthread_mutex_lock(mutex)
         blocks.append(Block(pointer: pointer, bytes: bytes))

@@ -49,7 +49,7 @@ final class Workspace<T: KernelScalar> {
     /// `allocateMemory`'s block, or a cached one for a large request.
     private func allocate(_ count: Int, elementSize: Int, _ what: String) throws(AttentionError) -> UnsafeMutableRawPointer {
         let (bytes, overflow) = max(1, count).multipliedReportingOverflow(by: elementSize)
-        if !overflow, bytes >= ScratchCache.minimumBytes, let block = ScratchCache.shared.take(bytes) {
+        if !overflow, let block = ScratchCache.shared.take(bytes) {
             buffers.append(block)
             return block.pointer
         }
@@ -58,11 +58,7 @@ final class Workspace<T: KernelScalar> {
         return p
     }
 
-    deinit {
-        for (p, bytes) in buffers {
-            if bytes >= ScratchCache.minimumBytes { ScratchCache.shared.give(p, bytes: bytes) } else { free(p) }
-        }
-    }
+    deinit { for (p, bytes) in buffers { ScratchCache.shared.give(p, bytes: bytes) } }
 }
 
 /// This machine's physical memory in bytes (sysconf: pages × page size; Int.max if unknown).
