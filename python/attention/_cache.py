@@ -90,17 +90,9 @@ def cached_call(layer, query, value, key, masks, *, training, use_causal_mask, r
         layer.build(query.shape, value.shape, None if key is None else key.shape)
     index = update_index(cache_update_index)
     array, same = cache_array(layer, cache, update=index is not None)
-    inputs = {"query": query, "value": value}
-    if key is not None:
-        inputs["key"] = key
-    for field, mask in masks.items():
-        if mask is not None:
-            inputs[field] = as_mask(mask, field)
-    plan = layer._plan(inputs, return_scores, array)
-    output = np.empty(plan.out_dims, layer._np_dtype)
-    scores = np.empty(plan.scores_dims, layer._np_dtype) if return_scores else None
-    args = layer._bind(plan, [*inputs.values(), array, output, *([scores] if return_scores else [])],
-                       training, use_causal_mask)
+    masks = {field: as_mask(mask, field) for field, mask in masks.items()}
+    plan, args, output, scores = layer._prepare(query, value, key, masks, return_scores=return_scores,
+                                                training=training, use_causal_mask=use_causal_mask, cache=array)
     scalar = None
     if index is None:
         args.cache_update_index, args.cache_update_index_count = None, 0

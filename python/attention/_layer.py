@@ -346,12 +346,27 @@ class Layer:
             plan = table[signature] = CallPlan(fields, out_dims, scores_dims)
         return plan
 
-    def _bind(self, plan, arrays, training, use_causal_mask):
-        """plan.bind(arrays) with the scalar arguments of a call: a training call with a
-        dropout rate takes the next dropout stream (0, unused, otherwise)."""
+    def _prepare(self, query, value, key, masks, *, return_scores, training, use_causal_mask, cache=None):
+        """A call's CallPlan bound to its arrays — query, value, key and the masks (CallArgs
+        field -> array) that are not None, then `cache`, then a new output (and scores when
+        return_scores) — and its scalar arguments: a training call with a dropout rate takes
+        the next dropout stream (0, unused, otherwise). Returns (plan, args, output, scores)."""
+        inputs = {"query": query, "value": value}
+        if key is not None:
+            inputs["key"] = key
+        for field, mask in masks.items():
+            if mask is not None:
+                inputs[field] = mask
+        plan = self._plan(inputs, return_scores, cache)
+        output, scores = np.empty(plan.out_dims, self._np_dtype), None
+        arrays = [*inputs.values(), output] if cache is None else [*inputs.values(), cache, output]
+        if return_scores:
+            scores = np.empty(plan.scores_dims, self._np_dtype)
+            arrays.append(scores)
         training = bool(training)
         stream = self._take_stream() if training and self.dropout > 0 else 0
-        return plan.bind(arrays, training, bool(use_causal_mask), self.dropout_seed, stream)
+        args = plan.bind(arrays, training, bool(use_causal_mask), self.dropout_seed, stream)
+        return plan, args, output, scores
 
     def _forward(self, query, value, key, *, masks, training, use_causal_mask, return_scores,
                  gradients=None):
@@ -361,19 +376,8 @@ class Layer:
         att_layer_backward instead and returns a Gradients."""
         if gradients is not None:
             return_scores = gradients["scores_gradient"] is not None
-        inputs = {"query": query, "value": value}
-        if key is not None:
-            inputs["key"] = key
-        for field, mask in masks.items():
-            if mask is not None:
-                inputs[field] = mask
-        plan = self._plan(inputs, return_scores)
-        output, scores = np.empty(plan.out_dims, self._np_dtype), None
-        arrays = [*inputs.values(), output]
-        if return_scores:
-            scores = np.empty(plan.scores_dims, self._np_dtype)
-            arrays.append(scores)
-        args = self._bind(plan, arrays, training, use_causal_mask)
+        plan, args, output, scores = self._prepare(query, value, key, masks, return_scores=return_scores,
+                                                   training=training, use_causal_mask=use_causal_mask)
         if gradients is None:
             check(_lib.lib().att_layer_call(self._handle, plan.ref))
             result = self._policy.result
