@@ -23,7 +23,7 @@
 
 /// Query rows and keys of one backward block, and the fixed decomposition of the work.
 public enum BackwardTile {
-    public static let queryRows = 64
+    public static let queryRows = 128
     public static let keys = 64
     /// Fewer (group, key/value head) pairs than this split their keys into chunks, to give
     /// about this many tasks.
@@ -165,6 +165,12 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
     let scratch: UnsafeMutablePointer<T>
 
     var shape: AttentionShape { job.shape }
+    /// Whether blocks take `plainScoreGradients`: dot scores without mask views, bias,
+    /// dropout, returned scores or the scale's gradient.
+    var plainBlocks: Bool {
+        plan.packs && job.mask.views.isEmpty && job.bias == nil && job.dropout == nil && grads.scores == nil
+            && grads.scoreWeights == nil
+    }
     var partials: UnsafeMutablePointer<T> { scratch + plan.workers * plan.perWorker }
     /// Reduction slot s's sums of the score weights' and bias table's gradients.
     func slotSums(_ s: Int) -> UnsafeMutablePointer<T> {
@@ -181,6 +187,17 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         var keys, keysTransposed, valuesTransposed, queries, outputGradients, queryGradients: UnsafeMutablePointer<T>
         var logits, raw, dP, dS: UnsafeMutablePointer<T>
         var delta, parameters: UnsafeMutablePointer<T>
+
+        /// The row buffers (queries, output and query gradients, tiles, deltas) from block
+        /// row r on.
+        func offset(rows r: Int, _ plan: BackwardPlan<T>) -> Buffers {
+            var b = self
+            let (ld, key, value) = (plan.tileWidth * r, plan.keyPadded * r, plan.valuePadded * r)
+            (b.queries, b.queryGradients, b.outputGradients) = (queries + key, queryGradients + key, outputGradients + value)
+            (b.logits, b.raw, b.dP, b.dS) = (logits + ld, raw + ld, dP + ld, dS + ld)
+            b.delta = delta + r
+            return b
+        }
     }
 
     func buffers(_ worker: Int, sums: UnsafeMutablePointer<T>) -> Buffers {
@@ -239,10 +256,11 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         }
     }
 
-    /// Kᵀ, Vᵀ (feature × key, zero-padded) and K (key × padded feature) of the chunk.
+    /// Kᵀ, Vᵀ (feature × key, zero-padded) and, for dot scores, scale·K (key × padded
+    /// feature) of the chunk.
     func pack(_ g: Int, _ h: Int, _ keys: Range<Int>, _ b: Buffers) {
         let (d, dv, stride) = (shape.keyDim, shape.valueDim, plan.chunkPadded)
-        let ops = job.operands
+        let ops = job.operands, scale = job.score.dotScale
         if plan.packs { b.keysTransposed.update(repeating: 0, count: d * stride) }
         b.valuesTransposed.update(repeating: 0, count: dv * stride)
         for (t, j) in keys.enumerated() {
@@ -251,7 +269,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
             guard plan.packs else { continue }
             let k = ops.key + ops.keyLayout.offset(g, h, j)
             let padded = b.keys + t * plan.keyPadded
-            padded.update(from: k, count: d)
+            for e in 0..<d { padded[e] = scale * k[e] }
             (padded + d).update(repeating: 0, count: plan.keyPadded - d)
             for e in 0..<d { b.keysTransposed[e * stride + t] = k[e] }
         }
@@ -289,7 +307,8 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 (o + dv).update(repeating: 0, count: plan.valuePadded - dv)
                 if plan.packs {
                     let q = b.queries + r * plan.keyPadded
-                    q.update(from: row.queryRow(i), count: d)
+                    let query = row.queryRow(i), scale = job.score.dotScale
+                    for e in 0..<d { q[e] = scale * query[e] }
                     (q + d).update(repeating: 0, count: plan.keyPadded - d)
                 }
             }
@@ -313,7 +332,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
     /// One block: rows × keys j0 ..< j0 + width (chunk starting at `first`).
     func keyBlock(_ row: Row<T>, _ rows: Range<Int>, _ j0: Int, _ width: Int, _ first: Int,
                   _ fullyMasked: UnsafeMutablePointer<Bool>, _ b: Buffers) {
-        let (g, n, h, d, dv) = (row.g, row.n, row.kvHead, shape.keyDim, shape.valueDim)
+        let (g, h, d, dv) = (row.g, row.kvHead, shape.keyDim, shape.valueDim)
         let count = rows.count, i0 = rows.lowerBound, ld = plan.tileWidth
         if row.bandsMiss(rows, j0..<j0 + width) { return }
         let t0 = j0 - first
@@ -336,27 +355,124 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         }
         typealias Span = (Int, Int) -> (columns: Range<Int>, depth: Range<Int>)
         let all = 0..<Int.max
-        let rowColumns: Span? = inside ? nil : { (keysOf($0, $1), all) }
         let rowTerms: Span? = inside ? nil : { (all, keysOf($0, $1)) }
         let keyTerms: Span? = inside ? nil : { (all, rowsOf($0, $1)) }
-        let wantsRaw = plan.packs && grads.scoreWeights != nil
-        // Logits.
-        if case .dot(let scale) = job.score {
-            b.raw.update(repeating: 0, count: count * ld)
-            multiplyAccumulate(m: count, n: width, depth: d, alpha: 1, a: { row.queryRow(i0 + $0) }, aStep: 1,
-                               b: UnsafePointer(b.keysTransposed + t0), bStep: plan.chunkPadded, c: { b.raw + $0 * ld },
-                               span: rowColumns)
+        // P and dS a micro-block of rows at a time, while its tiles' rows are in L1; in
+        // registers when nothing but the scores touches them.
+        let plain = plainBlocks
+        var r0 = 0
+        while r0 < count {
+            let micro = min(FlashTile.microRows, count - r0)
+            if plain && !(r0..<r0 + micro).contains(where: { fullyMasked[$0] }) {
+                plainScoreGradients(row, i0 + r0, micro, j0, width, t0, keys: inside ? 0..<width : keysOf(r0, micro),
+                                    b.offset(rows: r0, plan))
+            } else {
+                let columns: Span? = inside ? nil : { [r0] in (keysOf(r0 + $0, $1), all) }
+                scoreGradients(row, i0 + r0, micro, j0, width, t0, fullyMasked + r0, columns, b.offset(rows: r0, plan))
+            }
+            r0 += micro
+        }
+        // dV += (P·κ)ᵀ·dO: with dropout P·κ is in `raw`.
+        let weights = job.dropout == nil ? b.logits : b.raw
+        multiply(m: width, n: dv, depth: count, a: { UnsafePointer(weights + $0) }, aStep: ld,
+                 b: UnsafePointer(b.outputGradients), bStep: plan.valuePadded,
+                 c: { valueGradientRow(g, h, j0 + $0) }, span: keyTerms)
+        if case .dot = job.score {  // (the packed K and Q hold scale·k, scale·q)
+            multiply(m: count, n: d, depth: width, a: { UnsafePointer(b.dS + $0 * ld) }, aStep: 1,
+                     b: UnsafePointer(b.keys + t0 * plan.keyPadded), bStep: plan.keyPadded,
+                     c: { b.queryGradients + $0 * plan.keyPadded }, span: rowTerms)
+            multiply(m: width, n: d, depth: count, a: { UnsafePointer(b.dS + $0) }, aStep: ld,
+                     b: UnsafePointer(b.queries), bStep: plan.keyPadded, c: { keyGradientRow(g, h, j0 + $0) },
+                     span: keyTerms)
+        } else {
             for r in 0..<count {
-                let x = b.logits + r * ld, raw = b.raw + r * ld
-                for t in 0..<width { x[t] = raw[t] * scale }
+                let ds = b.dS + r * ld
+                for t in 0..<width where ds[t] != 0 {
+                    pairGradient(row, i0 + r, j0 + t, ds[t], query: b.queryGradients + r * plan.keyPadded, b)
+                }
+            }
+        }
+        if grads.bias != nil {
+            for r in 0..<count { addBiasGradient(row, i0 + r, j0, width, b.dS + r * ld, b) }
+        }
+    }
+
+    /// `scoreGradients` for dot scores that only a band masks (no mask views, bias, dropout,
+    /// returned scores, scale gradient, or fully masked row): on the strips of 2 vectors
+    /// around `keys` (block-relative; the rows' bands are within them) the logits less lse
+    /// leave the register tile into `logits`, the band's masked keys are set to −∞, all are
+    /// exponentiated at once (the micro-block's rows are contiguous), and dS = P·(dP − D)
+    /// leaves the tile of dP (0 on the other strips).
+    private func plainScoreGradients(_ row: Row<T>, _ i0: Int, _ micro: Int, _ j0: Int, _ width: Int, _ t0: Int,
+                                     keys: Range<Int>, _ b: Buffers) {
+        let lanes = T.Vector.scalarCount, strip = 2 * lanes, ld = plan.tileWidth
+        let scale = T.Vector(repeating: job.score.dotScale)
+        let lse = self.lse + (row.g * shape.heads + row.n) * shape.queryLength + i0
+        func query(_ r: Int) -> UnsafePointer<T> { row.queryRow(i0 + min(r, micro - 1)) }
+        func outputGradient(_ r: Int) -> UnsafePointer<T> {
+            UnsafePointer(b.outputGradients + min(r, micro - 1) * plan.valuePadded)
+        }
+        let strips = keys.lowerBound / strip * strip ..< min(ld, (keys.upperBound + strip - 1) / strip * strip)
+        for c in stride(from: strips.lowerBound, to: strips.upperBound, by: strip) {
+            var s = RegisterTile<T>()
+            s.accumulate(query, aStep: 1, UnsafePointer(b.keysTransposed + t0 + c), bStep: plan.chunkPadded,
+                         depth: shape.keyDim)
+            for r in 0..<FlashTile.microRows where r < micro {
+                let (x0, x1) = s.row(r), shift = T.Vector(repeating: -lse[r]), x = b.logits + r * ld + c
+                x.store(shift.plusProduct(x0, scale), at: 0)
+                x.store(shift.plusProduct(x1, scale), at: lanes)
+            }
+        }
+        for r in 0..<micro {  // masked keys (and those of skipped strips, past the block) at −∞
+            let x = b.logits + r * ld, band = row.band(i0 + r)
+            let first = min(max(band.lowerBound - j0, 0), width), end = max(first, min(band.upperBound - j0, width))
+            if first > 0 || end < ld { row.exclude(first < end ? .run(first..<end) : .none, width, x, width: ld) }
+        }
+        _ = T.exponentiate(b.logits, vectors: micro * ld / lanes, minus: 0)
+        for c in stride(from: 0, to: ld, by: strip) {
+            guard strips.contains(c) else {
+                for r in 0..<micro { (b.dS + r * ld + c).update(repeating: 0, count: strip) }
+                continue
+            }
+            var dp = RegisterTile<T>()
+            dp.accumulate(outputGradient, aStep: 1, UnsafePointer(b.valuesTransposed + t0 + c), bStep: plan.chunkPadded,
+                          depth: shape.valueDim)
+            for r in 0..<FlashTile.microRows where r < micro {
+                let (y0, y1) = dp.row(r), delta = T.Vector(repeating: b.delta[r])
+                let p = UnsafePointer(b.logits + r * ld + c), ds = b.dS + r * ld + c
+                ds.store(p.vector(at: 0) * (y0 - delta), at: 0)
+                ds.store(p.vector(at: lanes) * (y1 - delta), at: lanes)
+            }
+        }
+    }
+
+    /// For rows i0 ..< i0 + micro and keys j0 ..< j0 + width (t0 into the packed chunk), in
+    /// the tiles of `b` (offset to these rows): P in `logits` (0 where masked and on fully
+    /// masked rows), dS = P·(dP − D) in `dS`, P·κ in `raw` with dropout; with the scale's
+    /// gradient wanted, Σ dS·(q·k) into the slot's sums. `columns` bounds the products.
+    private func scoreGradients(_ row: Row<T>, _ i0: Int, _ micro: Int, _ j0: Int, _ width: Int, _ t0: Int,
+                                _ fullyMasked: UnsafeMutablePointer<Bool>,
+                                _ columns: ((Int, Int) -> (columns: Range<Int>, depth: Range<Int>))?, _ b: Buffers) {
+        let (g, n, d, dv) = (row.g, row.n, shape.keyDim, shape.valueDim)
+        let ld = plan.tileWidth, rows = i0..<i0 + micro
+        let wantsRaw = plan.packs && grads.scoreWeights != nil
+        // Logits; for the scale's gradient, Q·Kᵀ unscaled in dS until dS is made.
+        if case .dot(let scale) = job.score {
+            let target = wantsRaw ? b.dS : b.logits
+            multiply(m: micro, n: width, depth: d, a: { row.queryRow(i0 + $0) }, aStep: 1,
+                     b: UnsafePointer(b.keysTransposed + t0), bStep: plan.chunkPadded, c: { target + $0 * ld },
+                     .overwriting(scale: wantsRaw ? 1 : scale), span: columns)
+            for r in 0..<micro {
+                let x = b.logits + r * ld, raw = b.dS + r * ld
+                if wantsRaw { for t in 0..<width { x[t] = raw[t] * scale } }
                 row.addBias(i0 + r, j0, width, to: x)
             }
         } else {
             row.tanhLogits(rows, j0, width) { b.logits + ($0 - i0) * ld }
-            for r in 0..<count { row.addBias(i0 + r, j0, width, to: b.logits + r * ld) }
+            for r in 0..<micro { row.addBias(i0 + r, j0, width, to: b.logits + r * ld) }
         }
-        // P (in `logits`), with masked positions (at −∞ first) and fully masked rows at 0.
-        for r in 0..<count {
+        // P, with masked positions (at −∞ first) and fully masked rows at 0.
+        for r in 0..<micro {
             let i = i0 + r, x = b.logits + r * ld
             let kept = fullyMasked[r] ? .none : row.keptKeys(i, j0, width)
             if case .none = kept {
@@ -367,16 +483,15 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
             _ = T.exponentiate(x, vectors: ld / T.Vector.scalarCount,
                                minus: lse[(g * shape.heads + n) * shape.queryLength + i])
         }
-        // dP = dO·Vᵀ, then dropout and the scores' gradient.
-        b.dP.update(repeating: 0, count: count * ld)
-        multiplyAccumulate(m: count, n: width, depth: dv, alpha: 1, a: { UnsafePointer(b.outputGradients + $0 * plan.valuePadded) },
-                           aStep: 1, b: UnsafePointer(b.valuesTransposed + t0), bStep: plan.chunkPadded,
-                           c: { b.dP + $0 * ld }, span: rowColumns)
-        // With dropout, dS holds P·κ for dV first.
+        // dP = dO·Vᵀ, then dropout and the scores' gradient; dS.
+        multiply(m: micro, n: width, depth: dv, a: { UnsafePointer(b.outputGradients + $0 * plan.valuePadded) },
+                 aStep: 1, b: UnsafePointer(b.valuesTransposed + t0), bStep: plan.chunkPadded,
+                 c: { b.dP + $0 * ld }, .overwriting(scale: 1), span: columns)
         let scale = row.dropoutScale, afterDropout = job.dropout?.scoresAfterDropout ?? false
-        for r in 0..<count {
-            let i = i0 + r, p = b.logits + r * ld, dp = b.dP + r * ld, pk = b.dS + r * ld
+        for r in 0..<micro {
+            let i = i0 + r, p = b.logits + r * ld, dp = b.dP + r * ld, ds = b.dS + r * ld
             if job.dropout != nil {
+                let pk = b.raw + r * ld
                 for t in 0..<width {
                     let keep = row.keep(i, j0 + t) * scale
                     pk[t] = p[t] * keep
@@ -388,40 +503,18 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 let base = gradient + job.flatIndex(g, n, i, j0)
                 for t in 0..<width { dp[t] += base[t] * (afterDropout ? row.keep(i, j0 + t) * scale : 1) }
             }
-        }
-        let weights = job.dropout == nil ? b.logits : b.dS
-        multiplyAccumulate(m: width, n: dv, depth: count, alpha: 1, a: { UnsafePointer(weights + $0) }, aStep: ld,
-                           b: UnsafePointer(b.outputGradients), bStep: plan.valuePadded,
-                           c: { valueGradientRow(g, h, j0 + $0) }, span: keyTerms)
-        // dS = P·(dP − D).
-        for r in 0..<count {
-            let p = b.logits + r * ld, dp = b.dP + r * ld, ds = b.dS + r * ld, delta = b.delta[r]
-            for t in 0..<width { ds[t] = p[t] * (dp[t] - delta) }
-        }
-        if case .dot(let scale) = job.score {
-            multiplyAccumulate(m: count, n: d, depth: width, alpha: scale, a: { UnsafePointer(b.dS + $0 * ld) }, aStep: 1,
-                               b: UnsafePointer(b.keys + t0 * plan.keyPadded), bStep: plan.keyPadded,
-                               c: { b.queryGradients + $0 * plan.keyPadded }, span: rowTerms)
-            multiplyAccumulate(m: width, n: d, depth: count, alpha: scale, a: { UnsafePointer(b.dS + $0) }, aStep: ld,
-                               b: UnsafePointer(b.queries), bStep: plan.keyPadded, c: { keyGradientRow(g, h, j0 + $0) },
-                               span: keyTerms)
+            let delta = b.delta[r]
             if wantsRaw {
-                var s = T.zero
-                for r in 0..<count {
-                    for t in 0..<width { s += b.dS[r * ld + t] * b.raw[r * ld + t] }
+                var sum = T.zero
+                for t in 0..<width {
+                    let dst = p[t] * (dp[t] - delta)
+                    sum += dst * ds[t]
+                    ds[t] = dst
                 }
-                b.parameters[0] += s
+                b.parameters[0] += sum
+            } else {
+                for t in 0..<width { ds[t] = p[t] * (dp[t] - delta) }
             }
-        } else {
-            for r in 0..<count {
-                let ds = b.dS + r * ld
-                for t in 0..<width where ds[t] != 0 {
-                    pairGradient(row, i0 + r, j0 + t, ds[t], query: b.queryGradients + r * plan.keyPadded, b)
-                }
-            }
-        }
-        if grads.bias != nil {
-            for r in 0..<count { addBiasGradient(row, i0 + r, j0, width, b.dS + r * ld, b) }
         }
     }
 

@@ -57,6 +57,11 @@ public enum ScoreFunction<T: KernelScalar>: @unchecked Sendable {
     case concat(scale: T, weight: T, tanh: TanhRows<T>? = nil)
     /// Σ_d scale_d · tanh(q_d + k_d) — Bahdanau; a nil scale means all ones.
     case additive(scale: UnsafePointer<T>?, tanh: TanhRows<T>? = nil)
+
+    /// The scale of dot scores (1 for the others).
+    var dotScale: T {
+        if case .dot(let scale) = self { scale } else { 1 }
+    }
 }
 
 /// e^{2c·x} of every element of the query and key rows (c: concat's scale, or 1), laid out as

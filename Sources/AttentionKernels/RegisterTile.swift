@@ -114,21 +114,31 @@ struct RegisterTile<T: KernelScalar> {
     }
 }
 
-/// C (m × n) += alpha · A·B with the register tile, for blocks that live in cache: row r of
-/// A starts at a(r) and holds its k-th element at k·aStep (aStep 1: A as stored; the
-/// block's row stride: Aᵀ); row k of B starts at b + k·bStep and is readable for whole
-/// strips of 2 vectors (zero-padded past n); row r of C starts at c(r).
+/// What `multiply` does with C: adds A·B to it, or overwrites it with scale · A·B.
+enum ProductTarget<T: KernelScalar> {
+    case adding
+    case overwriting(scale: T)
+}
+
+/// C (m × n) += A·B, or C = scale · A·B, with the register tile, for blocks that live in
+/// cache: row r of A starts at a(r) and holds its k-th element at k·aStep (aStep 1: A as
+/// stored; the block's row stride: Aᵀ); row k of B starts at b + k·bStep and is readable for
+/// whole strips of 2 vectors (zero-padded past n); row r of C starts at c(r) and, when
+/// overwritten, is written in whole strips of 2 vectors (its row must hold n rounded up to
+/// them).
 /// `span(r0, rows)`, when given, bounds the work of the micro-block of rows r0 ..< r0 + rows:
 /// only its columns in `columns` (whole strips of 2 vectors around them) and its terms k in
-/// `depth` are taken — the caller vouches that the others add nothing (e.g. masked weights).
+/// `depth` are taken — the caller vouches that the others add nothing (e.g. masked weights);
+/// overwritten, the strips it skips are set to 0.
 @inline(__always)
-func multiplyAccumulate<T: KernelScalar>(m: Int, n: Int, depth: Int, alpha: T,
-                                         a: (Int) -> UnsafePointer<T>, aStep: Int,
-                                         b: UnsafePointer<T>, bStep: Int,
-                                         c: (Int) -> UnsafeMutablePointer<T>,
-                                         span: ((Int, Int) -> (columns: Range<Int>, depth: Range<Int>))? = nil) {
+func multiply<T: KernelScalar>(m: Int, n: Int, depth: Int,
+                               a: (Int) -> UnsafePointer<T>, aStep: Int,
+                               b: UnsafePointer<T>, bStep: Int,
+                               c: (Int) -> UnsafeMutablePointer<T>, _ target: ProductTarget<T> = .adding,
+                               span: ((Int, Int) -> (columns: Range<Int>, depth: Range<Int>))? = nil) {
     let lanes = T.Vector.scalarCount, width = 2 * lanes, micro = FlashTile.microRows
-    let s = T.Vector(repeating: alpha)
+    var scale: T.Vector? = nil
+    if case .overwriting(let s) = target { scale = T.Vector(repeating: s) }
     var i0 = 0
     while i0 < m {
         let rows = min(micro, m - i0)
@@ -137,22 +147,34 @@ func multiplyAccumulate<T: KernelScalar>(m: Int, n: Int, depth: Int, alpha: T,
         if let span {
             let bounds = span(i0, rows)
             (columns, terms) = (bounds.columns.clamped(to: columns), bounds.depth.clamped(to: terms))
+            if terms.isEmpty { columns = 0..<0 }
+            if scale != nil {  // the skipped strips of an overwritten C hold 0
+                let first = columns.isEmpty ? n : columns.lowerBound / width * width
+                let end = columns.isEmpty ? n : min(n, (columns.upperBound + width - 1) / width * width)
+                for r in 0..<rows {
+                    c(i0 + r).update(repeating: 0, count: first)
+                    (c(i0 + r) + end).update(repeating: 0, count: (n + width - 1) / width * width - end)
+                }
+            }
         }
-        guard !columns.isEmpty, !terms.isEmpty else { continue }
+        guard !columns.isEmpty else { continue }
         var j0 = columns.lowerBound / width * width
         while j0 < columns.upperBound {
+            let whole = n - j0 >= width
             var tile = RegisterTile<T>()
             tile.accumulate({ a(i0 + min($0, rows - 1)) + terms.lowerBound * aStep }, aStep: aStep,
                             b + terms.lowerBound * bStep + j0, bStep: bStep, depth: terms.count)
-            let strip = min(width, n - j0)
-            for r in 0..<rows {
+            for r in 0..<micro where r < rows {  // (a constant trip count keeps the tile in registers)
                 let (x0, x1) = tile.row(r)
                 let out = c(i0 + r) + j0
-                if strip == width {
-                    out.store(UnsafePointer(out).vector(at: 0).plusProduct(s, x0), at: 0)
-                    out.store(UnsafePointer(out).vector(at: lanes).plusProduct(s, x1), at: lanes)
+                if let scale {
+                    out.store(scale * x0, at: 0)
+                    out.store(scale * x1, at: lanes)
+                } else if whole {
+                    out.store(UnsafePointer(out).vector(at: 0) + x0, at: 0)
+                    out.store(UnsafePointer(out).vector(at: lanes) + x1, at: lanes)
                 } else {
-                    for t in 0..<strip { out[t] += alpha * (t < lanes ? x0[t] : x1[t - lanes]) }
+                    for t in 0..<(n - j0) { out[t] += t < lanes ? x0[t] : x1[t - lanes] }
                 }
             }
             j0 += width
