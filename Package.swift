@@ -44,8 +44,10 @@ let package = Package(
     ],
     targets: [
         .target(name: "CAttention"),
+        .target(name: "CachePrefetch"),
         .target(
             name: "AttentionKernels",
+            dependencies: ["CachePrefetch"],
             swiftSettings: cpuFlags + kernelOptimisation
         ),
         .target(name: "AttentionLayers", dependencies: ["AttentionKernels"], swiftSettings: cpuFlags),

@@ -261,17 +261,18 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
     func pack(_ g: Int, _ h: Int, _ keys: Range<Int>, _ b: Buffers) {
         let (d, dv, stride) = (shape.keyDim, shape.valueDim, plan.chunkPadded)
         let ops = job.operands, scale = job.score.dotScale
+        let first = keys.lowerBound
+        func key(_ t: Int) -> UnsafePointer<T> { ops.key + ops.keyLayout.offset(g, h, first + t) }
         if plan.packs { b.keysTransposed.update(repeating: 0, count: d * stride) }
         b.valuesTransposed.update(repeating: 0, count: dv * stride)
-        for (t, j) in keys.enumerated() {
-            let v = ops.value + ops.valueLayout.offset(g, h, j)
-            for e in 0..<dv { b.valuesTransposed[e * stride + t] = v[e] }
-            guard plan.packs else { continue }
-            let k = ops.key + ops.keyLayout.offset(g, h, j)
-            let padded = b.keys + t * plan.keyPadded
+        transpose(count: keys.count, width: dv, row: { ops.value + ops.valueLayout.offset(g, h, first + $0) },
+                  into: b.valuesTransposed, stride: stride)
+        guard plan.packs else { return }
+        transpose(count: keys.count, width: d, row: key, into: b.keysTransposed, stride: stride)
+        for t in 0..<keys.count {
+            let k = key(t), padded = b.keys + t * plan.keyPadded
             for e in 0..<d { padded[e] = scale * k[e] }
             (padded + d).update(repeating: 0, count: plan.keyPadded - d)
-            for e in 0..<d { b.keysTransposed[e * stride + t] = k[e] }
         }
     }
 

@@ -99,23 +99,8 @@ extension Row {
             }
         }
         let rows = tanhTables?.keyExponential ?? job.operands.key
-        func key(_ t: Int) -> UnsafePointer<T> { rows + job.operands.keyLayout.offset(g, kvHead, j0 + t) }
-        // Eight keys at a time: one 8-lane store per row of packed.
-        var t = 0
-        while t + 8 <= keys {
-            let (k0, k1, k2, k3) = (key(t), key(t + 1), key(t + 2), key(t + 3))
-            let (k4, k5, k6, k7) = (key(t + 4), key(t + 5), key(t + 6), key(t + 7))
-            for d in 0..<h {
-                UnsafeMutableRawPointer(packed + d * width + t).storeBytes(
-                    of: SIMD8(k0[d], k1[d], k2[d], k3[d], k4[d], k5[d], k6[d], k7[d]), as: SIMD8<T>.self)
-            }
-            t += 8
-        }
-        while t < keys {
-            let k = key(t)
-            for d in 0..<h { packed[d * width + t] = k[d] }
-            t += 1
-        }
+        transpose(count: keys, width: h, row: { rows + job.operands.keyLayout.offset(g, kvHead, j0 + $0) },
+                  into: packed, stride: width)
     }
 
     /// logits[r · width + t] = the logit (bias added) of query row i0 + r and key j0 + t, for

@@ -1,3 +1,5 @@
+import CachePrefetch
+
 /// Small dense vector routines on raw buffers, SIMD across the contiguous axis.
 
 /// Σ_d a[d]·b[d].
@@ -102,4 +104,32 @@ public func multiplyBySigmoid<T: KernelScalar>(_ x: UnsafeMutablePointer<T>, _ g
 func maxPropagatingNaN<T: KernelScalar>(_ a: T, _ b: T) -> T {
     if a.isNaN || b.isNaN { return .nan }
     return a < b ? b : a
+}
+
+/// out[e · stride + t] = row(t)[e] for t < count, e < width: rows into columns, eight rows
+/// at a time (one 8-lane store per column), the next eight rows' cache lines prefetched.
+@inline(__always)
+func transpose<T: KernelScalar>(count: Int, width: Int, row: (Int) -> UnsafePointer<T>,
+                                into out: UnsafeMutablePointer<T>, stride: Int) {
+    let lineElements = 64 / MemoryLayout<T>.stride
+    var t = 0
+    while t + 8 <= count {
+        let (r0, r1, r2, r3) = (row(t), row(t + 1), row(t + 2), row(t + 3))
+        let (r4, r5, r6, r7) = (row(t + 4), row(t + 5), row(t + 6), row(t + 7))
+        for next in (t + 8)..<min(t + 16, count) {
+            let r = row(next)
+            for e in Swift.stride(from: 0, to: width, by: lineElements) { cache_prefetch(r + e) }
+            if width > 0 { cache_prefetch(r + width - 1) }
+        }
+        for e in 0..<width {
+            UnsafeMutableRawPointer(out + e * stride + t).storeBytes(
+                of: SIMD8(r0[e], r1[e], r2[e], r3[e], r4[e], r5[e], r6[e], r7[e]), as: SIMD8<T>.self)
+        }
+        t += 8
+    }
+    while t < count {
+        let r = row(t)
+        for e in 0..<width { out[e * stride + t] = r[e] }
+        t += 1
+    }
 }
