@@ -111,16 +111,11 @@ func maxPropagatingNaN<T: KernelScalar>(_ a: T, _ b: T) -> T {
 @inline(__always)
 func transpose<T: KernelScalar>(count: Int, width: Int, row: (Int) -> UnsafePointer<T>,
                                 into out: UnsafeMutablePointer<T>, stride: Int) {
-    let lineElements = 64 / MemoryLayout<T>.stride
     var t = 0
     while t + 8 <= count {
         let (r0, r1, r2, r3) = (row(t), row(t + 1), row(t + 2), row(t + 3))
         let (r4, r5, r6, r7) = (row(t + 4), row(t + 5), row(t + 6), row(t + 7))
-        for next in (t + 8)..<min(t + 16, count) {
-            let r = row(next)
-            for e in Swift.stride(from: 0, to: width, by: lineElements) { cache_prefetch(r + e) }
-            if width > 0 { cache_prefetch(r + width - 1) }
-        }
+        for next in (t + 8)..<min(t + 16, count) { prefetch(row(next), width) }
         for e in 0..<width {
             UnsafeMutableRawPointer(out + e * stride + t).storeBytes(
                 of: SIMD8(r0[e], r1[e], r2[e], r3[e], r4[e], r5[e], r6[e], r7[e]), as: SIMD8<T>.self)
@@ -132,4 +127,12 @@ func transpose<T: KernelScalar>(count: Int, width: Int, row: (Int) -> UnsafePoin
         for e in 0..<width { out[e * stride + t] = r[e] }
         t += 1
     }
+}
+
+/// Prefetches the cache lines of x[0 ..< n].
+@inline(__always)
+func prefetch<T>(_ x: UnsafePointer<T>, _ n: Int) {
+    guard n > 0 else { return }
+    for e in Swift.stride(from: 0, to: n, by: max(1, 64 / MemoryLayout<T>.stride)) { cache_prefetch(x + e) }
+    cache_prefetch(x + n - 1)
 }
