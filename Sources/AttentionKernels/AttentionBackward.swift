@@ -14,7 +14,9 @@
 /// over tasks (group, key/value head, key chunk): a task owns its keys' dK and dV rows and
 /// its query heads' dQ rows (per chunk, summed after, when there are few (group, head)
 /// pairs); for each block of query rows it walks the key blocks, with the block products on
-/// the register tile of the forward's flash path.
+/// the register tile of the forward's flash path: P and dS a micro-block of rows at a time
+/// (made in the tile's epilogues where only a band masks: `plainScoreGradients`), then
+/// dV, dQ and dK over the whole block.
 ///
 /// The decomposition never depends on the thread count, so every thread count gives the
 /// same bits: the chunks are a function of the shape, the tasks fall into fixed reduction
@@ -22,6 +24,8 @@
 /// partials are summed in order at the end. Workers take whole slots.
 
 /// Query rows and keys of one backward block, and the fixed decomposition of the work.
+/// dV and dK are read and written once per block (their products' depth is the block's
+/// rows): 128 rows were 5.5% faster than 64 on sdpa T512, 192 no faster than 128.
 public enum BackwardTile {
     public static let queryRows = 128
     public static let keys = 64
