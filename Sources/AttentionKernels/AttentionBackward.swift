@@ -351,12 +351,20 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
             let lo = min(max(row.band(i0 + r0).lowerBound - j0, 0), width)
             return lo..<max(lo, min(row.band(i0 + r0 + micro - 1).upperBound - j0, width))
         }
-        func rowsOf(_ t: Int, _ micro: Int) -> Range<Int> {  // of keys t ..< t + micro
-            let keys = (j0 + t)..<(j0 + t + micro)
-            var lo = 0, hi = count
-            while lo < hi && !row.band(i0 + lo).overlaps(keys) { lo += 1 }
-            while hi > lo && !row.band(i0 + hi - 1).overlaps(keys) { hi -= 1 }
-            return lo..<hi
+        // Of keys t ..< t + micro: bands move forward with the row, so the rows whose band
+        // ends past the keys' start, less those whose band starts past their end, hold every
+        // row that reaches them (two binary searches).
+        func rowsOf(_ t: Int, _ micro: Int) -> Range<Int> {
+            func first(_ predicate: (Range<Int>) -> Bool) -> Int {  // of rows 0 ..< count, predicate false then true
+                var (lo, hi) = (0, count)
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if predicate(row.band(i0 + mid)) { hi = mid } else { lo = mid + 1 }
+                }
+                return lo
+            }
+            let lo = first { $0.upperBound > j0 + t }
+            return lo..<max(lo, first { $0.lowerBound >= j0 + t + micro })
         }
         typealias Span = (Int, Int) -> (columns: Range<Int>, depth: Range<Int>)
         let all = 0..<Int.max
@@ -403,11 +411,11 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
     }
 
     /// `scoreGradients` for dot scores that only a band masks (no mask views, bias, dropout,
-    /// returned scores, scale gradient, or fully masked row): on the strips of 2 vectors
-    /// around `keys` (block-relative; the rows' bands are within them) the logits less lse
+    /// returned scores, scale gradient, or fully masked row): on the vectors of keys around
+    /// `keys` (block-relative; the rows' bands are within them) the logits less lse
     /// leave the register tile into `logits`, the band's masked keys are set to −∞, all are
     /// exponentiated at once (the micro-block's rows are contiguous), and dS = P·(dP − D)
-    /// leaves the tile of dP (0 on the other strips).
+    /// leaves the tile of dP (0 on the other vectors).
     private func plainScoreGradients(_ row: Row<T>, _ i0: Int, _ micro: Int, _ j0: Int, _ width: Int, _ t0: Int,
                                      keys: Range<Int>, _ b: Buffers) {
         let lanes = T.Vector.scalarCount, strip = 2 * lanes, ld = plan.tileWidth
@@ -417,36 +425,47 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         func outputGradient(_ r: Int) -> UnsafePointer<T> {
             UnsafePointer(b.outputGradients + min(r, micro - 1) * plan.valuePadded)
         }
-        let strips = keys.lowerBound / strip * strip ..< min(ld, (keys.upperBound + strip - 1) / strip * strip)
-        for c in stride(from: strips.lowerBound, to: strips.upperBound, by: strip) {
+        // The vectors of keys around `keys`, two at a time (the last one alone when odd).
+        let computed = keys.lowerBound / lanes * lanes ..< min(ld, (keys.upperBound + lanes - 1) / lanes * lanes)
+        func both(_ c: Int) -> Bool { computed.upperBound - c > lanes }
+        for c in stride(from: computed.lowerBound, to: computed.upperBound, by: strip) {
             var s = RegisterTile<T>()
-            s.accumulate(query, aStep: 1, UnsafePointer(b.keysTransposed + t0 + c), bStep: plan.chunkPadded,
-                         depth: shape.keyDim)
+            let kt = UnsafePointer(b.keysTransposed + t0 + c)
+            if both(c) {
+                s.accumulate(query, aStep: 1, kt, bStep: plan.chunkPadded, depth: shape.keyDim)
+            } else {
+                s.accumulateFirstVector(query, aStep: 1, kt, bStep: plan.chunkPadded, depth: shape.keyDim)
+            }
             for r in 0..<FlashTile.microRows where r < micro {
                 let (x0, x1) = s.row(r), shift = T.Vector(repeating: -lse[r]), x = b.logits + r * ld + c
                 x.store(shift.plusProduct(x0, scale), at: 0)
-                x.store(shift.plusProduct(x1, scale), at: lanes)
+                if both(c) { x.store(shift.plusProduct(x1, scale), at: lanes) }
             }
         }
-        for r in 0..<micro {  // masked keys (and those of skipped strips, past the block) at −∞
+        for r in 0..<micro {  // masked keys (those outside `computed` among them) at −∞
             let x = b.logits + r * ld, band = row.band(i0 + r)
             let first = min(max(band.lowerBound - j0, 0), width), end = max(first, min(band.upperBound - j0, width))
             if first > 0 || end < ld { row.exclude(first < end ? .run(first..<end) : .none, width, x, width: ld) }
         }
         _ = T.exponentiate(b.logits, vectors: micro * ld / lanes, minus: 0)
-        for c in stride(from: 0, to: ld, by: strip) {
-            guard strips.contains(c) else {
-                for r in 0..<micro { (b.dS + r * ld + c).update(repeating: 0, count: strip) }
-                continue
-            }
+        for r in 0..<micro {
+            let ds = b.dS + r * ld
+            ds.update(repeating: 0, count: computed.lowerBound)
+            (ds + computed.upperBound).update(repeating: 0, count: ld - computed.upperBound)
+        }
+        for c in stride(from: computed.lowerBound, to: computed.upperBound, by: strip) {
             var dp = RegisterTile<T>()
-            dp.accumulate(outputGradient, aStep: 1, UnsafePointer(b.valuesTransposed + t0 + c), bStep: plan.chunkPadded,
-                          depth: shape.valueDim)
+            let vt = UnsafePointer(b.valuesTransposed + t0 + c)
+            if both(c) {
+                dp.accumulate(outputGradient, aStep: 1, vt, bStep: plan.chunkPadded, depth: shape.valueDim)
+            } else {
+                dp.accumulateFirstVector(outputGradient, aStep: 1, vt, bStep: plan.chunkPadded, depth: shape.valueDim)
+            }
             for r in 0..<FlashTile.microRows where r < micro {
                 let (y0, y1) = dp.row(r), delta = T.Vector(repeating: b.delta[r])
                 let p = UnsafePointer(b.logits + r * ld + c), ds = b.dS + r * ld + c
                 ds.store(p.vector(at: 0) * (y0 - delta), at: 0)
-                ds.store(p.vector(at: lanes) * (y1 - delta), at: lanes)
+                if both(c) { ds.store(p.vector(at: lanes) * (y1 - delta), at: lanes) }
             }
         }
     }
