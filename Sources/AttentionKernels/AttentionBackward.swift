@@ -372,11 +372,10 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         let keyTerms: Span? = inside ? nil : { (all, rowsOf($0, $1)) }
         // P and dS a micro-block of rows at a time, while its tiles' rows are in L1; in
         // registers when nothing but the scores touches them.
-        let plain = plainBlocks
         var r0 = 0
         while r0 < count {
             let micro = min(FlashTile.microRows, count - r0)
-            if plain && !(r0..<r0 + micro).contains(where: { fullyMasked[$0] }) {
+            if plainBlocks && !(r0..<r0 + micro).contains(where: { fullyMasked[$0] }) {
                 plainScoreGradients(row, i0 + r0, micro, j0, width, t0, keys: inside ? 0..<width : keysOf(r0, micro),
                                     b.offset(rows: r0, plan))
             } else {
