@@ -429,12 +429,8 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         func both(_ c: Int) -> Bool { computed.upperBound - c > lanes }
         for c in stride(from: computed.lowerBound, to: computed.upperBound, by: strip) {
             var s = RegisterTile<T>()
-            let kt = UnsafePointer(b.keysTransposed + t0 + c)
-            if both(c) {
-                s.accumulate(query, aStep: 1, kt, bStep: plan.chunkPadded, depth: shape.keyDim)
-            } else {
-                s.accumulateFirstVector(query, aStep: 1, kt, bStep: plan.chunkPadded, depth: shape.keyDim)
-            }
+            s.accumulate(query, aStep: 1, UnsafePointer(b.keysTransposed + t0 + c), bStep: plan.chunkPadded,
+                         depth: shape.keyDim, columns: computed.upperBound - c)
             for r in 0..<FlashTile.microRows where r < micro {
                 let (x0, x1) = s.row(r), shift = T.Vector(repeating: -lse[r]), x = b.logits + r * ld + c
                 x.store(shift.plusProduct(x0, scale), at: 0)
@@ -454,12 +450,8 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         }
         for c in stride(from: computed.lowerBound, to: computed.upperBound, by: strip) {
             var dp = RegisterTile<T>()
-            let vt = UnsafePointer(b.valuesTransposed + t0 + c)
-            if both(c) {
-                dp.accumulate(outputGradient, aStep: 1, vt, bStep: plan.chunkPadded, depth: shape.valueDim)
-            } else {
-                dp.accumulateFirstVector(outputGradient, aStep: 1, vt, bStep: plan.chunkPadded, depth: shape.valueDim)
-            }
+            dp.accumulate(outputGradient, aStep: 1, UnsafePointer(b.valuesTransposed + t0 + c), bStep: plan.chunkPadded,
+                          depth: shape.valueDim, columns: computed.upperBound - c)
             for r in 0..<FlashTile.microRows where r < micro {
                 let (y0, y1) = dp.row(r), delta = T.Vector(repeating: b.delta[r])
                 let p = UnsafePointer(b.logits + r * ld + c), ds = b.dS + r * ld + c

@@ -120,12 +120,7 @@ extension Row {
         var c = 0
         while c < keys {
             var tile = RegisterTile<T>()
-            let b = UnsafePointer(packed + c)
-            if keys - c > lanes {
-                tile.accumulate(q, aStep: 1, b, bStep: width, depth: shape.keyDim)
-            } else {
-                tile.accumulateFirstVector(q, aStep: 1, b, bStep: width, depth: shape.keyDim)
-            }
+            tile.accumulate(q, aStep: 1, UnsafePointer(packed + c), bStep: width, depth: shape.keyDim, columns: keys - c)
             for r in 0..<FlashTile.microRows {
                 let (x0, x1) = tile.row(r)
                 logits.store(x0 * s, at: r * width + c)

@@ -95,6 +95,18 @@ struct RegisterTile<T: KernelScalar> {
         }
     }
 
+    /// `accumulate` on a strip of `columns` columns of b: both vectors, or only the first
+    /// (`accumulateFirstVector`) when they fit in one.
+    @inline(__always)
+    mutating func accumulate(_ rows: (Int) -> UnsafePointer<T>, aStep: Int, _ b: UnsafePointer<T>, bStep: Int,
+                             depth: Int, columns: Int) {
+        if columns > T.Vector.scalarCount {
+            accumulate(rows, aStep: aStep, b, bStep: bStep, depth: depth)
+        } else {
+            accumulateFirstVector(rows, aStep: aStep, b, bStep: bStep, depth: depth)
+        }
+    }
+
     /// The two accumulator vectors of row r (0 ..< registerTileRows).
     @inline(__always) func row(_ r: Int) -> (T.Vector, T.Vector) {
         switch r {
