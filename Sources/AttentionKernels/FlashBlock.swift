@@ -29,7 +29,9 @@ enum FlashTile {
 
 extension Row {
     /// Rows `rows` of this (group, head), scores not returned; key tiles packed in `keyTiles`.
-    func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>, keys keyTiles: PackedKeyTiles<T>) {
+    /// `ahead` is prefetched while the block computes.
+    func flashBlock(_ rows: Range<Int>, scratch: UnsafeMutablePointer<T>, keys keyTiles: PackedKeyTiles<T>,
+                    prefetching ahead: inout ItemPrefetch) {
         let width = job.flashKeys
         let hv = shape.valueDim, count = rows.count
         // Scratch: logits (microRows × width), O (rows × hv).
@@ -40,12 +42,9 @@ extension Row {
         var packs = tanhTables != nil
         if case .dot = job.score { packs = true }
 
-        // The keys any row of the block may see.
-        var lo = shape.keyLength, hi = 0
-        for i in rows {
-            let b = band(i)
-            lo = min(lo, b.lowerBound); hi = max(hi, b.upperBound)
-        }
+        let span = keySpan(rows), lo = span.lowerBound, hi = span.upperBound
+        let micros = (count + FlashTile.microRows - 1) / FlashTile.microRows
+        ahead.spread(over: micros * ((span.count + width - 1) / width))
         withUnsafeTemporaryAllocation(of: OnlineSoftmax<T>.self, capacity: count) { buffer in
             guard let softmax = buffer.baseAddress else { return }
             softmax.initialize(repeating: OnlineSoftmax(), count: count)
@@ -57,6 +56,7 @@ extension Row {
                 while r0 < count {
                     let micro = min(FlashTile.microRows, count - r0), i0 = rows.lowerBound + r0
                     defer { r0 += micro }
+                    ahead.step()
                     if bandsMiss(i0..<i0 + micro, j0..<j0 + keys) { continue }
                     // Keys past the last row's band are masked for every row: on a causal
                     // diagonal (or a short tile) the micro-block works on the first `active`

@@ -123,20 +123,34 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
                     // Scratch: logits, accumulators, then the flash block's tiles, its packed keys last.
                     let packed = flashes ? PackedKeyTiles(base: logits + count - packedCount, slots: keyTiles,
                                                           tileElements: shape.keyDim * width, tags: tags) : nil
-                    for item in items {
+                    func work(_ item: Int) -> (Row<T>, Range<Int>) {
                         let block = item % queryBlocks
                         let n = (item / queryBlocks) % shape.heads
                         let g = item / (queryBlocks * shape.heads)
                         let rows = (block * AttentionTile.queryRows)..<min((block + 1) * AttentionTile.queryRows,
                                                                            shape.queryLength)
-                        let row = Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept)
+                        return (Row(job: self, g: g, n: n, logits: logits, acc: logits + tile, kept: kept), rows)
+                    }
+                    for item in items {
+                        let (row, rows) = work(item)
                         if let packed, rows.count >= FlashTile.microRows / 2 {
-                            row.flashBlock(rows, scratch: logits + tile + shape.valueDim, keys: packed)
+                            var ahead = ItemPrefetch()
+                            if item + 1 < items.upperBound {
+                                let (next, nextRows) = work(item + 1)
+                                var keys = next.keySpan(nextRows)
+                                if next.g == row.g && next.kvHead == row.kvHead {  // only the keys this block leaves
+                                    keys = min(max(keys.lowerBound, row.keySpan(rows).upperBound), keys.upperBound)
+                                        ..< keys.upperBound
+                                }
+                                next.prefetch(keys: keys, into: &ahead)
+                                next.prefetch(rows: nextRows, into: &ahead)
+                            }
+                            row.flashBlock(rows, scratch: logits + tile + shape.valueDim, keys: packed, prefetching: &ahead)
                             continue
                         }
                         for i in rows {
                             if let scores {
-                                row.materialized(i, scores + flatIndex(g, n, i, 0))
+                                row.materialized(i, scores + flatIndex(row.g, row.n, i, 0))
                             } else {
                                 row.streaming(i)
                             }

@@ -34,6 +34,14 @@ extension Row {
     /// The keys row i may see by the causal band and sliding window (`AttentionMask.band`).
     func band(_ i: Int) -> Range<Int> { job.mask.band(g, i, keyLength: shape.keyLength) }
 
+    /// The keys from the first that a row of `rows` may see to the last (both bounds of a
+    /// band move forward with the row, so the first and last rows give them).
+    func keySpan(_ rows: Range<Int>) -> Range<Int> {
+        guard !rows.isEmpty else { return 0..<0 }
+        let first = band(rows.lowerBound), last = band(rows.upperBound - 1)
+        return min(first.lowerBound, last.upperBound)..<last.upperBound
+    }
+
     /// Whether the bands of rows `rows` all miss keys `keys` (bands move forward with the
     /// row, so the first and last rows bound them): such a tile is skipped for the block.
     func bandsMiss(_ rows: Range<Int>, _ keys: Range<Int>) -> Bool {
