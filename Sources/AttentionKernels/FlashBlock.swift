@@ -44,7 +44,7 @@ extension Row {
 
         let span = keySpan(rows), lo = span.lowerBound, hi = span.upperBound
         let micros = (count + FlashTile.microRows - 1) / FlashTile.microRows
-        ahead.spread(over: micros * ((span.count + width - 1) / width))
+        ahead.spread(over: micros * FlashTile.microRows * ((span.count + width - 1) / width))
         withUnsafeTemporaryAllocation(of: OnlineSoftmax<T>.self, capacity: count) { buffer in
             guard let softmax = buffer.baseAddress else { return }
             softmax.initialize(repeating: OnlineSoftmax(), count: count)
@@ -56,7 +56,6 @@ extension Row {
                 while r0 < count {
                     let micro = min(FlashTile.microRows, count - r0), i0 = rows.lowerBound + r0
                     defer { r0 += micro }
-                    ahead.step()
                     if bandsMiss(i0..<i0 + micro, j0..<j0 + keys) { continue }
                     // Keys past the last row's band are masked for every row: on a causal
                     // diagonal (or a short tile) the micro-block works on the first `active`
@@ -64,6 +63,7 @@ extension Row {
                     let active = min(keys, band(i0 + micro - 1).upperBound - j0)
                     tileLogits(i0, micro, j0, active, packed, into: logits)
                     for r in 0..<micro {
+                        ahead.step()
                         softmaxUpdate(i0 + r, j0, active, logits + r * width, &softmax[r0 + r],
                                       out: out + (r0 + r) * hv)
                     }

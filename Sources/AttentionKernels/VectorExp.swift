@@ -4,7 +4,8 @@
 /// fewer than Taylor's degree 7, at most 1.0 ulp from e^x over [−87, 20] against 0.93),
 /// for Double Taylor's of degree 12 (truncation below 1 ulp) — and 2^k built in the
 /// exponent bits.
-/// Domain: below −87.6 (Float) / −708 (Double) the result is 0, above 88 / 709 it is +∞
+/// Domain: below −87.6 (Float) / −708 (Double) the result is 0 (such x, −∞ among them, go
+/// through the arithmetic unclamped and are replaced at the end), above 88 / 709 it is +∞
 /// (libm's last ulps of range are not needed by attention, whose exponents are ≤ 0); a NaN
 /// stays NaN through the arithmetic (the clamps keep it).
 /// tanh(x) = 1 − 2/(e^{2x} + 1), odd-symmetric, and ±1 beyond where it rounds to ±1.
@@ -30,8 +31,7 @@ extension Float {
 
     @inlinable @inline(__always)
     static func expInline(_ x: FloatVector, overflows: Bool = true) -> FloatVector {
-        var clamped = x.replacing(with: -87.6, where: x .< -87.6)
-        if overflows { clamped.replace(with: 88, where: clamped .> 88) }
+        let clamped = overflows ? x.replacing(with: 88, where: x .> 88) : x
         // k = round(x·log2 e): adding 1.5·2²³ rounds to an integer in the low mantissa bits.
         let shifted = FloatVector(repeating: 12_582_912).plusProduct(clamped, FloatVector(repeating: 1.442_695_04))
         let k = shifted - 12_582_912
@@ -81,8 +81,7 @@ extension Double {
 
     @inlinable @inline(__always)
     static func expInline(_ x: DoubleVector, overflows: Bool = true) -> DoubleVector {
-        var clamped = x.replacing(with: -708, where: x .< -708)
-        if overflows { clamped.replace(with: 709, where: clamped .> 709) }
+        let clamped = overflows ? x.replacing(with: 709, where: x .> 709) : x
         // k = round(x·log2 e): adding 1.5·2⁵² rounds to an integer in the low mantissa bits.
         let shifted = DoubleVector(repeating: 6_755_399_441_055_744).plusProduct(clamped, DoubleVector(repeating: 1.442_695_040_888_963_4))
         let k = shifted - 6_755_399_441_055_744
