@@ -25,10 +25,11 @@
 
 /// Query rows and keys of one backward block, and the fixed decomposition of the work.
 /// dV and dK are read and written once per block (their products' depth is the block's
-/// rows): 128 rows were 5.5% faster than 64 on sdpa T512, 192 no faster than 128.
+/// rows), dQ once per block of keys: 128 rows were 5.5% faster than 64 on sdpa T512, 192 no
+/// faster than 128; 128 keys 2% faster than 64 (sdpa T512 causal or not, T2048).
 public enum BackwardTile {
     public static let queryRows = 128
-    public static let keys = 64
+    public static let keys = 128
     /// Fewer (group, key/value head) pairs than this split their keys into chunks, to give
     /// about this many tasks.
     static let tasks = 16
