@@ -25,10 +25,10 @@
 
 /// Query rows and keys of one backward block, and the fixed decomposition of the work.
 /// dV and dK are read and written once per block (their products' depth is the block's
-/// rows), dQ once per block of keys: 128 rows were 5.5% faster than 64 on sdpa T512, 192 no
-/// faster than 128; 128 keys 2% faster than 64 (sdpa T512 causal or not, T2048).
+/// rows), dQ once per block of keys: 256 × 128 blocks were 2–4% faster than 128 × 128 (sdpa
+/// T512, T2048, causal T4096; causal T512 the same), and those 2% faster than 128 × 64.
 public enum BackwardTile {
-    public static let queryRows = 128
+    public static let queryRows = 256
     public static let keys = 128
     /// Fewer (group, key/value head) pairs than this split their keys into chunks, to give
     /// about this many tasks.

@@ -38,10 +38,11 @@ import Testing
         Case(score: .concat, padding: true, scores: true, policy: .subtractLarge),
         Case(t: 3, s: 70, h: 19, score: .additive, causal: true, dropout: 0.2, scoresAfterDropout: true),
         Case(score: .dot, padding: true, policy: .subtractLarge),
-        // Several query blocks, partial key blocks, band edges, without the weights' gradient.
-        Case(groups: 1, heads: 1, kvHeads: 1, t: 150, s: 131, h: 5, hv: 33, weightGradients: false),
-        Case(groups: 1, heads: 2, kvHeads: 1, t: 140, s: 140, h: 17, hv: 40, causal: true, weightGradients: false),
-        Case(groups: 1, heads: 1, kvHeads: 1, t: 100, s: 100, h: 3, hv: 2, window: 19, weightGradients: false),
+        // Several query blocks (of 256 rows), partial key blocks (of 128), band edges, without
+        // the weights' gradient.
+        Case(groups: 1, heads: 1, kvHeads: 1, t: 300, s: 270, h: 5, hv: 33, weightGradients: false),
+        Case(groups: 1, heads: 2, kvHeads: 1, t: 300, s: 300, h: 17, hv: 40, causal: true, weightGradients: false),
+        Case(groups: 1, heads: 1, kvHeads: 1, t: 300, s: 300, h: 3, hv: 2, window: 19, weightGradients: false),
     ]
 
     /// Inputs of one case; `weights` are the score function's (dot: scale; concat: scale,
