@@ -1,5 +1,3 @@
-import CachePrefetch
-
 /// The rows a worker's next flash block reads and writes first — its query and output rows,
 /// the key and value rows its bands reach — prefetched into the outer caches a few rows at a
 /// time while the current block computes. One head's rows sit a whole row of heads apart in
@@ -9,29 +7,22 @@ struct ItemPrefetch {
     /// `count` rows of `bytes` bytes, `stride` bytes apart from `first`.
     struct Rows: @unchecked Sendable {  // (an address to prefetch, never dereferenced)
         let first: UnsafeRawPointer?, stride: Int, bytes: Int, count: Int
-        let writes: Bool
+        let hint: PrefetchHint
 
         init<T>(_ first: UnsafePointer<T>, stride: Int, width: Int, count: Int, writes: Bool = false) {
             let size = MemoryLayout<T>.stride
             (self.first, self.stride, bytes, self.count) = (UnsafeRawPointer(first), stride &* size, width &* size, count)
-            self.writes = writes
+            hint = writes ? .aheadToWrite : .ahead
         }
 
-        private init() { (first, stride, bytes, count, writes) = (nil, 0, 0, 0, false) }
+        private init() { (first, stride, bytes, count, hint) = (nil, 0, 0, 0, .ahead) }
         static let none = Rows()
 
         /// Prefetches the cache lines of row r, if there is one.
         @inline(__always)
         func fetch(_ r: Int) {
-            guard r < count, bytes > 0, let first else { return }
-            let row = first + r &* stride
-            for byte in Swift.stride(from: 0, to: bytes, by: 64) { touch(row + byte) }
-            touch(row + bytes - 1)
-        }
-
-        @inline(__always)
-        private func touch(_ address: UnsafeRawPointer) {
-            if writes { cache_prefetch_ahead_to_write(address) } else { cache_prefetch_ahead(address) }
+            guard r < count, let first else { return }
+            prefetch(first + r &* stride, bytes: bytes, hint)
         }
     }
 

@@ -42,12 +42,11 @@ extension Row {
         return min(first.lowerBound, last.upperBound)..<last.upperBound
     }
 
-    /// Whether the bands of rows `rows` all miss keys `keys` (bands move forward with the
-    /// row, so the first and last rows bound them): such a tile is skipped for the block.
+    /// Whether the bands of rows `rows` all miss keys `keys` (they lie outside the rows'
+    /// `keySpan`): such a tile is skipped for the block.
     func bandsMiss(_ rows: Range<Int>, _ keys: Range<Int>) -> Bool {
-        let first = band(rows.lowerBound), last = band(rows.upperBound - 1)
-        return keys.lowerBound >= max(first.upperBound, last.upperBound)
-            || keys.upperBound <= min(first.lowerBound, last.lowerBound)
+        let span = keySpan(rows)
+        return keys.lowerBound >= span.upperBound || keys.upperBound <= span.lowerBound
     }
 
     /// kept[t] for keys j0 ..< j0 + count of row i (band included); returns whether any is kept.

@@ -129,10 +129,29 @@ func transpose<T: KernelScalar>(count: Int, width: Int, row: (Int) -> UnsafePoin
     }
 }
 
+/// What a prefetched line is for: this phase of the work (towards L1), or a later one (the
+/// outer caches), to be read or to be written.
+enum PrefetchHint {
+    case now, ahead, aheadToWrite
+}
+
+/// Prefetches the cache lines of the `bytes` bytes at x.
+@inline(__always)
+func prefetch(_ x: UnsafeRawPointer, bytes: Int, _ hint: PrefetchHint = .now) {
+    @inline(__always) func touch(_ address: UnsafeRawPointer) {
+        switch hint {
+        case .now: cache_prefetch(address)
+        case .ahead: cache_prefetch_ahead(address)
+        case .aheadToWrite: cache_prefetch_ahead_to_write(address)
+        }
+    }
+    guard bytes > 0 else { return }
+    for byte in Swift.stride(from: 0, to: bytes, by: 64) { touch(x + byte) }
+    touch(x + bytes - 1)
+}
+
 /// Prefetches the cache lines of x[0 ..< n].
 @inline(__always)
 func prefetch<T>(_ x: UnsafePointer<T>, _ n: Int) {
-    guard n > 0 else { return }
-    for e in Swift.stride(from: 0, to: n, by: max(1, 64 / MemoryLayout<T>.stride)) { cache_prefetch(x + e) }
-    cache_prefetch(x + n - 1)
+    prefetch(UnsafeRawPointer(x), bytes: n &* MemoryLayout<T>.stride)
 }
