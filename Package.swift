@@ -45,9 +45,10 @@ let package = Package(
     targets: [
         .target(name: "CAttention"),
         .target(name: "CachePrefetch"),
+        .target(name: "VectorShuffles"),
         .target(
             name: "AttentionKernels",
-            dependencies: ["CachePrefetch"],
+            dependencies: ["CachePrefetch", "VectorShuffles"],
             swiftSettings: cpuFlags + kernelOptimisation
         ),
         .target(name: "AttentionLayers", dependencies: ["AttentionKernels"], swiftSettings: cpuFlags),

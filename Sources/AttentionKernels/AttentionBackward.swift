@@ -270,10 +270,11 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         func key(_ t: Int) -> UnsafePointer<T> { ops.key + ops.keyLayout.offset(g, h, first + t) }
         if plan.packs { b.keysTransposed.update(repeating: 0, count: d * stride) }
         b.valuesTransposed.update(repeating: 0, count: dv * stride)
-        transpose(count: keys.count, width: dv, row: { ops.value + ops.valueLayout.offset(g, h, first + $0) },
-                  into: b.valuesTransposed, stride: stride)
+        transpose(count: keys.count, width: dv, rows: ops.value + ops.valueLayout.offset(g, h, first),
+                  rowStride: ops.valueLayout.row, into: b.valuesTransposed, stride: stride)
         guard plan.packs else { return }
-        transpose(count: keys.count, width: d, row: key, into: b.keysTransposed, stride: stride)
+        transpose(count: keys.count, width: d, rows: key(0), rowStride: ops.keyLayout.row, into: b.keysTransposed,
+                  stride: stride)
         for t in 0..<keys.count {
             let k = key(t), padded = b.keys + t * plan.keyPadded
             for e in 0..<d { padded[e] = scale * k[e] }

@@ -45,8 +45,11 @@ extension Row {
         let span = keySpan(rows), lo = span.lowerBound, hi = span.upperBound
         let micros = (count + FlashTile.microRows - 1) / FlashTile.microRows
         ahead.spread(over: micros * FlashTile.microRows * ((span.count + width - 1) / width))
-        withUnsafeTemporaryAllocation(of: OnlineSoftmax<T>.self, capacity: count) { buffer in
-            guard let softmax = buffer.baseAddress else { return }
+        // Per row its softmax state; per row of a micro-block its tile maximum (nil: the row
+        // keeps none of the tile's keys).
+        withUnsafeTemporaryAllocation(of: OnlineSoftmax<T>.self, capacity: count) { states in
+        withUnsafeTemporaryAllocation(of: T?.self, capacity: FlashTile.microRows) { maximaBuffer in
+            guard let softmax = states.baseAddress, let maxima = maximaBuffer.baseAddress else { return }
             softmax.initialize(repeating: OnlineSoftmax(), count: count)
             var j0 = lo
             while j0 < hi {
@@ -62,9 +65,12 @@ extension Row {
                     // only, one vector of them when they fit.
                     let active = min(keys, band(i0 + micro - 1).upperBound - j0)
                     tileLogits(i0, micro, j0, active, packed, into: logits)
+                    // The rows' maxima before their steps: their reduction trees overlap
+                    // rather than each waiting behind the e^x of the row before.
+                    for r in 0..<micro { maxima[r] = maskedMaximum(i0 + r, j0, active, logits + r * width) }
                     for r in 0..<micro {
                         ahead.step()
-                        softmaxUpdate(i0 + r, j0, active, logits + r * width, &softmax[r0 + r],
+                        softmaxUpdate(i0 + r, j0, active, logits + r * width, maximum: maxima[r], &softmax[r0 + r],
                                       out: out + (r0 + r) * hv)
                     }
                     accumulateValues(micro, j0, active, logits, out: out + r0 * hv)
@@ -83,24 +89,25 @@ extension Row {
                 }
             }
         }
+        }
     }
 
-    /// packed[d · width + t] = key[j0 + t][d] — for concat/additive scores with tables, the
-    /// key's row of e^{2c·k} — zero beyond `keys` up to a whole pair of vectors (what the
+    /// packed[d · packedStride + t] = key[j0 + t][d] — for concat/additive scores with tables,
+    /// the key's row of e^{2c·k} — zero beyond `keys` up to a whole pair of vectors (what the
     /// register tile reads).
     func packTransposedKeys(_ j0: Int, _ keys: Int, into packed: UnsafeMutablePointer<T>) {
-        let lanes = T.Vector.scalarCount, width = job.flashKeys, h = shape.keyDim
-        let padded = min(width, (keys + 2 * lanes - 1) / (2 * lanes) * (2 * lanes))
+        let lanes = T.Vector.scalarCount, stride = job.packedStride, h = shape.keyDim
+        let padded = min(job.flashKeys, (keys + 2 * lanes - 1) / (2 * lanes) * (2 * lanes))
         if keys < padded {  // whole zero vectors (one or two) from the one holding the last key
             let c = keys / lanes * lanes, two = c + lanes < padded
             for d in 0..<h {  // (straight stores: a loop here compiles to a memset call per d)
-                packed.store(T.Vector(), at: d * width + c)
-                if two { packed.store(T.Vector(), at: d * width + c + lanes) }
+                packed.store(T.Vector(), at: d * stride + c)
+                if two { packed.store(T.Vector(), at: d * stride + c + lanes) }
             }
         }
         let rows = tanhTables?.keyExponential ?? job.operands.key
-        transpose(count: keys, width: h, row: { rows + job.operands.keyLayout.offset(g, kvHead, j0 + $0) },
-                  into: packed, stride: width)
+        transpose(count: keys, width: h, rows: rows + job.operands.keyLayout.offset(g, kvHead, j0),
+                  rowStride: job.operands.keyLayout.row, into: packed, stride: stride)
     }
 
     /// logits[r · width + t] = the logit (bias added) of query row i0 + r and key j0 + t, for
@@ -120,7 +127,8 @@ extension Row {
         var c = 0
         while c < keys {
             var tile = RegisterTile<T>()
-            tile.accumulate(q, aStep: 1, UnsafePointer(packed + c), bStep: width, depth: shape.keyDim, columns: keys - c)
+            tile.accumulate(q, aStep: 1, UnsafePointer(packed + c), bStep: job.packedStride, depth: shape.keyDim,
+                            columns: keys - c)
             for r in 0..<FlashTile.microRows {
                 let (x0, x1) = tile.row(r)
                 logits.store(x0 * s, at: r * width + c)
@@ -133,19 +141,28 @@ extension Row {
         }
     }
 
-    /// The online softmax step of row i over keys j0 ..< j0 + keys whose logits are in `x`:
-    /// x becomes the weights e^(x − shift) (times the dropout keep), O is rescaled when the
-    /// shift moves. Only the first vector of x is read and written when keys fit in it.
-    private func softmaxUpdate(_ i: Int, _ j0: Int, _ keys: Int, _ x: UnsafeMutablePointer<T>,
-                               _ softmax: inout OnlineSoftmax<T>, out: UnsafeMutablePointer<T>) {
+    /// The logits in `x` of row i and keys j0 ..< j0 + keys with the masked ones set to −∞,
+    /// and their largest; nil when the row keeps none of these keys. Only the first vector of
+    /// x is read and written when keys fit in it.
+    private func maskedMaximum(_ i: Int, _ j0: Int, _ keys: Int, _ x: UnsafeMutablePointer<T>) -> T? {
         let lanes = T.Vector.scalarCount, vectors = (keys + lanes - 1) / lanes
         let kept = keptKeys(i, j0, keys)
-        if case .none = kept {
+        if case .none = kept { return nil }
+        exclude(kept, keys, x, width: vectors * lanes)
+        return T.maximum(UnsafePointer(x), vectors: vectors)
+    }
+
+    /// The online softmax step of row i over keys j0 ..< j0 + keys whose logits (masked) and
+    /// largest are `x` and `maximum` (`maskedMaximum`): x becomes the weights e^(x − shift)
+    /// (times the dropout keep), O is rescaled when the shift moves.
+    private func softmaxUpdate(_ i: Int, _ j0: Int, _ keys: Int, _ x: UnsafeMutablePointer<T>, maximum: T?,
+                               _ softmax: inout OnlineSoftmax<T>, out: UnsafeMutablePointer<T>) {
+        let lanes = T.Vector.scalarCount, vectors = (keys + lanes - 1) / lanes
+        guard let maximum else {
             x.update(repeating: 0, count: vectors * lanes)
             return
         }
-        exclude(kept, keys, x, width: vectors * lanes)
-        let factor = softmax.absorb(x, vectors: vectors)
+        let factor = softmax.absorb(x, vectors: vectors, maximum: maximum)
         if factor != 1 { scale(factor, out, shape.valueDim) }
         if job.dropout != nil {
             for t in 0..<keys { x[t] *= keep(i, j0 + t) }
@@ -209,7 +226,7 @@ struct PackedKeyTiles<T: KernelScalar> {
 
     /// Slots for a job: one per key tile of a head, within 2^20 elements (at least one).
     static func slots(_ job: AttentionJob<T>) -> Int {
-        let shape = job.shape, width = job.flashKeys, tile = max(1, shape.keyDim) * width
+        let shape = job.shape, width = job.flashKeys, tile = max(1, shape.keyDim) * job.packedStride
         let tiles = (shape.keyLength + width - 1) / width
         return max(1, min(tiles, (1 << 20) / tile))
     }

@@ -78,6 +78,11 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     let headsPerKeyValueHead: Int
     /// Keys per flash tile: wide tiles for dot scores without masks or bias (`FlashTile`).
     let flashKeys: Int
+    /// Row stride of a packed Kᵀ tile (`Row.packTransposedKeys`): a vector more than its
+    /// keys, so that its rows fall in different cache sets (at a power-of-two stride the 64
+    /// rows of a 64-wide head shared 4 of L1's 64 sets, and packing wrote each line twice
+    /// through L2).
+    var packedStride: Int { flashKeys + T.Vector.scalarCount }
 
     init(shape: AttentionShape, operands: AttentionOperands<T>, score: ScoreFunction<T>,
          mask: AttentionMask, bias: LogitBias<T>?, dropout: AttentionDropout?,
@@ -113,7 +118,7 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
     func run(_ items: Range<Int>) {
         let tile = AttentionTile.keys
         let width = flashKeys
-        let keyTiles = PackedKeyTiles<T>.slots(self), packedCount = keyTiles * shape.keyDim * width
+        let keyTiles = PackedKeyTiles<T>.slots(self), packedCount = keyTiles * shape.keyDim * packedStride
         let flashScratch = FlashTile.microRows * width + AttentionTile.queryRows * shape.valueDim + packedCount
         let flashes = scores == nil && flashScratch <= AttentionTile.maxPackedScratch
         let count = tile + shape.valueDim + (flashes ? flashScratch : 0)
@@ -122,7 +127,7 @@ struct AttentionJob<T: KernelScalar>: @unchecked Sendable {
                 withScratch(of: Int.self, flashes ? 4 * keyTiles : 0) { tags in
                     // Scratch: logits, accumulators, then the flash block's tiles, its packed keys last.
                     let packed = flashes ? PackedKeyTiles(base: logits + count - packedCount, slots: keyTiles,
-                                                          tileElements: shape.keyDim * width, tags: tags) : nil
+                                                          tileElements: shape.keyDim * packedStride, tags: tags) : nil
                     func work(_ item: Int) -> (Row<T>, Range<Int>) {
                         let block = item % queryBlocks
                         let n = (item / queryBlocks) % shape.heads

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import VectorShuffles
 
 /// A floating-point type the kernels compute in (Float or Double), with the SIMD vector
 /// that fills one AVX-512 register and the scalar transcendental functions the math needs.
@@ -32,14 +33,19 @@ where Vector.Scalar == Self, Vector: Sendable {
     static func sum(_ v: Vector) -> Self
     /// min(x, bound) lane by lane, NaN where x is NaN (`pointwiseMin` gives the bound there).
     static func minimum(_ x: Vector, _ bound: Self) -> Vector
-    /// The largest element of the `vectors` whole vectors at x: lane-wise maxima, then
-    /// a tree over the lanes as `sum` (a NaN may be passed over); −∞ for none.
+    /// The largest element of the `vectors` whole vectors at x (`largest_*s` of
+    /// VectorShuffles: lane-wise maxima, then halves compared down to one lane); a NaN may be
+    /// passed over; −∞ for none.
     static func maximum(_ x: UnsafePointer<Self>, vectors: Int) -> Self
     /// x[e] ← e^(x[e] − shift) (as `exp`) on the `vectors` whole vectors at x; returns their sum.
     /// For x − shift ≤ 88 (NaN allowed): larger arguments do not saturate to +∞.
     /// Written once per type with e^x inlined: a generic loop taking e^x as a closure kept the
     /// closure a call and made the causal forward 40% slower.
     static func exponentiate(_ x: UnsafeMutablePointer<Self>, vectors: Int, minus shift: Self) -> Self
+    /// out[j · outStride + i] = x[i · stride + j] for i, j < `Vector.scalarCount`: a square
+    /// block of one vector per row transposed in registers.
+    static func transposeBlock(_ x: UnsafePointer<Self>, stride: Int, into out: UnsafeMutablePointer<Self>,
+                               outStride: Int)
 }
 
 #if ATTENTION_NARROW_VECTORS
@@ -61,6 +67,14 @@ public typealias DoubleVector = SIMD8<Double>
 
 extension Float: KernelScalar {
     public typealias Vector = FloatVector
+    public static func transposeBlock(_ x: UnsafePointer<Float>, stride: Int, into out: UnsafeMutablePointer<Float>,
+                                      outStride: Int) {
+        #if ATTENTION_NARROW_VECTORS
+        transpose_float_8x8(x, stride, out, outStride)
+        #else
+        transpose_float_16x16(x, stride, out, outStride)
+        #endif
+    }
     @inlinable public static func exp(_ x: Float) -> Float { expf(x) }
     @inlinable public static func tanh(_ x: Float) -> Float { tanhf(x) }
     @inlinable public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
@@ -81,28 +95,26 @@ extension Float: KernelScalar {
     public static func minimum(_ x: FloatVector, _ bound: Float) -> FloatVector {
         x.replacing(with: bound, where: x .> bound)
     }
-    @inlinable @inline(__always)
+    @inline(__always)
     public static func maximum(_ x: UnsafePointer<Float>, vectors: Int) -> Float {
-        // Concrete SIMD comparisons: generic ones compile lane by lane.
-        guard vectors > 0 else { return -.infinity }
-        var m = x.vector(at: 0)
-        for v in 1..<vectors {
-            let a = x.vector(at: v * FloatVector.scalarCount)
-            m.replace(with: a, where: a .> m)
-        }
         #if ATTENTION_NARROW_VECTORS
-        let m8 = m
+        largest_float8s(x, vectors)
         #else
-        let h8 = halves(m, SIMD8<Float>.self), m8 = h8.0.replacing(with: h8.1, where: h8.1 .> h8.0)
+        largest_float16s(x, vectors)
         #endif
-        let h4 = halves(m8, SIMD4<Float>.self)
-        let m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
-        return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
     }
 }
 
 extension Double: KernelScalar {
     public typealias Vector = DoubleVector
+    public static func transposeBlock(_ x: UnsafePointer<Double>, stride: Int, into out: UnsafeMutablePointer<Double>,
+                                      outStride: Int) {
+        #if ATTENTION_NARROW_VECTORS
+        transpose_double_4x4(x, stride, out, outStride)
+        #else
+        transpose_double_8x8(x, stride, out, outStride)
+        #endif
+    }
     @inlinable public static func exp(_ x: Double) -> Double { Glibc.exp(x) }
     @inlinable public static func tanh(_ x: Double) -> Double { Glibc.tanh(x) }
     @inlinable public static func sigmoid(_ x: Double) -> Double { 1 / (1 + Glibc.exp(-x)) }
@@ -123,20 +135,13 @@ extension Double: KernelScalar {
     public static func minimum(_ x: DoubleVector, _ bound: Double) -> DoubleVector {
         x.replacing(with: bound, where: x .> bound)
     }
-    @inlinable @inline(__always)
+    @inline(__always)
     public static func maximum(_ x: UnsafePointer<Double>, vectors: Int) -> Double {
-        guard vectors > 0 else { return -.infinity }
-        var m = x.vector(at: 0)
-        for v in 1..<vectors {
-            let a = x.vector(at: v * DoubleVector.scalarCount)
-            m.replace(with: a, where: a .> m)
-        }
         #if ATTENTION_NARROW_VECTORS
-        let m4 = m
+        largest_double4s(x, vectors)
         #else
-        let h4 = halves(m, SIMD4<Double>.self), m4 = h4.0.replacing(with: h4.1, where: h4.1 .> h4.0)
+        largest_double8s(x, vectors)
         #endif
-        return Swift.max(Swift.max(m4.x, m4.y), Swift.max(m4.z, m4.w))
     }
 }
 

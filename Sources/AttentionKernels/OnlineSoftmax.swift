@@ -43,7 +43,12 @@ struct OnlineSoftmax<T: KernelScalar> {
     /// weights e^(x − shift). Returns o's rescaling factor.
     @inline(__always)
     mutating func absorb(_ x: UnsafeMutablePointer<T>, vectors: Int) -> T {
-        let tileMax = T.maximum(UnsafePointer(x), vectors: vectors)
+        absorb(x, vectors: vectors, maximum: T.maximum(UnsafePointer(x), vectors: vectors))
+    }
+
+    /// `absorb` given the vectors' largest logit (`T.maximum`), taken beforehand.
+    @inline(__always)
+    mutating func absorb(_ x: UnsafeMutablePointer<T>, vectors: Int, maximum tileMax: T) -> T {
         let factor = cover(tileMax)
         sum += T.exponentiate(x, vectors: vectors, minus: shift)
         return factor

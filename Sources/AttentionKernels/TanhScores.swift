@@ -19,12 +19,12 @@ extension Row {
     /// t < count (no bias); each tile of keys is packed once for all the rows (when it fits
     /// AttentionTile.maxPackedScratch; wider heads take tanh directly).
     func tanhLogits(_ rows: Range<Int>, _ j0: Int, _ count: Int, into out: (Int) -> UnsafeMutablePointer<T>) {
-        let width = FlashTile.keys(T.self)
-        guard tanhTables != nil, shape.keyDim * width <= AttentionTile.maxPackedScratch else {
+        let width = job.flashKeys, size = shape.keyDim * job.packedStride
+        guard tanhTables != nil, size <= AttentionTile.maxPackedScratch else {
             for i in rows { for t in 0..<count { out(i)[t] = directTanhLogit(i, j0 + t) } }
             return
         }
-        withUnsafeTemporaryAllocation(of: T.self, capacity: shape.keyDim * width) { buffer in
+        withUnsafeTemporaryAllocation(of: T.self, capacity: size) { buffer in
             guard let packed = buffer.baseAddress else { return }
             var c = 0
             while c < count {
@@ -61,7 +61,7 @@ extension Row {
         case .additive(let scale, _): (weights, factor) = (scale, 1)
         case .dot: return
         }
-        let lanes = T.Vector.scalarCount, width = FlashTile.keys(T.self), dim = shape.keyDim
+        let lanes = T.Vector.scalarCount, stride = job.packedStride, dim = shape.keyDim
         let e = tables.queryExponential + job.operands.queryLayout.offset(g, n, i)
         // Σ_d w_d·tanh_d = 2·Σ_d w_d·(1/2 − 1/D_d), accumulated per group of four from
         // (w₁ + w₂ + w₃ + w₄)/2 − Σ w/D: centred, the sums stay as small as the logit (Σ_d w_d/D_d
@@ -69,16 +69,16 @@ extension Row {
         var acc0 = T.Vector(), acc1 = T.Vector()
         var d = 0
         while d + 4 <= dim {
-            let p = packed + d * width, w = weights.map { $0 + d }
+            let p = packed + d * stride, w = weights.map { $0 + d }
             let centre = T.Vector(repeating: w.map { ($0[0] + $0[1] + $0[2] + $0[3]) / 2 } ?? 2)
-            acc0 += centre - fourQuotients(e + d, p, width, w)
-            acc1 += centre - fourQuotients(e + d, p + lanes, width, w)
+            acc0 += centre - fourQuotients(e + d, p, stride, w)
+            acc1 += centre - fourQuotients(e + d, p + lanes, stride, w)
             d += 4
         }
         while d < dim {
             let w = weights?[d] ?? 1
-            acc0 += T.Vector(repeating: w / 2) - T.Vector(repeating: w) / denominator(e[d], packed + d * width)
-            acc1 += T.Vector(repeating: w / 2) - T.Vector(repeating: w) / denominator(e[d], packed + d * width + lanes)
+            acc0 += T.Vector(repeating: w / 2) - T.Vector(repeating: w) / denominator(e[d], packed + d * stride)
+            acc1 += T.Vector(repeating: w / 2) - T.Vector(repeating: w) / denominator(e[d], packed + d * stride + lanes)
             d += 1
         }
         let f = T.Vector(repeating: 2 * factor)

@@ -106,27 +106,28 @@ func maxPropagatingNaN<T: KernelScalar>(_ a: T, _ b: T) -> T {
     return a < b ? b : a
 }
 
-/// out[e · stride + t] = row(t)[e] for t < count, e < width: rows into columns, eight rows
-/// at a time (one 8-lane store per column), the next eight rows' cache lines prefetched.
+/// out[e · stride + t] = (rows + t · rowStride)[e] for t < count, e < width: rows into
+/// columns, by square blocks of one vector per row (`KernelScalar.transposeBlock`), the
+/// edges element by element; the next block's rows are prefetched.
 @inline(__always)
-func transpose<T: KernelScalar>(count: Int, width: Int, row: (Int) -> UnsafePointer<T>,
+func transpose<T: KernelScalar>(count: Int, width: Int, rows: UnsafePointer<T>, rowStride: Int,
                                 into out: UnsafeMutablePointer<T>, stride: Int) {
+    let side = T.Vector.scalarCount
+    func elementwise(_ keys: Range<Int>, _ elements: Range<Int>) {
+        for t in keys { for e in elements { out[e * stride + t] = rows[t * rowStride + e] } }
+    }
     var t = 0
-    while t + 8 <= count {
-        let (r0, r1, r2, r3) = (row(t), row(t + 1), row(t + 2), row(t + 3))
-        let (r4, r5, r6, r7) = (row(t + 4), row(t + 5), row(t + 6), row(t + 7))
-        for next in (t + 8)..<min(t + 16, count) { prefetch(row(next), width) }
-        for e in 0..<width {
-            UnsafeMutableRawPointer(out + e * stride + t).storeBytes(
-                of: SIMD8(r0[e], r1[e], r2[e], r3[e], r4[e], r5[e], r6[e], r7[e]), as: SIMD8<T>.self)
+    while t + side <= count {
+        for next in (t + side)..<min(t + 2 * side, count) { prefetch(rows + next * rowStride, width) }
+        var e = 0
+        while e + side <= width {
+            T.transposeBlock(rows + t * rowStride + e, stride: rowStride, into: out + e * stride + t, outStride: stride)
+            e += side
         }
-        t += 8
+        elementwise(t..<t + side, e..<width)
+        t += side
     }
-    while t < count {
-        let r = row(t)
-        for e in 0..<width { out[e * stride + t] = r[e] }
-        t += 1
-    }
+    elementwise(t..<count, 0..<width)
 }
 
 /// What a prefetched line is for: this phase of the work (towards L1), or a later one (the
