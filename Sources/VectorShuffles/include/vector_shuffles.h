@@ -8,10 +8,21 @@
 #ifndef VECTOR_SHUFFLES_H
 #define VECTOR_SHUFFLES_H
 
-typedef float transpose_float16 __attribute__((ext_vector_type(16), aligned(4)));
-typedef float transpose_float8 __attribute__((ext_vector_type(8), aligned(4)));
-typedef double transpose_double8 __attribute__((ext_vector_type(8), aligned(8)));
-typedef double transpose_double4 __attribute__((ext_vector_type(4), aligned(8)));
+/* Vectors of one kernel register (and halves of them); loads and stores through them may
+   be unaligned and alias the kernels' scalars. */
+#define SHUFFLE_VECTOR(scalar, n) __attribute__((ext_vector_type(n), aligned(sizeof(scalar)), __may_alias__))
+typedef float shuffle_float16 SHUFFLE_VECTOR(float, 16);
+typedef float shuffle_float8 SHUFFLE_VECTOR(float, 8);
+typedef float shuffle_float4 SHUFFLE_VECTOR(float, 4);
+typedef double shuffle_double8 SHUFFLE_VECTOR(double, 8);
+typedef double shuffle_double4 SHUFFLE_VECTOR(double, 4);
+typedef double shuffle_double2 SHUFFLE_VECTOR(double, 2);
+typedef int shuffle_int16 __attribute__((ext_vector_type(16)));
+typedef int shuffle_int8 __attribute__((ext_vector_type(8)));
+typedef int shuffle_int4 __attribute__((ext_vector_type(4)));
+typedef long shuffle_long8 __attribute__((ext_vector_type(8)));
+typedef long shuffle_long4 __attribute__((ext_vector_type(4)));
+typedef long shuffle_long2 __attribute__((ext_vector_type(2)));
 
 #define TRANSPOSE_ZIP16_LOW 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
 #define TRANSPOSE_ZIP16_HIGH 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
@@ -36,19 +47,10 @@ typedef double transpose_double4 __attribute__((ext_vector_type(4), aligned(8)))
         for (int i = 0; i < n; i++) *(vector *)(out + i * out_stride) = a[i];                \
     }
 
-TRANSPOSE_BLOCK(transpose_float_16x16, float, transpose_float16, 16, TRANSPOSE_ZIP16_LOW, TRANSPOSE_ZIP16_HIGH)
-TRANSPOSE_BLOCK(transpose_float_8x8, float, transpose_float8, 8, TRANSPOSE_ZIP8_LOW, TRANSPOSE_ZIP8_HIGH)
-TRANSPOSE_BLOCK(transpose_double_8x8, double, transpose_double8, 8, TRANSPOSE_ZIP8_LOW, TRANSPOSE_ZIP8_HIGH)
-TRANSPOSE_BLOCK(transpose_double_4x4, double, transpose_double4, 4, TRANSPOSE_ZIP4_LOW, TRANSPOSE_ZIP4_HIGH)
-
-typedef float shuffle_float4 __attribute__((ext_vector_type(4)));
-typedef int shuffle_int16 __attribute__((ext_vector_type(16)));
-typedef int shuffle_int8 __attribute__((ext_vector_type(8)));
-typedef int shuffle_int4 __attribute__((ext_vector_type(4)));
-typedef double shuffle_double2 __attribute__((ext_vector_type(2)));
-typedef long shuffle_long8 __attribute__((ext_vector_type(8)));
-typedef long shuffle_long4 __attribute__((ext_vector_type(4)));
-typedef long shuffle_long2 __attribute__((ext_vector_type(2)));
+TRANSPOSE_BLOCK(transpose_float_16x16, float, shuffle_float16, 16, TRANSPOSE_ZIP16_LOW, TRANSPOSE_ZIP16_HIGH)
+TRANSPOSE_BLOCK(transpose_float_8x8, float, shuffle_float8, 8, TRANSPOSE_ZIP8_LOW, TRANSPOSE_ZIP8_HIGH)
+TRANSPOSE_BLOCK(transpose_double_8x8, double, shuffle_double8, 8, TRANSPOSE_ZIP8_LOW, TRANSPOSE_ZIP8_HIGH)
+TRANSPOSE_BLOCK(transpose_double_4x4, double, shuffle_double4, 4, TRANSPOSE_ZIP4_LOW, TRANSPOSE_ZIP4_HIGH)
 
 /* The larger of a and b lane by lane: b where a < b, else a (one max instruction; a NaN in b
    is passed over). */
@@ -57,11 +59,11 @@ typedef long shuffle_long2 __attribute__((ext_vector_type(2)));
         mask below = a < b;                                                                   \
         return (vector)(((mask)b & below) | ((mask)a & ~below));                              \
     }
-LARGER_LANES(larger_float16, transpose_float16, shuffle_int16)
-LARGER_LANES(larger_float8, transpose_float8, shuffle_int8)
+LARGER_LANES(larger_float16, shuffle_float16, shuffle_int16)
+LARGER_LANES(larger_float8, shuffle_float8, shuffle_int8)
 LARGER_LANES(larger_float4, shuffle_float4, shuffle_int4)
-LARGER_LANES(larger_double8, transpose_double8, shuffle_long8)
-LARGER_LANES(larger_double4, transpose_double4, shuffle_long4)
+LARGER_LANES(larger_double8, shuffle_double8, shuffle_long8)
+LARGER_LANES(larger_double4, shuffle_double4, shuffle_long4)
 LARGER_LANES(larger_double2, shuffle_double2, shuffle_long2)
 
 /* The largest lane of v (a NaN may be passed over): halves compared until one lane is left. */
@@ -69,21 +71,21 @@ static inline float largest_lane_float4(shuffle_float4 v) {
     v = larger_float4(v, __builtin_shufflevector(v, v, 2, 3, 0, 1));
     return larger_float4(v, __builtin_shufflevector(v, v, 1, 0, 3, 2))[0];
 }
-static inline float largest_lane_float8(transpose_float8 v) {
+static inline float largest_lane_float8(shuffle_float8 v) {
     return largest_lane_float4(larger_float4(__builtin_shufflevector(v, v, 0, 1, 2, 3),
                                              __builtin_shufflevector(v, v, 4, 5, 6, 7)));
 }
-static inline float largest_lane_float16(transpose_float16 v) {
+static inline float largest_lane_float16(shuffle_float16 v) {
     return largest_lane_float8(larger_float8(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),
                                              __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15)));
 }
 static inline double largest_lane_double2(shuffle_double2 v) {
     return larger_double2(v, __builtin_shufflevector(v, v, 1, 0))[0];
 }
-static inline double largest_lane_double4(transpose_double4 v) {
+static inline double largest_lane_double4(shuffle_double4 v) {
     return largest_lane_double2(larger_double2(__builtin_shufflevector(v, v, 0, 1), __builtin_shufflevector(v, v, 2, 3)));
 }
-static inline double largest_lane_double8(transpose_double8 v) {
+static inline double largest_lane_double8(shuffle_double8 v) {
     return largest_lane_double4(larger_double4(__builtin_shufflevector(v, v, 0, 1, 2, 3),
                                                __builtin_shufflevector(v, v, 4, 5, 6, 7)));
 }
@@ -103,9 +105,9 @@ static inline double largest_lane_double8(transpose_double8 v) {
         for (; v < vectors; v++) m0 = larger(m0, *(const vector *)(x + v * n));               \
         return largest_lane(larger(larger(m0, m1), larger(m2, m3)));                          \
     }
-LARGEST(largest_float16s, float, transpose_float16, 16, larger_float16, largest_lane_float16)
-LARGEST(largest_float8s, float, transpose_float8, 8, larger_float8, largest_lane_float8)
-LARGEST(largest_double8s, double, transpose_double8, 8, larger_double8, largest_lane_double8)
-LARGEST(largest_double4s, double, transpose_double4, 4, larger_double4, largest_lane_double4)
+LARGEST(largest_float16s, float, shuffle_float16, 16, larger_float16, largest_lane_float16)
+LARGEST(largest_float8s, float, shuffle_float8, 8, larger_float8, largest_lane_float8)
+LARGEST(largest_double8s, double, shuffle_double8, 8, larger_double8, largest_lane_double8)
+LARGEST(largest_double4s, double, shuffle_double4, 4, larger_double4, largest_lane_double4)
 
 #endif
