@@ -268,13 +268,16 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         let ops = job.operands, scale = job.score.dotScale
         let first = keys.lowerBound
         func key(_ t: Int) -> UnsafePointer<T> { ops.key + ops.keyLayout.offset(g, h, first + t) }
-        if plan.packs { b.keysTransposed.update(repeating: 0, count: d * stride) }
-        b.valuesTransposed.update(repeating: 0, count: dv * stride)
+        func zeroPadding(_ transposed: UnsafeMutablePointer<T>, rows: Int) {  // past the chunk's keys
+            for e in 0..<rows { (transposed + e * stride + keys.count).update(repeating: 0, count: stride - keys.count) }
+        }
         transpose(count: keys.count, width: dv, rows: ops.value + ops.valueLayout.offset(g, h, first),
                   rowStride: ops.valueLayout.row, into: b.valuesTransposed, stride: stride)
+        zeroPadding(b.valuesTransposed, rows: dv)
         guard plan.packs else { return }
         transpose(count: keys.count, width: d, rows: key(0), rowStride: ops.keyLayout.row, into: b.keysTransposed,
                   stride: stride)
+        zeroPadding(b.keysTransposed, rows: d)
         for t in 0..<keys.count {
             let k = key(t), padded = b.keys + t * plan.keyPadded
             for e in 0..<d { padded[e] = scale * k[e] }
