@@ -6,7 +6,8 @@
 /// keys its last row's band reaches (one vector when they fit)
 ///   1. logits (microRows × tile): Q·Kᵀ in registers (microRows × 2 vectors of
 ///      accumulators), or the concat/additive sums of `Row.tanhLogits`,
-///   2. the online softmax update per row on whole vectors (running max m, sum l),
+///   2. the rows' tile maxima (masked keys at −∞ first), then the online softmax step per
+///      row on whole vectors (running shift m, sum l),
 ///   3. O (microRows × valueDim) = O·e^(m_old − m) + P·V, microRows × 2 vectors at a time
 ///      (then 1).
 /// Tiles a causal band or sliding window empties for every row of the block are skipped.
