@@ -84,9 +84,14 @@ test-c: lib $(C_TESTS)
 	@for p in $(C_TESTS); do echo "== $$p"; $$p || exit 1; done
 
 # The dispatched library's other variants on this machine, through the cap: the C and
-# Python suites again with ATTENTION_MAX_ISA=avx2 and =baseline (the runs above took the best).
+# Python suites again with ATTENTION_MAX_ISA=avx2 and =baseline (the runs above took the best);
+# and the Swift kernel tests built as the avx2 variant (6-row register tile, 8-lane vectors),
+# whose multi-block shapes the small C and Python gradient cases do not reach.
 test-variants: lib python-deps $(C_TESTS) $(OUT)/demo
 ifneq ($(DISPATCH),)
+	@if grep -qw avx2 /proc/cpuinfo; then echo "== swift test, kernels of the avx2 variant"; \
+		ATTENTION_VARIANT=avx2 $(SWIFT) test -c release --scratch-path .build-variant-avx2 --filter AttentionKernelsTests \
+		|| exit 1; fi
 	@for v in avx2 baseline; do for p in $(C_TESTS); do echo "== $$p (ATTENTION_MAX_ISA=$$v)"; \
 		ATTENTION_MAX_ISA=$$v $$p || exit 1; done; \
 		echo "== pytest (ATTENTION_MAX_ISA=$$v)"; ATTENTION_MAX_ISA=$$v $(PYTHON) -m pytest Tests/python -q || exit 1; done

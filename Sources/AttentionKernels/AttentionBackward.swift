@@ -418,9 +418,10 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
     /// returned scores, scale gradient, or fully masked row): on the vectors of keys around
     /// `keys` (block-relative; the rows' bands are within them) the logits less lse
     /// leave the register tile into `logits`, the band's masked keys are set to −∞, they are
-    /// exponentiated, and dS = P·(dP − D) leaves the tile of dP. The tiles' other vectors are
-    /// left as they were: `keyBlock`'s products take, of a row, only keys its micro-block's
-    /// `keys` reach, and those are among the vectors computed.
+    /// exponentiated, and dS = P·(dP − D) leaves the tile of dP; P and dS are 0 on the other
+    /// vectors, which no e^x is spent on. (They are read: dV's and dK's products take keys in
+    /// groups of a micro-block's rows, which a row's vectors need not cover when the rows
+    /// are 6 — the avx2 kernels.)
     private func plainScoreGradients(_ row: Row<T>, _ i0: Int, _ micro: Int, _ j0: Int, _ width: Int, _ t0: Int,
                                      keys: Range<Int>, _ b: Buffers) {
         let lanes = T.Vector.scalarCount, strip = 2 * lanes, ld = plan.tileWidth
@@ -443,15 +444,22 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 if both(c) { x.store(shift.plusProduct(x1, scale), at: lanes) }
             }
         }
-        for r in 0..<micro {  // P = e^(x − lse) on `computed`, masked keys at −∞ first
+        for r in 0..<micro {  // P = e^(x − lse) on `computed` (masked keys at −∞ first), 0 around it
             let x = b.logits + r * ld, band = row.band(i0 + r)
             let first = min(max(band.lowerBound - j0, computed.lowerBound), computed.upperBound)
             let end = max(first, min(band.upperBound - j0, width, computed.upperBound))
+            x.update(repeating: 0, count: computed.lowerBound)
             (x + computed.lowerBound).update(repeating: -T.infinity, count: first - computed.lowerBound)
             (x + end).update(repeating: -T.infinity, count: computed.upperBound - end)
+            (x + computed.upperBound).update(repeating: 0, count: ld - computed.upperBound)
             if computed.count < ld { _ = T.exponentiate(x + computed.lowerBound, vectors: computed.count / lanes, minus: 0) }
         }
         if computed.count == ld { _ = T.exponentiate(b.logits, vectors: micro * ld / lanes, minus: 0) }  // rows are contiguous
+        for r in 0..<micro {
+            let ds = b.dS + r * ld
+            ds.update(repeating: 0, count: computed.lowerBound)
+            (ds + computed.upperBound).update(repeating: 0, count: ld - computed.upperBound)
+        }
         for c in stride(from: computed.lowerBound, to: computed.upperBound, by: strip) {
             var dp = RegisterTile<T>()
             dp.accumulate(outputGradient, aStep: 1, UnsafePointer(b.valuesTransposed + t0 + c), bStep: plan.chunkPadded,

@@ -1,6 +1,7 @@
 /* What the kernels do across the lanes of vector registers, which Swift has no spelling
    for (a shuffle): square blocks transposed, and the largest lane. Compiled for the CPU of
-   the Swift module that calls them (16 floats: one zmm register on AVX-512, two ymm on AVX2).
+   the Swift module that calls them, which picks the sizes of its kernel vector (16 floats in
+   a zmm register on AVX-512, 8 in a ymm on the avx2 kernels).
 
    A block of n rows of n elements is loaded as n vectors; log2(n) rounds of interleaving row
    i with row i + n/2 (b[2i] = their low halves' lanes interleaved, b[2i + 1] = their high
