@@ -376,13 +376,16 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         let rowTerms: Span? = inside ? nil : { (all, keysOf($0, $1)) }
         let keyTerms: Span? = inside ? nil : { (all, rowsOf($0, $1)) }
         // P and dS a micro-block of rows at a time, while its tiles' rows are in L1; in
-        // registers when nothing but the scores touches them.
+        // registers when nothing but the scores touches them. A plain micro-block whose bands
+        // miss the block is left as it is: the products' spans never reach its rows.
         var r0 = 0
         while r0 < count {
             let micro = min(FlashTile.microRows, count - r0)
             if plainBlocks && !(r0..<r0 + micro).contains(where: { fullyMasked[$0] }) {
-                plainScoreGradients(row, i0 + r0, micro, j0, width, t0, keys: inside ? 0..<width : keysOf(r0, micro),
-                                    b.offset(rows: r0, plan))
+                let keys = inside ? 0..<width : keysOf(r0, micro)
+                if !keys.isEmpty {
+                    plainScoreGradients(row, i0 + r0, micro, j0, width, t0, keys: keys, b.offset(rows: r0, plan))
+                }
             } else {
                 let columns: Span? = inside ? nil : { [r0] in (keysOf(r0 + $0, $1), all) }
                 scoreGradients(row, i0 + r0, micro, j0, width, t0, fullyMasked + r0, columns, b.offset(rows: r0, plan))
@@ -445,12 +448,10 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
             }
         }
         for r in 0..<micro {  // P = e^(x − lse) on `computed` (masked keys at −∞ first), 0 around it
-            let x = b.logits + r * ld, band = row.band(i0 + r)
-            let first = min(max(band.lowerBound - j0, computed.lowerBound), computed.upperBound)
-            let end = max(first, min(band.upperBound - j0, width, computed.upperBound))
-            x.update(repeating: 0, count: computed.lowerBound)
-            (x + computed.lowerBound).update(repeating: -T.infinity, count: first - computed.lowerBound)
-            (x + end).update(repeating: -T.infinity, count: computed.upperBound - end)
+            let x = b.logits + r * ld, c0 = computed.lowerBound
+            x.update(repeating: 0, count: c0)
+            row.exclude(row.keptKeys(i0 + r, j0 + c0, min(width, computed.upperBound) - c0), 0, x + c0,
+                        width: computed.count)
             (x + computed.upperBound).update(repeating: 0, count: ld - computed.upperBound)
             if computed.count < ld { _ = T.exponentiate(x + computed.lowerBound, vectors: computed.count / lanes, minus: 0) }
         }

@@ -68,7 +68,9 @@ extension Row {
                     tileLogits(i0, micro, j0, active, packed, into: logits)
                     // The rows' maxima before their steps: their reduction trees overlap
                     // rather than each waiting behind the e^x of the row before.
-                    for r in 0..<micro { maxima[r] = maskedMaximum(i0 + r, j0, active, logits + r * width) }
+                    for r in 0..<micro {
+                        (maxima + r).initialize(to: maskedMaximum(i0 + r, j0, active, logits + r * width))
+                    }
                     for r in 0..<micro {
                         ahead.step()
                         softmaxUpdate(i0 + r, j0, active, logits + r * width, maximum: maxima[r], &softmax[r0 + r],
