@@ -349,9 +349,7 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
         // On a band's edge (a causal diagonal, a window's end) the products skip what the
         // band masks: a micro-block of rows takes only the keys its rows' bands reach, one of
         // keys only the rows whose bands reach it.
-        let (firstBand, lastBand) = (row.band(i0), row.band(rows.upperBound - 1))
-        let inside = max(firstBand.lowerBound, lastBand.lowerBound) <= j0
-            && min(firstBand.upperBound, lastBand.upperBound) >= j0 + width
+        let inside = row.bandsCover(rows, j0..<j0 + width)
         func keysOf(_ r0: Int, _ micro: Int) -> Range<Int> {  // of rows r0 ..< r0 + micro, block-relative
             let lo = min(max(row.band(i0 + r0).lowerBound - j0, 0), width)
             return lo..<max(lo, min(row.band(i0 + r0 + micro - 1).upperBound - j0, width))

@@ -49,6 +49,15 @@ extension Row {
         return keys.lowerBound >= span.upperBound || keys.upperBound <= span.lowerBound
     }
 
+    /// Whether every row of `rows` may see all of `keys` (they lie in the first and last rows'
+    /// bands, and so in every band between).
+    func bandsCover(_ rows: Range<Int>, _ keys: Range<Int>) -> Bool {
+        guard !rows.isEmpty else { return true }
+        let first = band(rows.lowerBound), last = band(rows.upperBound - 1)
+        return max(first.lowerBound, last.lowerBound) <= keys.lowerBound
+            && min(first.upperBound, last.upperBound) >= keys.upperBound
+    }
+
     /// kept[t] for keys j0 ..< j0 + count of row i (band included); returns whether any is kept.
     func computeKept(_ i: Int, _ j0: Int, _ count: Int) -> Bool {
         let band = band(i)
