@@ -355,6 +355,36 @@ def test_empty_forward(kind, shapes, dtype):
         np.testing.assert_array_equal(out, np.full(out.shape, expected, dtype))
 
 
+def _nan_backed_empty(shape, dtype):
+    """An empty array over a NaN: numpy gives an empty array one never-written element, which
+    holds whatever the heap held (a NaN made test_empty_forward's reference NaN, now and then)."""
+    return np.lib.stride_tricks.as_strided(np.full(1, np.nan, dtype), shape, (0,) * len(shape))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["MultiHeadAttention", "GroupQueryAttention", "ReuseMultiHeadAttention"])
+def test_empty_key_axis_reference_reads_no_element_of_empty_projections(kind, dtype, monkeypatch):
+    """With no keys the reference's attended values are exactly 0 (the output is the output
+    bias, as the layer's), whatever the buffers of its empty projections hold."""
+    dense = reference._dense
+
+    def dense_over_nan(x, kernel, bias, contracted):
+        y = dense(x, kernel, bias, contracted)
+        return _nan_backed_empty(y.shape, y.dtype) if y.size == 0 else y
+
+    q, v = np.zeros((2, 3, 4), dtype), np.ones((2, 0, 4), dtype)
+    layer = _layer(kind, dtype)
+    out = _call(layer, q, v)
+    monkeypatch.setattr(reference, "_dense", dense_over_nan)
+    np.testing.assert_array_equal(_reference(kind, layer, q, v)[0], out)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_empty_key_axis_dot_product_attention_reference_reads_no_element(dtype):
+    key = _nan_backed_empty((1, 0, 2, 2), dtype)
+    np.testing.assert_array_equal(reference.dot_product_attention(np.ones((1, 3, 4, 2), dtype), key, key), 0)
+
+
 @pytest.mark.parametrize("shapes", EMPTY.values(), ids=EMPTY.keys())
 @pytest.mark.parametrize("kind", KINDS)
 def test_empty_gradients(kind, shapes):

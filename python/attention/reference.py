@@ -158,6 +158,17 @@ def _keep(mask, shape, name):
     return mask != 0
 
 
+def _einsum(*operands):
+    """np.einsum (either call form) with every empty array operand replaced by zeros of its
+    shape and dtype. numpy gives an empty array a buffer of one never-written element, and
+    numpy's einsum may read that element even when the summed axis is empty (numpy 2.4:
+    einsum("bkgts,bskh->btkgh") with S = 0 multiplies it into every output): left as it is,
+    a NaN or Inf there (whatever the heap held) makes the empty sum NaN instead of 0. The
+    zeros are a broadcast 0-d zero, so any element read is a real 0."""
+    return np.einsum(*(np.broadcast_to(np.zeros((), x.dtype), x.shape)
+                       if isinstance(x, np.ndarray) and x.size == 0 else x for x in operands))
+
+
 def _causal(rows, cols):
     """(rows, cols) bool, True where column j <= row i (top-left aligned)."""
     return np.arange(cols)[None, :] <= np.arange(rows)[:, None]
@@ -492,7 +503,7 @@ def multi_head_attention(query, value, key=None, *, weights, num_heads, key_dim,
     v = _dense(value, *p["value"], 1)
 
     q_sub, k_sub, v_sub, out_sub, scores_sub = _attention_subscripts(rank + 1, axes)
-    logits = np.einsum(q, q_sub, k, k_sub, scores_sub)
+    logits = _einsum(q, q_sub, k, k_sub, scores_sub)
 
     key_attention_axes = tuple(range(logits.ndim - len(axes), logits.ndim))
     mask = _mha_mask(query, value, rank, len(axes), logits.shape, query_mask, value_mask,
@@ -501,7 +512,7 @@ def multi_head_attention(query, value, key=None, *, weights, num_heads, key_dim,
     scores = _keras_attention_weights(logits, mask, key_attention_axes, fused_path)
 
     used = _dropout(scores, rate, seed, stream) if training and rate > 0 else scores
-    attended = np.einsum(used, scores_sub, v, v_sub, out_sub)
+    attended = _einsum(used, scores_sub, v, v_sub, out_sub)
     if use_gate:
         attended = attended * _sigmoid(_dense(query, *p["gate"], 1))
     output = _dense(attended, *p["attention_output"], 2)
@@ -539,7 +550,7 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
     scale = 1.0 / math.sqrt(h) if scale is None else scale
 
     grouped_query = query.reshape(b, t, kv, group, h)  # head n = (n // group, n % group)
-    logits = np.einsum("btkgh,bskh->bkgts", grouped_query, key).reshape(b, n, t, s)
+    logits = _einsum("btkgh,bskh->bkgts", grouped_query, key).reshape(b, n, t, s)
     logits = logits * dtype(scale)
     full = (b, n, t, s)
     if bias is not None:
@@ -552,7 +563,7 @@ def dot_product_attention(query, key, value, bias=None, mask=None, scale=None, i
         keep = keep & _causal(t, s)
     logits = np.where(keep, logits, dtype(_FUSED_MASK_FILL))
     weights = _softmax(logits, axes=-1)
-    output = np.einsum("bkgts,bskh->btkgh", weights.reshape(b, kv, group, t, s), value)
+    output = _einsum("bkgts,bskh->btkgh", weights.reshape(b, kv, group, t, s), value)
     return output.reshape(b, t, n, value.shape[3])
 
 
@@ -620,14 +631,14 @@ def group_query_attention(query, value, key=None, *, weights, head_dim, num_quer
     q = (_dense(query, *p["query"], 1) * scale).reshape(b, t, n_kv, group, head_dim)
     k = _dense(key, *p["key"], 1)
     v = _dense(value, *p["value"], 1)
-    logits = np.einsum("btkgh,bskh->bkgts", q, k).reshape(b, n_query, t, s)
+    logits = _einsum("btkgh,bskh->bkgts", q, k).reshape(b, n_query, t, s)
 
     mask = _mha_mask(query, value, 3, 1, logits.shape, query_mask, value_mask, key_mask,
                      attention_mask, use_causal_mask, sliding_window)
     fused_path = not return_attention_scores and rate == 0
     scores = _keras_attention_weights(logits, mask, (-1,), fused_path)
     used = _dropout(scores, rate, seed, stream) if training and rate > 0 else scores
-    attended = np.einsum("bkgts,bskh->btkgh", used.reshape(b, n_kv, group, t, s), v)
+    attended = _einsum("bkgts,bskh->btkgh", used.reshape(b, n_kv, group, t, s), v)
     attended = attended.reshape(b, t, n_query, head_dim)
     if use_gate:
         attended = attended * _sigmoid(_dense(query, *p["gate"], 1))
@@ -767,7 +778,7 @@ def reuse_multi_head_attention(query, value, key=None, *, weights, num_heads, ke
         scale = query.dtype.type(1.0 / math.sqrt(key_dim))
         q = _dense(query, *p["query"], 1) * scale
         k = _dense(key, *p["key"], 1)
-        logits = np.einsum(q, q_sub, k, k_sub, scores_sub)
+        logits = _einsum(q, q_sub, k, k_sub, scores_sub)
         if use_pe:
             embeddings = p["relative_position_embeddings"][0]
             if embeddings.shape != (1, new_heads, 2 * max_length - 1):
@@ -817,7 +828,7 @@ def reuse_multi_head_attention(query, value, key=None, *, weights, num_heads, ke
             (used_reused, reused is not None, "value_reuse", "attention_output_reuse"),
             (used_new, new is not None, "value_new", "attention_output_new")):
         if present:
-            attended = np.einsum(weights_used, scores_sub, _dense(value, *p[value_name], 1),
-                                 v_sub, out_sub)
+            attended = _einsum(weights_used, scores_sub, _dense(value, *p[value_name], 1),
+                               v_sub, out_sub)
             output = output + _dense(attended, *p[output_name], 2)
     return output, (scores if return_attention_scores else None)
