@@ -252,7 +252,8 @@ bench-builds: lib python-deps
 		dispatch:avx2=$(LIB):avx2 haswell=.build-cpu-haswell/release/libattention.so
 
 # Sanitizers: the library with Swift's AddressSanitizer (C tests with clang's ASan + UBSan +
-# LeakSanitizer, Python tests under ASan), and ThreadSanitizer on the thread test (with the
+# LeakSanitizer, Python tests under ASan) and objects' lifetimes ending at their last use (which
+# the language allows; a buffer read after its owner's last use is then a use after free), and ThreadSanitizer on the thread test (with the
 # shared Swift runtime; TSan's runtime intercepts libdispatch, so that links too).
 SAN_BIN    := $(dir $(realpath $(shell command -v $(SWIFT))))
 SAN_CC     := $(SAN_BIN)clang
@@ -262,7 +263,8 @@ ASAN_LIB   := $(abspath .build-asan/release)
 TSAN_LIB   := $(abspath .build-tsan/release)
 
 test-sanitize: python-deps
-	$(SWIFT) build -c release --product attention --build-path .build-asan -Xswiftc -sanitize=address
+	$(SWIFT) build -c release --product attention --build-path .build-asan -Xswiftc -sanitize=address \
+		-Xswiftc -Xfrontend -Xswiftc -enable-lexical-lifetimes=false
 	@$(call soname_link,$(ASAN_LIB))
 	@mkdir -p .build-asan/c
 	@for t in Tests/c/test_*.c; do p=.build-asan/c/$$(basename $$t .c); \

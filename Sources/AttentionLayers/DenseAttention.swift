@@ -102,6 +102,7 @@ struct DenseAttention {
         let k = try key.elements(of: T.self, "key")
         let (out, scores) = try a.results(T.self, output: outputShape, scores: scoresShape)
         let workspace = Workspace<T>()
+        defer { withExtendedLifetime(workspace) {} }  // (its buffers are read up to the end)
         let views = try a.valueMask.map { m throws(AttentionError) in [try valueMaskView(m, scores: scoresShape, workspace)] } ?? []
         let queryMask = try a.queryMask.map { m throws(AttentionError) in
             try queryRowMask(m, rows: Array(a.query.dims.dropLast()), workspace)
@@ -119,10 +120,8 @@ struct DenseAttention {
                                scoresAfterDropout: true)
             : nil
         let logSumExp = gradients == nil ? nil : try workspace.buffer(b * tq, "the log-sum-exp rows")
-        withExtendedLifetime(workspace) {
-            attentionForward(shape: shape, operands: operands, score: score, mask: mask, bias: nil,
-                             dropout: dropout, scores: scores, logSumExp: logSumExp)
-        }
+        attentionForward(shape: shape, operands: operands, score: score, mask: mask, bias: nil,
+                         dropout: dropout, scores: scores, logSumExp: logSumExp)
         // The output of a masked query row is 0 (after the backward has read it).
         func zeroMaskedRows(_ x: UnsafeMutablePointer<T>) {
             guard let queryMask else { return }
@@ -147,16 +146,14 @@ struct DenseAttention {
         let slots = max(2, d)
         let weightGradients = try workspace.zeros(slots, "the score weights' gradients")
         let (plan, scratch) = try workspace.backwardPlan(shape, score: score, bias: nil)
-        withExtendedLifetime(workspace) {
-            attentionBackward(plan: plan, shape: shape, operands: operands, score: score, mask: mask, bias: nil, dropout: dropout,
-                              logSumExp: UnsafePointer(logSumExp),
-                              gradients: AttentionGradients(
-                                output: UnsafePointer(dO), outputLayout: layouts.output, query: dq, queryLayout: layouts.query,
-                                key: dk, keyLayout: layouts.key, value: dvBuffer, valueLayout: layouts.value,
-                                scores: grads.scores,
-                                scoreWeights: weightGradients),
-                              scratch: scratch)
-        }
+        attentionBackward(plan: plan, shape: shape, operands: operands, score: score, mask: mask, bias: nil, dropout: dropout,
+                          logSumExp: UnsafePointer(logSumExp),
+                          gradients: AttentionGradients(
+                            output: UnsafePointer(dO), outputLayout: layouts.output, query: dq, queryLayout: layouts.query,
+                            key: dk, keyLayout: layouts.key, value: dvBuffer, valueLayout: layouts.value,
+                            scores: grads.scores,
+                            scoreWeights: weightGradients),
+                          scratch: scratch)
         zeroMaskedRows(out)
         if a.key == nil, let dValue = grads.value { axpy(1, dk, dValue, b * tv * d) }
         // Slot s of the kernel's weight gradients starts at s (only additive's one slot is a vector).

@@ -159,12 +159,11 @@ public func att_layer_backward(_ layer: OpaquePointer?, _ args: UnsafePointer<at
                                                          "grads->reuse_attention_scores_gradient"),
                 weights: weights, regularization: g.include_regularization != 0)
             let output = ScratchOutput()
-            try withExtendedLifetime(output) {  // (the layer writes into its buffer)
-                var arguments = try callArguments(a, l, scratch: output)
-                try addKeyValueCache(a, to: &arguments, l)
-                try requireDisjoint(arguments, callerOutput: a.output != nil, l, gradients)
-                try l.backward(arguments, gradients)
-            }
+            defer { withExtendedLifetime(output) {} }  // (the layer writes into its buffer)
+            var arguments = try callArguments(a, l, scratch: output)
+            try addKeyValueCache(a, to: &arguments, l)
+            try requireDisjoint(arguments, callerOutput: a.output != nil, l, gradients)
+            try l.backward(arguments, gradients)
         }
     }
 }
@@ -179,16 +178,15 @@ public func att_layer_losses(_ layer: OpaquePointer?, _ args: UnsafePointer<att_
             guard losses != nil || capacity == 0 else { throw Failure.null("losses (capacity is \(capacity))") }
             try requireBuilt(l)
             let output = ScratchOutput()
-            let values = try withExtendedLifetime(output) {  // (the layer writes into its buffer)
-                let arguments = try args.map { p throws in
-                    let a = try versionedStruct(p, "att_call_args", nullName: "args")
-                    var arguments = try callArguments(a, l, scratch: output)
-                    try addKeyValueCache(a, to: &arguments, l)
-                    try requireDisjoint(arguments, callerOutput: a.output != nil, l)
-                    return arguments
-                }
-                return try l.losses(arguments)
+            defer { withExtendedLifetime(output) {} }  // (the layer writes into its buffer)
+            let arguments = try args.map { p throws in
+                let a = try versionedStruct(p, "att_call_args", nullName: "args")
+                var arguments = try callArguments(a, l, scratch: output)
+                try addKeyValueCache(a, to: &arguments, l)
+                try requireDisjoint(arguments, callerOutput: a.output != nil, l)
+                return arguments
             }
+            let values = try l.losses(arguments)
             if let losses {
                 for (i, v) in values.prefix(Int(clamping: capacity)).enumerated() { losses[i] = v }
             }
@@ -213,7 +211,8 @@ func requireBuilt(_ l: any AttentionLayer) throws {
 }
 
 /// The output buffer of a call whose caller passed none (training entry points), freed with it:
-/// the entry point keeps it alive (`withExtendedLifetime`) until the layer is done writing.
+/// the entry point keeps it alive (`withExtendedLifetime` when it returns) until the layer has
+/// written it.
 final class ScratchOutput {
     private var buffer: UnsafeMutableRawPointer?
 
