@@ -271,7 +271,7 @@ test-sanitize: python-deps
 		$(SAN_CC) $(SAN_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all $$t -o $$p \
 			-L$(ASAN_LIB) -lattention -Wl,-rpath,$(ASAN_LIB) -lm || exit 1; \
 		echo "== $$p (ASan + UBSan + LSan)"; ASAN_OPTIONS=detect_leaks=1 $$p || exit 1; done
-	ATTENTION_LIB=$(ASAN_LIB)/libattention.so ASAN_OPTIONS=detect_leaks=0 \
+	ATTENTION_LIB=$(ASAN_LIB)/libattention.so ASAN_OPTIONS=detect_leaks=0 CC="$(SAN_CC) -fsanitize=address -shared-libasan -fuse-ld=lld" \
 		LD_PRELOAD=$$($(SAN_CC) -print-file-name=libclang_rt.asan-x86_64.so) $(PYTHON) -m pytest Tests/python -q
 	$(SWIFT) build -c release --product attention --build-path .build-tsan -Xswiftc -sanitize=thread \
 		-Xswiftc -no-static-stdlib

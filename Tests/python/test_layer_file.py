@@ -10,6 +10,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -361,13 +362,15 @@ def _inputs_file(case, dtype, kind, path):
 
 @pytest.fixture(scope="module")
 def load_layer(tmp_path_factory):
-    """examples/c/load_layer.c compiled against the library the tests use."""
-    if shutil.which("cc") is None:
+    """examples/c/load_layer.c compiled against the library the tests use, by $CC (default cc;
+    `make test-sanitize` gives clang with AddressSanitizer, which its library needs)."""
+    compiler = shlex.split(os.environ.get("CC", "cc"))
+    if not compiler or shutil.which(compiler[0]) is None:
         pytest.skip("needs a C compiler")
     _lib.lib()
     library = next(p for p in _lib._candidates() if p.is_file())
     program = tmp_path_factory.mktemp("c") / "load_layer"
-    subprocess.run(["cc", "-std=c11", "-O2", f"-I{ROOT / 'include'}", str(ROOT / "examples" / "c" / "load_layer.c"),
+    subprocess.run([*compiler, "-std=c11", "-O2", f"-I{ROOT / 'include'}", str(ROOT / "examples" / "c" / "load_layer.c"),
                     "-o", str(program), f"-L{library.parent}", "-lattention", f"-Wl,-rpath,{library.parent}", "-lm"],
                    check=True)
     return program
