@@ -253,8 +253,9 @@ bench-builds: lib python-deps
 
 # Sanitizers: the library with Swift's AddressSanitizer (C tests with clang's ASan + UBSan +
 # LeakSanitizer, Python tests under ASan) and objects' lifetimes ending at their last use (which
-# the language allows; a buffer read after its owner's last use is then a use after free), and ThreadSanitizer on the thread test (with the
-# shared Swift runtime; TSan's runtime intercepts libdispatch, so that links too).
+# the language allows; a buffer read after its owner's last use is then a use after free), and
+# ThreadSanitizer on the thread test (with the shared Swift runtime; TSan's runtime intercepts
+# libdispatch, so that links too).
 SAN_BIN    := $(dir $(realpath $(shell command -v $(SWIFT))))
 SAN_CC     := $(SAN_BIN)clang
 SAN_CFLAGS := -std=c11 -O1 -g -fno-omit-frame-pointer -fuse-ld=lld -Wall -Wextra -Werror -Iinclude -ITests/c

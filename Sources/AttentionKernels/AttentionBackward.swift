@@ -445,20 +445,19 @@ struct Backward<T: KernelScalar>: @unchecked Sendable {
                 if both(c) { x.store(shift.plusProduct(x1, scale), at: lanes) }
             }
         }
-        for r in 0..<micro {  // P = e^(x − lse) on `computed` (masked keys at −∞ first), 0 around it
-            let x = b.logits + r * ld, c0 = computed.lowerBound
-            x.update(repeating: 0, count: c0)
-            row.exclude(row.keptKeys(i0 + r, j0 + c0, min(width, computed.upperBound) - c0), 0, x + c0,
-                        width: computed.count)
-            (x + computed.upperBound).update(repeating: 0, count: ld - computed.upperBound)
-            if computed.count < ld { _ = T.exponentiate(x + computed.lowerBound, vectors: computed.count / lanes, minus: 0) }
+        let (c0, c1) = (computed.lowerBound, computed.upperBound)
+        func zeroAroundComputed(_ tileRow: UnsafeMutablePointer<T>) {
+            tileRow.update(repeating: 0, count: c0)
+            (tileRow + c1).update(repeating: 0, count: ld - c1)
+        }
+        for r in 0..<micro {  // P = e^(x − lse) on `computed` (masked keys at −∞ first); P and dS 0 around it
+            let x = b.logits + r * ld
+            row.exclude(row.keptKeys(i0 + r, j0 + c0, min(width, c1) - c0), 0, x + c0, width: computed.count)
+            if computed.count < ld { _ = T.exponentiate(x + c0, vectors: computed.count / lanes, minus: 0) }
+            zeroAroundComputed(x)
+            zeroAroundComputed(b.dS + r * ld)
         }
         if computed.count == ld { _ = T.exponentiate(b.logits, vectors: micro * ld / lanes, minus: 0) }  // rows are contiguous
-        for r in 0..<micro {
-            let ds = b.dS + r * ld
-            ds.update(repeating: 0, count: computed.lowerBound)
-            (ds + computed.upperBound).update(repeating: 0, count: ld - computed.upperBound)
-        }
         for c in stride(from: computed.lowerBound, to: computed.upperBound, by: strip) {
             var dp = RegisterTile<T>()
             dp.accumulate(outputGradient, aStep: 1, UnsafePointer(b.valuesTransposed + t0 + c), bStep: plan.chunkPadded,
