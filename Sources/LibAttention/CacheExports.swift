@@ -52,8 +52,8 @@ private func cacheUpdateIndex(_ a: att_call_args, batch: Int?) throws -> CacheUp
     }
     guard count == 1 || batch.map({ $0 >= 0 && count == UInt($0) }) ?? false else {
         let rows = batch.map { "the batch size (\($0))" } ?? "the batch size"
-        throw Failure(ATT_ERR_SHAPE, "args->cache_update_index_count is \(count); pass 1 (one index for every "
-                      + "batch row) or \(rows) (one per row)")
+        throw Failure(ATT_ERR_SHAPE, "args->cache_update_index has \(count) entries (cache_update_index_count); "
+                      + "pass 1 (one index for every batch row) or \(rows) (one per row)")
     }
     return CacheUpdateIndex(base: p, count: Int(count))
 }

@@ -273,6 +273,16 @@ def test_ragged_index_equals_shared_index_when_equal():
     assert np.array_equal(out_a, out_c) and np.array_equal(a, c)
 
 
+def test_index_count_error_names_python_arguments():
+    layer, kv, width = _make("mha", dict(num_heads=2, key_dim=4), "float64")
+    x = np.random.default_rng(1).standard_normal((2, 6, 5))
+    with pytest.raises(ValueError) as raised:
+        layer(x, x, use_causal_mask=True, cache=np.zeros((2, 2, 8, kv, width)), cache_update_index=np.array([1, 1, 1]))
+    message = str(raised.value)
+    assert "cache_update_index has 3 entries" in message and "the batch size (2)" in message
+    assert "args->" not in message
+
+
 # -- the cache object ---------------------------------------------------------------------------
 
 def test_in_place_and_copies():

@@ -618,9 +618,10 @@ def _status(function, *args):
 
 def _expect(status, expected, fragment, exception=ValueError):
     """`status` is `expected`, att_last_error() holds `fragment`, and check() raises
-    `exception` with both."""
+    `exception` with it (less the C struct's `args->`) and the status name."""
     assert status == expected, (status, _lib.lib().att_last_error())
-    with library_error(fragment, _lib.lib().att_status_name(expected).decode()[8:], exception):
+    assert fragment in _lib.lib().att_last_error().decode(), (fragment, _lib.lib().att_last_error())
+    with library_error(fragment.replace("args->", ""), _lib.lib().att_status_name(expected).decode()[8:], exception):
         _lib.check(status)
 
 

@@ -344,10 +344,11 @@ _EXCEPTIONS = {
 
 
 def check(status):
-    """Raise the exception for a failed att_status, with att_last_error() as its message."""
+    """Raise the exception for a failed att_status, with att_last_error() as its message
+    (less the C argument struct's `args->`: the fields are named after the Python arguments)."""
     if status == OK:
         return
-    message = lib().att_last_error().decode("utf-8", "replace")
+    message = lib().att_last_error().decode("utf-8", "replace").replace("args->", "")
     name = lib().att_status_name(status).decode()
     raise _EXCEPTIONS.get(status, RuntimeError)(f"{message} [{name}]")
 
